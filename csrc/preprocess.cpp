@@ -1,0 +1,243 @@
+// Python bindings for the preprocessing kernels: every argument is checked
+// here, with messages saying what was expected and what came, before any
+// kernel touches memory. The kernels then run with the GIL released.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cmath>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "preprocess.h"
+
+namespace py = pybind11;
+
+namespace xfer {
+namespace {
+
+int g_threads = 0;  // 0: one per hardware thread
+
+constexpr std::int64_t kMaxSide = 1 << 16;
+
+std::string shape_str(const py::array& a) {
+  std::ostringstream s;
+  s << "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.shape(i);
+  s << (a.ndim() == 1 ? ",)" : ")");
+  return s.str();
+}
+
+std::string strides_str(const py::array& a) {
+  std::ostringstream s;
+  s << "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.strides(i);
+  s << (a.ndim() == 1 ? ",)" : ")");
+  return s.str();
+}
+
+std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+[[noreturn]] void type_error(const std::string& msg) { throw py::type_error(msg); }
+[[noreturn]] void value_error(const std::string& msg) { throw py::value_error(msg); }
+
+bool is_c_contiguous(const py::array& a) { return (a.flags() & py::array::c_style) != 0; }
+
+void check_image_array(const py::array& a, const std::string& what) {
+  if (!a.dtype().is(py::dtype::of<std::uint8_t>()))
+    type_error(what + ": expected dtype uint8, got " + dtype_str(a));
+  if (!is_c_contiguous(a))
+    value_error(what + ": expected a C-contiguous array, got shape " + shape_str(a) + " with strides " +
+                strides_str(a) + "; pass numpy.ascontiguousarray(...)");
+}
+
+// Collects views of the input images without copying a byte.
+std::vector<ImageView> collect_images(const py::handle& images) {
+  std::vector<ImageView> views;
+  if (py::isinstance<py::array>(images)) {
+    py::array a = py::reinterpret_borrow<py::array>(images);
+    if (a.ndim() != 4)
+      value_error("images: expected a 4-D batch (N, H, W, C) or a list of (H, W[, C]) images, got a " +
+                  std::to_string(a.ndim()) + "-D array of shape " + shape_str(a));
+    check_image_array(a, "images");
+    const std::int64_t n = a.shape(0), h = a.shape(1), w = a.shape(2), c = a.shape(3);
+    if (n == 0) value_error("images: expected at least one image, got an empty batch of shape " + shape_str(a));
+    if (h == 0 || w == 0) value_error("images: expected non-empty images, got shape " + shape_str(a));
+    if (c != 1 && c != 3 && c != 4)
+      value_error("images: expected 1, 3 or 4 channels in the last axis, got " + std::to_string(c) +
+                  " (shape " + shape_str(a) + ")");
+    if (h > kMaxSide || w > kMaxSide) value_error("images: image sides above 65536 are not supported, got " + shape_str(a));
+    const auto* base = static_cast<const std::uint8_t*>(a.data());
+    views.reserve(static_cast<std::size_t>(n));
+    for (std::int64_t i = 0; i < n; ++i) views.push_back({base + i * h * w * c, h, w, c});
+    return views;
+  }
+  if (!py::isinstance<py::list>(images) && !py::isinstance<py::tuple>(images))
+    type_error("images: expected a uint8 numpy array (N, H, W, C) or a list of arrays, got " +
+               py::str(py::type::handle_of(images).attr("__name__")).cast<std::string>());
+  py::sequence seq = py::reinterpret_borrow<py::sequence>(images);
+  if (seq.size() == 0) value_error("images: expected at least one image, got an empty list");
+  std::size_t i = 0;
+  for (py::handle item : seq) {
+    const std::string what = "images[" + std::to_string(i) + "]";
+    if (!py::isinstance<py::array>(item))
+      type_error(what + ": expected a numpy array, got " +
+                 py::str(py::type::handle_of(item).attr("__name__")).cast<std::string>());
+    py::array a = py::reinterpret_borrow<py::array>(item);
+    if (a.ndim() != 2 && a.ndim() != 3)
+      value_error(what + ": expected an (H, W) or (H, W, C) image, got shape " + shape_str(a));
+    check_image_array(a, what);
+    const std::int64_t h = a.shape(0), w = a.shape(1), c = a.ndim() == 3 ? a.shape(2) : 1;
+    if (h == 0 || w == 0) value_error(what + ": expected a non-empty image, got shape " + shape_str(a));
+    if (c != 1 && c != 3 && c != 4)
+      value_error(what + ": expected 1, 3 or 4 channels, got " + std::to_string(c) + " (shape " + shape_str(a) + ")");
+    if (h > kMaxSide || w > kMaxSide) value_error(what + ": image sides above 65536 are not supported, got " + shape_str(a));
+    views.push_back({static_cast<const std::uint8_t*>(a.data()), h, w, c});
+    ++i;
+  }
+  return views;
+}
+
+std::vector<float> per_channel(const std::vector<float>& v, int channels, const char* name) {
+  if (v.size() == 1) return std::vector<float>(static_cast<std::size_t>(channels), v[0]);
+  if (static_cast<int>(v.size()) != channels)
+    value_error(std::string(name) + ": expected 1 or " + std::to_string(channels) + " values, got " +
+                std::to_string(v.size()));
+  return v;
+}
+
+Params make_params(std::pair<std::int64_t, std::int64_t> size, int channels, const std::vector<float>& mean,
+                   const std::vector<float>& stdv, const std::string& interp) {
+  if (size.first <= 0 || size.second <= 0 || size.first > kMaxSide || size.second > kMaxSide)
+    value_error("size: expected (h, w) with 1 <= h, w <= 65536, got (" + std::to_string(size.first) + ", " +
+                std::to_string(size.second) + ")");
+  if (channels != 1 && channels != 3)
+    value_error("channels: expected 1 (gray) or 3 (RGB), got " + std::to_string(channels));
+  Params p{};
+  p.out_h = size.first;
+  p.out_w = size.second;
+  p.out_c = channels;
+  if (interp == "area") p.interp = Interp::Area;
+  else if (interp == "bilinear") p.interp = Interp::Bilinear;
+  else value_error("interp: expected 'area' or 'bilinear', got '" + interp + "'");
+  const auto m = per_channel(mean, channels, "mean");
+  const auto s = per_channel(stdv, channels, "std");
+  for (int c = 0; c < channels; ++c) {
+    if (!std::isfinite(m[c])) value_error("mean: expected finite values, got " + std::to_string(m[c]));
+    if (!(s[c] > 0) || !std::isfinite(s[c])) value_error("std: expected finite values > 0, got " + std::to_string(s[c]));
+    p.scale[c] = static_cast<float>(1.0 / (255.0 * s[c]));
+    p.bias[c] = static_cast<float>(-static_cast<double>(m[c]) / s[c]);
+  }
+  return p;
+}
+
+bool overlaps(const std::vector<ImageView>& views, const float* out, std::size_t out_bytes) {
+  const auto* o0 = reinterpret_cast<const std::uint8_t*>(out);
+  const auto* o1 = o0 + out_bytes;
+  for (const auto& v : views) {
+    const std::uint8_t* i1 = v.data + v.h * v.w * v.c;
+    if (v.data < o1 && o0 < i1) return true;
+  }
+  return false;
+}
+
+py::array_t<float> preprocess(py::handle images, std::pair<std::int64_t, std::int64_t> size, int channels,
+                              std::vector<float> mean, std::vector<float> stdv, const std::string& interp,
+                              py::object out, const std::string& device, int threads) {
+  const Params p = make_params(size, channels, mean, stdv, interp);
+  if (device != "cpu" && device != "cuda") value_error("device: expected 'cpu' or 'cuda', got '" + device + "'");
+#ifndef XFER_WITH_CUDA
+  if (device == "cuda")
+    throw std::runtime_error("device='cuda': this build of xfer._C has no CUDA kernels (no CUDA compiler was found at build time)");
+#endif
+  if (threads < 0) value_error("threads: expected >= 0 (0 = all cores), got " + std::to_string(threads));
+  std::vector<ImageView> views = collect_images(images);
+  const auto n = static_cast<py::ssize_t>(views.size());
+  const std::vector<py::ssize_t> shape{n, channels, p.out_h, p.out_w};
+
+  py::array_t<float> result;
+  if (out.is_none()) {
+    result = py::array_t<float>(shape);
+  } else {
+    if (!py::isinstance<py::array>(out))
+      type_error("out: expected a float32 numpy array, got " +
+                 py::str(py::type::handle_of(out).attr("__name__")).cast<std::string>());
+    py::array o = py::reinterpret_borrow<py::array>(out);
+    if (!o.dtype().is(py::dtype::of<float>())) type_error("out: expected dtype float32, got " + dtype_str(o));
+    bool same = o.ndim() == 4;
+    for (int i = 0; same && i < 4; ++i) same = o.shape(i) == shape[static_cast<std::size_t>(i)];
+    if (!same) {
+      std::ostringstream s;
+      s << "out: expected shape (" << shape[0] << ", " << shape[1] << ", " << shape[2] << ", " << shape[3] << "), got "
+        << shape_str(o);
+      value_error(s.str());
+    }
+    if (!is_c_contiguous(o)) value_error("out: expected a C-contiguous array, got strides " + strides_str(o));
+    if (!o.writeable()) value_error("out: expected a writeable array, got a read-only one");
+    result = py::reinterpret_borrow<py::array_t<float>>(o);
+  }
+  float* dst = result.mutable_data();
+  if (overlaps(views, dst, static_cast<std::size_t>(result.nbytes())))
+    value_error("out: the output buffer overlaps the input images");
+  const int nthreads = threads > 0 ? threads : g_threads;
+  {
+    py::gil_scoped_release release;
+    if (device == "cpu") {
+      cpu::preprocess(views, p, dst, nthreads);
+    } else {
+#ifdef XFER_WITH_CUDA
+      cuda::preprocess(views, p, dst, false);
+#endif
+    }
+  }
+  return result;
+}
+
+#ifdef XFER_WITH_CUDA
+void preprocess_to_device(py::handle images, std::uintptr_t out_ptr, std::pair<std::int64_t, std::int64_t> size,
+                          int channels, std::vector<float> mean, std::vector<float> stdv, const std::string& interp) {
+  const Params p = make_params(size, channels, mean, stdv, interp);
+  if (out_ptr == 0) value_error("out_ptr: expected a device pointer, got 0");
+  std::vector<ImageView> views = collect_images(images);
+  py::gil_scoped_release release;
+  cuda::preprocess(views, p, reinterpret_cast<float*>(out_ptr), true);
+}
+#endif
+
+}  // namespace
+}  // namespace xfer
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "xfer's compiled kernels: fused image preprocessing (resize, colour, normalise) on CPU and CUDA";
+  m.def("preprocess", &xfer::preprocess, py::arg("images"), py::arg("size"), py::arg("channels") = 1,
+        py::arg("mean") = std::vector<float>{0.0f}, py::arg("std") = std::vector<float>{1.0f},
+        py::arg("interp") = "area", py::arg("out") = py::none(), py::arg("device") = "cpu", py::arg("threads") = 0,
+        "uint8 HWC images (a 4-D batch or a list) -> float32 NCHW, resized, colour-converted and normalised.");
+  m.def("cuda_available", []() {
+#ifdef XFER_WITH_CUDA
+    return true;
+#else
+    return false;
+#endif
+  }, "True when this build has the CUDA kernels.");
+  m.def("cuda_device_count", []() {
+#ifdef XFER_WITH_CUDA
+    return xfer::cuda::device_count();
+#else
+    return 0;
+#endif
+  }, "Number of CUDA devices the CUDA kernels can use (0 without a CUDA build or a GPU).");
+#ifdef XFER_WITH_CUDA
+  m.def("preprocess_to_device", &xfer::preprocess_to_device, py::arg("images"), py::arg("out_ptr"), py::arg("size"),
+        py::arg("channels") = 1, py::arg("mean") = std::vector<float>{0.0f}, py::arg("std") = std::vector<float>{1.0f},
+        py::arg("interp") = "area", "Like preprocess, writing into a device buffer the caller owns (ONNX Runtime IO binding).");
+#endif
+  m.def("set_num_threads", [](int n) {
+    if (n < 0) throw py::value_error("set_num_threads: expected >= 0 (0 = all cores), got " + std::to_string(n));
+    xfer::g_threads = n;
+  }, py::arg("n"), "Threads the CPU kernel uses by default (0 = one per hardware thread).");
+  m.def("get_num_threads", []() {
+    return xfer::g_threads > 0 ? xfer::g_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  });
+}

@@ -1,0 +1,74 @@
+"""Shared fixtures: tiny synthetic data and a tiny pretrained model, built once per session."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("XFER_PROGRESS", "0")
+
+
+def _cuda_device() -> bool:
+    try:
+        from xfer import _C
+
+        return _C.cuda_available() and _C.cuda_device_count() > 0
+    except ImportError:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    if _cuda_device():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device and the CUDA build of xfer._C")
+    for item in items:
+        if "needs_cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    """A synthetic FERG-DB tree: 6 characters x 7 emotions x 3 images."""
+    from xfer.data.synth import generate
+
+    return generate(tmp_path_factory.mktemp("synth") / "ferg", per_class=3, seed=0, workers=1, progress=False)
+
+
+@pytest.fixture(scope="session")
+def synth_pack(synth_root, tmp_path_factory) -> Path:
+    from xfer.data.pack import pack_folder
+
+    return pack_folder(synth_root, tmp_path_factory.mktemp("pack") / "ferg.xpack", progress=False)
+
+
+@pytest.fixture(scope="session")
+def lenet_mxnet(tmp_path_factory) -> Path:
+    """A LeNet-5 trained for one epoch on a slice of the embedded digits; returns the MXNet prefix."""
+    from xfer import pretrain
+    from xfer.data.digits import DigitSet, load_embedded_digits
+
+    d = load_embedded_digits(seed=0)
+    small = DigitSet(d.x_train[:256], d.y_train[:256], d.x_test[:64], d.y_test[:64], d.source)
+    net, history = pretrain.train(small, epochs=1, batch_size=64, seed=0, progress=False)
+    prefix = tmp_path_factory.mktemp("lenet") / "lenet5"
+    pretrain.save(net, prefix, {"classes": [str(i) for i in range(10)], "input_shape": [1, 28, 28],
+                                "mean": [pretrain.MNIST_MEAN], "std": [pretrain.MNIST_STD], "source": d.source})
+    return prefix
+
+
+@pytest.fixture(scope="session")
+def lenet_onnx(lenet_mxnet) -> Path:
+    from xfer import convert
+
+    out = lenet_mxnet.parent / "lenet5.onnx"
+    convert.main(argparse.Namespace(model=str(lenet_mxnet), out=str(out), tolerance=1e-5))
+    return out
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)

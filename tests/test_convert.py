@@ -1,0 +1,63 @@
+import argparse
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+
+from xfer import convert
+from xfer.errors import XferError
+from xfer.graph import get_metadata, load_model
+
+
+def test_parity_and_cleanup(lenet_mxnet, lenet_onnx):
+    model = onnx.load(lenet_onnx)
+    onnx.checker.check_model(model)
+    assert [i.name for i in model.graph.input] == ["input"]
+    assert [o.name for o in model.graph.output] == ["logits"]
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
+    assert not {i.name for i in model.graph.initializer} & {i.name for i in model.graph.input}
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Flatten") == 1 and ops.count("Gemm") == 3 and ops.count("Conv") == 2
+    meta = get_metadata(model)
+    assert meta["xfer.classes"] == [str(i) for i in range(10)]
+    assert meta["xfer.input_shape"] == [1, 28, 28]
+    _, block = convert.load_mxnet(f"{lenet_mxnet}-symbol.json", f"{lenet_mxnet}-0000.params")
+    assert convert.parity(block, model, (1, 28, 28), n=64, seed=1) <= 1e-5
+
+
+def test_mismatched_params(lenet_mxnet, tmp_path):
+    from xfer import pretrain
+
+    net = pretrain.build_lenet5(classes=7)
+    import mxnet as mx
+
+    net.initialize(mx.init.Xavier())
+    net(mx.nd.zeros((1, 1, 28, 28)))
+    net.hybridize()
+    net(mx.nd.zeros((1, 1, 28, 28)))
+    other = tmp_path / "other"
+    pretrain.save(net, other, {})
+    shutil.copy(f"{lenet_mxnet}-symbol.json", f"{other}-symbol.json")
+    with pytest.raises(XferError, match="parameters do not match"):
+        convert.load_mxnet(f"{other}-symbol.json", f"{other}-0000.params")
+
+
+def test_missing_model(tmp_path):
+    with pytest.raises(XferError, match="no such file"):
+        convert.main(argparse.Namespace(model=str(tmp_path / "x"), out=str(tmp_path / "x.onnx"), tolerance=1e-5))
+
+
+@pytest.mark.parametrize("content,match", [(b"", "empty file"), (b"\x00garbage\xff" * 7, "not an ONNX model")])
+def test_load_model_errors(tmp_path, content, match):
+    p = tmp_path / "m.onnx"
+    p.write_bytes(content)
+    with pytest.raises(XferError, match=match):
+        load_model(p)
+
+
+def test_truncated_model(lenet_onnx, tmp_path):
+    p = tmp_path / "t.onnx"
+    p.write_bytes(lenet_onnx.read_bytes()[:500])
+    with pytest.raises(XferError, match="t.onnx"):
+        load_model(p)

@@ -1,0 +1,134 @@
+"""The ``xfer`` command: parse arguments, run one stage, print one line for anything the user can fix."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Callable, Sequence
+
+from xfer.errors import XferError
+
+DEFAULT_SOURCE_PREFIX = "models/lenet5"
+DEFAULT_SOURCE = "models/lenet5.onnx"
+DEFAULT_SYNTH = "data/ferg-synth"
+DEFAULT_PACK = "data/ferg-synth.xpack"
+
+
+def positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{s}'") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def nonneg_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got '{s}'") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+def positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got '{s}'") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {s}")
+    return v
+
+
+def _lazy(module: str) -> Callable[[argparse.Namespace], object]:
+    def run(args: argparse.Namespace) -> object:
+        import importlib
+
+        return importlib.import_module(module).main(args)
+
+    return run
+
+
+def _data_synth(args: argparse.Namespace) -> None:
+    from xfer.data.synth import generate
+
+    out = generate(args.out, per_class=args.per_class, seed=args.seed, workers=args.workers)
+    n = sum(1 for _ in out.rglob("*.png"))
+    print(f"wrote {n} images to {out} (FERG-DB layout, landmarks in {out / 'landmarks.csv'})")
+
+
+def _data_pack(args: argparse.Namespace) -> None:
+    from xfer.data.pack import load_pack, pack_folder
+
+    out = args.out or str(args.src).rstrip("/") + ".xpack"
+    pack_folder(args.src, out, tuple(args.size) if args.size else None)
+    p = load_pack(out)
+    extra = ", landmarks" if p.landmarks is not None else ""
+    print(f"wrote {out}: {len(p)} images {tuple(p.images.shape[1:])}, {len(p.classes)} classes, "
+          f"{len(p.group_names)} groups{extra}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="xfer", description="Move a trained network across frameworks and tasks through ONNX.")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    d = sub.add_parser("data", help="make or pack data sets")
+    dsub = d.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    s = dsub.add_parser("synth", help="render a synthetic FERG-DB (same layout, 256x256 RGB, landmarks)")
+    s.add_argument("--out", default=DEFAULT_SYNTH)
+    s.add_argument("--per-class", type=positive_int, default=60, help="images per (character, emotion)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=nonneg_int, default=0, help="processes (0: one per core)")
+    s.set_defaults(func=_data_synth)
+    k = dsub.add_parser("pack", help="decode an image tree once into memory-mappable arrays")
+    k.add_argument("src", help="FERG-DB or class-per-folder tree")
+    k.add_argument("--out", help="pack folder (default: SRC.xpack)")
+    k.add_argument("--size", type=positive_int, nargs=2, metavar=("H", "W"), help="resize every image to H x W")
+    k.set_defaults(func=_data_pack)
+
+    t = sub.add_parser("pretrain", help="train LeNet-5 on digits in MXNet")
+    t.add_argument("--mnist", help="folder with MNIST IDX files (default: embedded scikit-learn digits)")
+    t.add_argument("--epochs", type=positive_int, default=15)
+    t.add_argument("--batch-size", type=positive_int, default=64)
+    t.add_argument("--lr", type=positive_float, default=2e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--activation", choices=["relu", "tanh", "sigmoid"], default="relu")
+    t.add_argument("--out", default=DEFAULT_SOURCE_PREFIX, help="output prefix (PREFIX-symbol.json, PREFIX-0000.params)")
+    t.set_defaults(func=_lazy("xfer.pretrain"))
+
+    c = sub.add_parser("convert", help="export the MXNet model to ONNX and check parity")
+    c.add_argument("--model", default=DEFAULT_SOURCE_PREFIX, help="MXNet prefix")
+    c.add_argument("--out", default=DEFAULT_SOURCE)
+    c.add_argument("--tolerance", type=positive_float, default=1e-5)
+    c.set_defaults(func=_lazy("xfer.convert"))
+
+    i = sub.add_parser("inspect", help="layers, shapes, parameters and metadata of an ONNX model")
+    i.add_argument("model")
+    i.set_defaults(func=_lazy("xfer.inspect_model"))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except XferError as e:
+        if args.debug:
+            raise
+        print(f"xfer: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("xfer: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

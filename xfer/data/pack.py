@@ -1,0 +1,160 @@
+"""Decode an image tree once into memory-mappable arrays, so no later stage decodes a PNG again.
+
+A pack is a folder ``<name>.xpack/`` holding ``images.npy`` (uint8 N, H, W, 3),
+``labels.npy``, ``groups.npy``, optional ``landmarks.npy`` (N, K, 2) and
+``intensity.npy``, plus ``meta.json`` (class and group names, source, layout).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from xfer.data.folders import ImageIndex, load_image, scan
+from xfer.errors import XferError
+from xfer.io import atomic_dir
+
+PACK_VERSION = 1
+
+
+@dataclass
+class Pack:
+    """A decoded image set; ``images`` is memory-mapped when loaded from disk."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    groups: np.ndarray
+    classes: list[str]
+    group_names: list[str]
+    landmarks: np.ndarray | None = None
+    intensity: np.ndarray | None = None
+    source: str = ""
+    layout: str = "folders"
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _decode(path: Path, size: tuple[int, int] | None) -> np.ndarray:
+    img = load_image(path)
+    if size is not None and img.shape[:2] != size:
+        from PIL import Image
+
+        img = np.asarray(Image.fromarray(img).resize((size[1], size[0]), Image.BOX))
+    return img
+
+
+def decode_index(index: ImageIndex, size: tuple[int, int] | None = None, workers: int | None = None,
+                 progress: bool = True) -> Pack:
+    """Decode every image of ``index`` into one array (PIL releases the GIL while decoding)."""
+    from xfer.data.synth import read_landmarks
+    from xfer.progress import bar
+
+    if len(index) == 0:
+        raise XferError(f"{index.root}: no images to pack")
+    first = _decode(index.paths[0], size)
+    h, w = first.shape[:2]
+    images = np.empty((len(index), h, w, 3), np.uint8)
+    images[0] = first
+
+    def work(i: int) -> None:
+        img = _decode(index.paths[i], size)
+        if img.shape[:2] != (h, w):
+            raise XferError(f"{index.paths[i]}: image is {img.shape[1]}x{img.shape[0]}, the first image is {w}x{h}; "
+                            f"pass --size H W to resize all images")
+        images[i] = img
+
+    with ThreadPoolExecutor(workers or os.cpu_count() or 1) as ex, bar(len(index), "decode", "img",
+                                                                        disable=not progress) as pb:
+        pb.update(1)
+        for _ in ex.map(work, range(1, len(index))):
+            pb.update(1)
+
+    landmarks = intensity = None
+    table = read_landmarks(index.root)
+    if table is not None:
+        rels = [p.relative_to(index.root).as_posix() for p in index.paths]
+        missing = [r for r in rels if r not in table]
+        if missing:
+            raise XferError(f"{index.root / 'landmarks.csv'}: no landmarks for {missing[0]} ({len(missing)} images missing)")
+        landmarks = np.stack([table[r][0] for r in rels]).astype(np.float32)
+        intensity = np.asarray([table[r][1] for r in rels], np.float32)
+        if size is not None:
+            landmarks = landmarks * np.array([w / first.shape[1], h / first.shape[0]], np.float32)
+    return Pack(images, index.labels, index.groups, index.classes, index.group_names, landmarks, intensity,
+                str(index.root), index.layout)
+
+
+def save_pack(pack: Pack, out: str | os.PathLike[str]) -> Path:
+    """Write ``pack`` as a folder, atomically (a kill leaves the old pack or the new one)."""
+    out = Path(out)
+    with atomic_dir(out) as tmp:
+        np.save(tmp / "images.npy", np.ascontiguousarray(pack.images))
+        np.save(tmp / "labels.npy", np.asarray(pack.labels, np.int64))
+        np.save(tmp / "groups.npy", np.asarray(pack.groups, np.int64))
+        if pack.landmarks is not None:
+            np.save(tmp / "landmarks.npy", pack.landmarks.astype(np.float32))
+        if pack.intensity is not None:
+            np.save(tmp / "intensity.npy", pack.intensity.astype(np.float32))
+        meta = {"version": PACK_VERSION, "count": len(pack), "shape": list(pack.images.shape[1:]),
+                "classes": pack.classes, "groups": pack.group_names, "source": pack.source, "layout": pack.layout}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+def pack_folder(root: str | os.PathLike[str], out: str | os.PathLike[str], size: tuple[int, int] | None = None,
+                progress: bool = True) -> Path:
+    return save_pack(decode_index(scan(root), size, progress=progress), out)
+
+
+def is_pack(path: str | os.PathLike[str]) -> bool:
+    return (Path(path) / "meta.json").is_file() and (Path(path) / "images.npy").is_file()
+
+
+def load_pack(path: str | os.PathLike[str], mmap: bool = True) -> Pack:
+    """Open a pack; images stay on disk (memory-mapped) unless ``mmap`` is False."""
+    path = Path(path)
+    if not path.is_dir():
+        raise XferError(f"{path}: pack folder does not exist")
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except FileNotFoundError:
+        raise XferError(f"{path}: not a pack (no meta.json)") from None
+    except json.JSONDecodeError as e:
+        raise XferError(f"{path / 'meta.json'}: invalid JSON ({e.msg})") from None
+    if meta.get("version") != PACK_VERSION:
+        raise XferError(f"{path / 'meta.json'}: pack version {meta.get('version')} is not {PACK_VERSION}")
+
+    def arr(name: str, mode: str | None = None) -> np.ndarray | None:
+        p = path / name
+        if not p.is_file():
+            return None
+        try:
+            return np.load(p, mmap_mode=mode, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise XferError(f"{p}: unreadable array ({e})") from None
+
+    images = arr("images.npy", "r" if mmap else None)
+    labels, groups = arr("labels.npy"), arr("groups.npy")
+    if images is None or labels is None or groups is None:
+        raise XferError(f"{path}: incomplete pack (needs images.npy, labels.npy, groups.npy)")
+    n = meta.get("count")
+    if images.ndim != 4 or images.dtype != np.uint8 or len(images) != n or len(labels) != n or len(groups) != n:
+        raise XferError(f"{path}: arrays disagree with meta.json (count {n}, images {images.dtype}{images.shape}, "
+                        f"labels {labels.shape}, groups {groups.shape})")
+    if n and (labels.min() < 0 or labels.max() >= len(meta["classes"])):
+        raise XferError(f"{path}: labels outside 0..{len(meta['classes']) - 1}")
+    return Pack(images, labels, groups, list(meta["classes"]), list(meta["groups"]), arr("landmarks.npy"),
+                arr("intensity.npy"), meta.get("source", ""), meta.get("layout", "folders"))
+
+
+def load_dataset(path: str | os.PathLike[str], size: tuple[int, int] | None = None, progress: bool = True) -> Pack:
+    """A pack folder as is, or any image tree decoded on the fly."""
+    if is_pack(path):
+        return load_pack(path)
+    return decode_index(scan(path), size, progress=progress)

@@ -1,0 +1,233 @@
+"""ONNX graph utilities every stage shares: metadata, clean-up, topological sort, checking, loading."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xfer.errors import XferError
+
+META_PREFIX = "xfer."
+
+
+def set_metadata(model, meta: dict[str, Any]) -> None:
+    """Replace or add ``metadata_props`` entries (values JSON-encoded unless already strings)."""
+    existing = {p.key: p for p in model.metadata_props}
+    for k, v in meta.items():
+        value = v if isinstance(v, str) else json.dumps(v)
+        if k in existing:
+            existing[k].value = value
+        else:
+            p = model.metadata_props.add()
+            p.key, p.value = k, value
+
+
+def get_metadata(model) -> dict[str, Any]:
+    """``metadata_props`` as a dict with JSON values decoded."""
+    out: dict[str, Any] = {}
+    for p in model.metadata_props:
+        try:
+            out[p.key] = json.loads(p.value)
+        except json.JSONDecodeError:
+            out[p.key] = p.value
+    return out
+
+
+def load_model(path_or_model, check: bool = True):
+    """Load an ONNX model from a path (clear errors for missing, truncated or non-ONNX files) or pass one through."""
+    import onnx
+
+    if isinstance(path_or_model, onnx.ModelProto):
+        return path_or_model
+    path = Path(path_or_model)
+    if not path.is_file():
+        raise XferError(f"{path}: no such model file")
+    data = path.read_bytes()
+    if not data:
+        raise XferError(f"{path}: empty file, not an ONNX model")
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception:  # protobuf raises DecodeError, or RuntimeWarning-like errors from its C++ parser
+        raise XferError(f"{path}: not an ONNX model (protobuf parse failed; truncated or another format?)") from None
+    if not model.graph.node or not model.opset_import:
+        raise XferError(f"{path}: not an ONNX model (no graph nodes or opset)")
+    _check_external_data(model, path.parent)
+    if check:
+        try:
+            onnx.checker.check_model(model)
+        except onnx.checker.ValidationError as e:
+            raise XferError(f"{path}: invalid ONNX model ({str(e).splitlines()[0][:200]})") from None
+    return model
+
+
+def _check_external_data(model, base: Path) -> None:
+    """External tensor data must live inside the model's folder: a model file may not read arbitrary paths."""
+    from onnx import TensorProto
+
+    base = base.resolve()
+    for t in model.graph.initializer:
+        if t.data_location != TensorProto.EXTERNAL:
+            continue
+        loc = next((e.value for e in t.external_data if e.key == "location"), "")
+        target = (base / loc).resolve()
+        if os.path.isabs(loc) or (base != target and base not in target.parents):
+            raise XferError(f"initializer {t.name}: external data path '{loc}' escapes the model's folder")
+        if not target.is_file():
+            raise XferError(f"initializer {t.name}: external data file '{loc}' does not exist")
+    import onnx.external_data_helper as edh
+
+    edh.load_external_data_for_model(model, str(base))
+
+
+def initializers(model) -> dict[str, np.ndarray]:
+    from onnx import numpy_helper
+
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+def producers(graph) -> dict[str, Any]:
+    return {o: n for n in graph.node for o in n.output}
+
+
+def consumers(graph) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            out.setdefault(i, []).append(n)
+    return out
+
+
+def toposort(graph) -> None:
+    """Sort nodes so every input is produced before use (Kahn's algorithm, stable)."""
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending = list(graph.node)
+    ordered = []
+    while pending:
+        progressed = False
+        rest = []
+        for n in pending:
+            if all(i in available for i in n.input):
+                ordered.append(n)
+                available.update(n.output)
+                progressed = True
+            else:
+                rest.append(n)
+        if not progressed:
+            missing = sorted({i for n in rest for i in n.input if i not in available})
+            raise XferError(f"graph has a cycle or dangling inputs: {', '.join(missing[:5])}")
+        pending = rest
+    nodes = [type(n)() for n in ordered]
+    for dst, src in zip(nodes, ordered):
+        dst.CopyFrom(src)
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def remove_dead(graph) -> None:
+    """Drop nodes whose outputs nobody reads and initializers no node uses."""
+    needed = {o.name for o in graph.output}
+    keep = []
+    for n in reversed(list(graph.node)):
+        if any(o in needed for o in n.output):
+            keep.append(n)
+            needed.update(n.input)
+    keep.reverse()
+    copies = [type(n)() for n in keep]
+    for d, s in zip(copies, keep):
+        d.CopyFrom(s)
+    del graph.node[:]
+    graph.node.extend(copies)
+    inits = [t for t in graph.initializer if t.name in needed]
+    copies_t = [type(t)() for t in inits]
+    for d, s in zip(copies_t, inits):
+        d.CopyFrom(s)
+    del graph.initializer[:]
+    graph.initializer.extend(copies_t)
+    vis = [v for v in graph.value_info if v.name in needed]
+    copies_v = [type(v)() for v in vis]
+    for d, s in zip(copies_v, vis):
+        d.CopyFrom(s)
+    del graph.value_info[:]
+    graph.value_info.extend(copies_v)
+
+
+def bypass(graph, node) -> None:
+    """Remove a one-in one-out node, rewiring its readers to its input."""
+    src, dst = node.input[0], node.output[0]
+    outputs = {o.name for o in graph.output}
+    if dst in outputs:
+        for n in graph.node:
+            n.output[:] = [dst if o == src else o for o in n.output]
+        for i in graph.input:
+            if i.name == src:
+                return  # an input feeding the output directly: keep the node
+    else:
+        for n in graph.node:
+            n.input[:] = [src if i == dst else i for i in n.input]
+    graph.node.remove(node)
+
+
+def shapes(model) -> dict[str, list]:
+    """Static shapes (None for symbolic dims) of every value shape inference can determine."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    out = {}
+    g = inferred.graph
+    for v in list(g.input) + list(g.value_info) + list(g.output):
+        tt = v.type.tensor_type
+        if tt.HasField("shape"):
+            out[v.name] = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+    for t in g.initializer:
+        out[t.name] = list(t.dims)
+    return out
+
+
+def simplify(model) -> None:
+    """Drop inference no-ops: Identity, Dropout, and Flatten of an already 2-D tensor."""
+    g = model.graph
+    changed = True
+    while changed:
+        changed = False
+        sh = shapes(model)
+        for n in list(g.node):
+            noop = n.op_type in ("Identity", "Dropout") and len([o for o in n.output if o]) == 1
+            if n.op_type == "Flatten":
+                axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
+                s = sh.get(n.input[0])
+                noop = s is not None and len(s) == 2 and axis == 1
+            if noop:
+                bypass(g, n)
+                changed = True
+                break
+    remove_dead(g)
+
+
+def finalize(model, strict: bool = True):
+    """Clean up, sort, check and infer shapes: the last step before any model is saved."""
+    import onnx
+
+    del model.graph.value_info[:]
+    remove_dead(model.graph)
+    toposort(model.graph)
+    try:
+        onnx.checker.check_model(model)
+        return onnx.shape_inference.infer_shapes(model, strict_mode=strict, data_prop=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        raise XferError(f"rewritten graph is invalid: {str(e).splitlines()[0][:300]}") from None
+
+
+def save_model(model, path: str | os.PathLike[str]) -> Path:
+    from xfer.io import write_bytes
+
+    return write_bytes(path, model.SerializeToString())
+
+
+def input_shape(model) -> list:
+    vi = model.graph.input[0]
+    return [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]

@@ -1,0 +1,1 @@
+"""Reports: tables for the terminal, plots and HTML/Markdown for people."""
