@@ -73,6 +73,30 @@ def _data_pack(args: argparse.Namespace) -> None:
           f"{len(p.group_names)} groups{extra}")
 
 
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input-size", type=positive_int, nargs="+", default=[32, 32], metavar="S",
+                   help="input H W (or one number for square)")
+    p.add_argument("--channels", type=int, choices=[1, 3], default=1, help="1 = gray, 3 = RGB input")
+    p.add_argument("--head", type=positive_int, nargs="+", default=[1000, 500, 200],
+                   help="hidden widths of the new head (frozen, finetune)")
+    p.add_argument("--train-all", action="store_true", help="reuse: train every layer, not only the re-created ones")
+
+
+def _surgery(args: argparse.Namespace) -> None:
+    from xfer.graph import load_model, save_model
+    from xfer.inspect_model import describe
+    from xfer.surgery import apply
+
+    size = tuple(args.input_size) if len(args.input_size) == 2 else (args.input_size[0],) * 2
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+    model = apply(args.mode, load_model(args.source), classes, args.channels, size, tuple(args.head), args.train_all)
+    out = args.out or f"models/{args.mode}.init.onnx"
+    save_model(model, out)
+    d = describe(model)
+    print(f"wrote {out}: mode {args.mode}, input {[args.channels, *size]}, {len(classes)} classes, "
+          f"{d['trainable_params']:,} trainable / {d['frozen_params']:,} frozen parameters")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="xfer", description="Move a trained network across frameworks and tasks through ONNX.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -107,6 +131,33 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default=DEFAULT_SOURCE)
     c.add_argument("--tolerance", type=positive_float, default=1e-5)
     c.set_defaults(func=_lazy("xfer.convert"))
+
+    sg = sub.add_parser("surgery", help="rewrite an ONNX model for a transfer mode")
+    sg.add_argument("--mode", required=True, choices=["scratch", "reuse", "frozen", "finetune"])
+    sg.add_argument("--source", default=DEFAULT_SOURCE)
+    sg.add_argument("--classes", default=",".join(["anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"]),
+                    help="comma-separated class names (default: the 7 FERG-DB emotions)")
+    _model_options(sg)
+    sg.add_argument("--out", help="output ONNX (default: models/<mode>.init.onnx)")
+    sg.set_defaults(func=_surgery)
+
+    tr = sub.add_parser("train", help="train a transfer mode in PyTorch and write the weights back to ONNX")
+    tr.add_argument("--mode", required=True, choices=["scratch", "reuse", "frozen", "finetune"])
+    tr.add_argument("--data", help="FERG-DB tree, class-per-folder tree or .xpack (default: the synthetic FERG-DB)")
+    tr.add_argument("--source", help=f"ONNX model to transfer from (default: {DEFAULT_SOURCE})")
+    tr.add_argument("--epochs", type=positive_int, default=30)
+    tr.add_argument("--batch-size", type=positive_int, default=64)
+    tr.add_argument("--lr", type=positive_float, default=1e-3)
+    tr.add_argument("--weight-decay", type=float, default=0.0)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--split", default="random", help="random (stratified 80/20) or loco:<character>")
+    tr.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    tr.add_argument("--no-augment", dest="augment", action="store_false", help="no random flips and shifts")
+    tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint of the same run")
+    tr.add_argument("--name", help="output stem (default: the mode)")
+    tr.add_argument("--out", default="models", help="output folder")
+    _model_options(tr)
+    tr.set_defaults(func=_lazy("xfer.train"))
 
     i = sub.add_parser("inspect", help="layers, shapes, parameters and metadata of an ONNX model")
     i.add_argument("model")

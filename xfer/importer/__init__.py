@@ -1,0 +1,137 @@
+"""ONNX -> PyTorch and back: train an ONNX graph in PyTorch, then write the weights back into it.
+
+ONNX stays the single source of truth: ``to_torch`` turns every float
+initializer into an ``nn.Parameter`` (frozen ones with ``requires_grad=False``)
+and every node into a small module from the converter registry; ``write_back``
+copies trained values into the same graph's initializers.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from xfer.errors import XferError
+from xfer.importer import ops  # noqa: F401  (registers the converters)
+from xfer.importer.registry import CONVERTERS, convert_node, register
+
+__all__ = ["CONVERTERS", "OnnxModule", "register", "to_torch", "write_back"]
+
+
+def _key(i: int, name: str) -> str:
+    """A ParameterDict-safe key that stays readable."""
+    safe = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)
+    return f"t{i}_{safe}"[:120]
+
+
+class OnnxModule(nn.Module):
+    """Runs an ONNX graph node by node with PyTorch ops; its tensors are the graph's initializers."""
+
+    def __init__(self, model, frozen: set[str] | None = None):
+        super().__init__()
+        from onnx import numpy_helper
+
+        from xfer.graph import get_metadata
+
+        frozen = set(frozen if frozen is not None else (get_metadata(model).get("xfer.frozen") or []))
+        g = model.graph
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+        buffer_names = set()
+        for n in g.node:
+            for idx in ops.BUFFER_INPUTS.get(n.op_type, ()):
+                if idx < len(n.input):
+                    buffer_names.add(n.input[idx])
+        self.params = nn.ParameterDict()
+        self.keys: dict[str, str] = {}
+        for i, t in enumerate(g.initializer):
+            arr = numpy_helper.to_array(t)
+            key = _key(i, t.name)
+            self.keys[t.name] = key
+            tensor = torch.from_numpy(np.array(arr, copy=True))
+            if arr.dtype.kind == "f" and t.name not in buffer_names:
+                self.params[key] = nn.Parameter(tensor, requires_grad=t.name not in frozen)
+            else:
+                self.register_buffer(key, tensor)
+        const = 0
+        self.nodes = nn.ModuleList()
+        self.wiring: list[tuple[list[str], list[str]]] = []
+        for n in g.node:
+            if n.op_type == "Constant":
+                from onnx import helper
+
+                value = helper.get_attribute_value(next(a for a in n.attribute if a.name == "value"))
+                key = f"c{const}"
+                const += 1
+                self.register_buffer(key, torch.from_numpy(np.array(numpy_helper.to_array(value), copy=True)))
+                self.keys[n.output[0]] = key
+                continue
+            self.nodes.append(convert_node(n, self.opset))
+            self.wiring.append((list(n.input), list(n.output)))
+        self.input_names = [i.name for i in g.input if i.name not in self.keys]
+        self.output_names = [o.name for o in g.output]
+
+    def tensor(self, name: str) -> torch.Tensor:
+        key = self.keys[name]
+        return self.params[key] if key in self.params else getattr(self, key)
+
+    def forward(self, *inputs: torch.Tensor):
+        if len(inputs) != len(self.input_names):
+            raise XferError(f"model takes {len(self.input_names)} inputs ({', '.join(self.input_names)}), got {len(inputs)}")
+        env: dict[str, Any] = dict(zip(self.input_names, inputs))
+        for module, (ins, outs) in zip(self.nodes, self.wiring):
+            args = []
+            for name in ins:
+                if name == "":
+                    args.append(None)
+                elif name in env:
+                    args.append(env[name])
+                else:
+                    args.append(self.tensor(name))
+            while args and args[-1] is None:
+                args.pop()
+            result = module(*args)
+            if isinstance(result, (tuple, list)):
+                env.update(zip(outs, result))
+            else:
+                env[outs[0]] = result
+        out = [env[n] for n in self.output_names]
+        return out[0] if len(out) == 1 else tuple(out)
+
+
+def to_torch(model: Any, frozen: set[str] | None = None) -> OnnxModule:
+    """An ``nn.Module`` running ``model`` (an ``onnx.ModelProto`` or a path).
+
+    Initializers listed in the model's ``xfer.frozen`` metadata (or ``frozen``)
+    get ``requires_grad=False``; an op without a converter raises ``XferError``
+    naming the op and the node.
+    """
+    from xfer.graph import load_model
+
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(model)
+    return OnnxModule(model, frozen)
+
+
+def write_back(module: OnnxModule, model: Any):
+    """A copy of ``model`` whose initializers hold ``module``'s current values."""
+    from onnx import numpy_helper
+
+    from xfer.graph import load_model
+
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(model)
+    out = copy.deepcopy(model)
+    for t in out.graph.initializer:
+        if t.name not in module.keys:
+            raise XferError(f"initializer '{t.name}' is not in the module: was it built from another model?")
+        value = module.tensor(t.name).detach().cpu().numpy()
+        if list(value.shape) != list(t.dims):
+            raise XferError(f"initializer '{t.name}': module has shape {tuple(value.shape)}, model {tuple(t.dims)}")
+        new = numpy_helper.from_array(value.astype(numpy_helper.to_array(t).dtype, copy=False), t.name)
+        t.CopyFrom(new)
+    return out

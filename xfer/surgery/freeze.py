@@ -1,0 +1,19 @@
+"""What trains is recorded in the ONNX file itself (``xfer.frozen`` in ``metadata_props``)."""
+
+from __future__ import annotations
+
+from xfer.errors import XferError
+from xfer.graph import get_metadata, set_metadata
+
+
+def set_frozen(model, names) -> None:
+    names = sorted(set(names))
+    known = {t.name for t in model.graph.initializer}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise XferError(f"cannot freeze '{unknown[0]}': no such initializer")
+    set_metadata(model, {"xfer.frozen": names})
+
+
+def get_frozen(model) -> set[str]:
+    return set(get_metadata(model).get("xfer.frozen") or [])

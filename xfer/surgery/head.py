@@ -1,0 +1,81 @@
+"""New classifier layers: re-create one dense layer, or replace the whole FC block by a new MLP."""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import helper, numpy_helper
+
+from xfer.errors import XferError
+from xfer.graph import initializers
+from xfer.surgery import init
+from xfer.surgery.cut import Dense, activation_of, find_boundary
+
+
+def _set_init(model, name: str, value: np.ndarray) -> None:
+    g = model.graph
+    for t in g.initializer:
+        if t.name == name:
+            t.CopyFrom(numpy_helper.from_array(value, name))
+            return
+    g.initializer.append(numpy_helper.from_array(value, name))
+
+
+def _set_output_classes(model, classes: int) -> None:
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    if len(dims) == 2:
+        dims[1].Clear()
+        dims[1].dim_value = classes
+
+
+def reinit_dense(model, layer: Dense, in_features: int | None = None, out_features: int | None = None,
+                 activation: str = "Relu", seed: int = 0) -> None:
+    """Give ``layer`` fresh weights, optionally with a new input or output width."""
+    w = initializers(model)[layer.weight]
+    fin, fout = (w.shape[1], w.shape[0]) if layer.trans_b else (w.shape[0], w.shape[1])
+    fin, fout = in_features or fin, out_features or fout
+    shape = (fout, fin) if layer.trans_b else (fin, fout)
+    _set_init(model, layer.weight, init.weight(shape, fin, fout, activation, init.rng_for(seed, layer.weight)))
+    if layer.bias is not None:
+        _set_init(model, layer.bias, np.zeros(fout, np.float32))
+    elif out_features is not None and out_features != w.shape[0 if layer.trans_b else 1]:
+        pass  # no bias to resize
+
+
+def replace_head(model, widths: tuple[int, ...], classes: int, activation: str | None = None,
+                 seed: int = 0) -> list[str]:
+    """Replace every node after the flatten by Gemm layers of ``widths`` + a ``classes``-way output.
+
+    The activation follows the source head's family unless given. Returns the
+    names of the new initializers.
+    """
+    if classes < 1 or any(w < 1 for w in widths):
+        raise XferError(f"head widths and class count must be positive, got {list(widths)} and {classes}")
+    g = model.graph
+    b = find_boundary(model)
+    act = activation or activation_of(b)
+    out_name = g.output[0].name
+    from xfer.graph import shapes
+
+    flat = shapes(model).get(b.flat)
+    if not flat or flat[-1] is None:
+        raise XferError(f"cannot infer the flattened width at '{b.flat}'")
+    for n in b.head:
+        g.node.remove(n)
+    names = []
+    prev, fin = b.flat, int(flat[-1])
+    sizes = list(widths) + [classes]
+    for i, fout in enumerate(sizes):
+        last = i == len(sizes) - 1
+        wn, bn = f"head_fc{i + 1}_weight", f"head_fc{i + 1}_bias"
+        y = out_name if last else f"head_fc{i + 1}"
+        g.node.append(helper.make_node("Gemm", [prev, wn, bn], [y], name=f"head_fc{i + 1}", transB=1))
+        a = "Identity" if last else act
+        _set_init(model, wn, init.weight((fout, fin), fin, fout, a, init.rng_for(seed, wn)))
+        _set_init(model, bn, np.zeros(fout, np.float32))
+        names += [wn, bn]
+        if not last:
+            g.node.append(helper.make_node(act, [y], [y + "_act"], name=f"head_act{i + 1}"))
+            prev = y + "_act"
+        fin = fout
+    _set_output_classes(model, classes)
+    return names

@@ -1,0 +1,113 @@
+"""The study's four transfer modes as sequences of surgery passes.
+
+- ``reuse``: inner weights carried over and frozen; the layer after the input
+  (first conv) and the layer before the output (last FC) are re-created and
+  trained, plus the first FC when the new input size changes its width.
+- ``scratch``: the same structure, every weight fresh, everything trains.
+- ``frozen``: the source's conv layers as a fixed feature extractor under a new
+  MLP head (default 1000-500-200) + an N-way output; only the head trains.
+- ``finetune``: as ``frozen``, but every weight trains.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from xfer.errors import XferError
+from xfer.graph import finalize, get_metadata, initializers, set_metadata, shapes, simplify
+from xfer.surgery import init
+from xfer.surgery.cut import activation_of, dense_layers, feature_nodes, find_boundary, first_conv
+from xfer.surgery.freeze import set_frozen
+from xfer.surgery.head import _set_init, _set_output_classes, reinit_dense, replace_head
+from xfer.surgery.inputs import retarget_input
+
+MODES = ("scratch", "reuse", "frozen", "finetune")
+DEFAULT_HEAD = (1000, 500, 200)
+
+
+def _reinit_conv(model, node, activation: str, seed: int) -> list[str]:
+    inits = initializers(model)
+    w = inits[node.input[1]]
+    fan_in = int(np.prod(w.shape[1:]))
+    fan_out = int(w.shape[0] * np.prod(w.shape[2:]))
+    _set_init(model, node.input[1], init.weight(w.shape, fan_in, fan_out, activation, init.rng_for(seed, node.input[1])))
+    names = [node.input[1]]
+    if len(node.input) > 2 and node.input[2] in inits:
+        _set_init(model, node.input[2], np.zeros(w.shape[0], np.float32))
+        names.append(node.input[2])
+    return names
+
+
+def _dense_names(d) -> list[str]:
+    return [d.weight] + ([d.bias] if d.bias else [])
+
+
+def _flat_width(model, boundary) -> int:
+    s = shapes(model).get(boundary.features)
+    if not s or any(v is None for v in s[1:]):
+        raise XferError(f"cannot infer the feature map shape at '{boundary.features}' for this input size")
+    if min(s[1:]) < 1:
+        raise XferError(f"input too small: the feature map at '{boundary.features}' would be {s[1:]}")
+    return int(np.prod(s[1:]))
+
+
+def _fc_in_width(model, d) -> int:
+    w = initializers(model)[d.weight]
+    return int(w.shape[1] if d.trans_b else w.shape[0])
+
+
+def apply(mode: str, source, classes: list[str], channels: int = 1, size: tuple[int, int] = (32, 32),
+          head: tuple[int, ...] = DEFAULT_HEAD, train_all: bool = False, seed: int = 0,
+          adapt: str = "average"):
+    """Rewrite ``source`` (an ``onnx.ModelProto``) for ``mode``; returns a new, checked model."""
+    if mode not in MODES:
+        raise XferError(f"--mode: expected one of {', '.join(MODES)}, got '{mode}'")
+    if len(classes) < 2:
+        raise XferError(f"need at least 2 classes, got {len(classes)}")
+    m = copy.deepcopy(source)
+    src_meta = get_metadata(m)
+    simplify(m)
+    retarget_input(m, channels, size, adapt)
+    b = find_boundary(m)
+    act = activation_of(b)
+    trainable: set[str] = set()
+
+    if mode in ("reuse", "scratch"):
+        layers = dense_layers(m, b)
+        if len(layers) < 1:
+            raise XferError("the source head has no fully-connected layer to retarget")
+        trainable.update(_reinit_conv(m, first_conv(m), act, seed))
+        width = _flat_width(m, b)
+        if _fc_in_width(m, layers[0]) != width:
+            reinit_dense(m, layers[0], in_features=width, activation=act if len(layers) > 1 else "Identity", seed=seed)
+            trainable.update(_dense_names(layers[0]))
+        reinit_dense(m, layers[-1], out_features=len(classes), activation="Identity", seed=seed)
+        trainable.update(_dense_names(layers[-1]))
+        _set_output_classes(m, len(classes))
+        if mode == "scratch":
+            for n in m.graph.node:
+                if n.op_type == "Conv":
+                    trainable.update(_reinit_conv(m, n, act, seed))
+            for i, d in enumerate(layers):
+                reinit_dense(m, d, activation=act if i < len(layers) - 1 else "Identity", seed=seed)
+                trainable.update(_dense_names(d))
+    else:
+        _flat_width(m, b)
+        feature_inits = {i for n in feature_nodes(m, b) for i in n.input} & set(initializers(m))
+        replace_head(m, tuple(head), len(classes), act, seed)
+        trainable = set(initializers(m)) - feature_inits
+
+    m = finalize(m)
+    all_inits = set(initializers(m))
+    frozen = set() if (mode in ("scratch", "finetune") or train_all) else all_inits - trainable
+    set_frozen(m, frozen)
+    set_metadata(m, {
+        "xfer.mode": mode, "xfer.classes": list(classes), "xfer.input_shape": [channels, *size],
+        "xfer.transfer_from": src_meta.get("xfer.source", "unknown"), "xfer.head": list(head) if mode in ("frozen", "finetune") else [],
+        "xfer.seed": seed, "xfer.train_all": bool(train_all),
+        "xfer.mean": src_meta.get("xfer.mean", [0.0]), "xfer.std": src_meta.get("xfer.std", [1.0]),
+    })
+    m.graph.name = f"{m.graph.name}-{mode}"
+    return m

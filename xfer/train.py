@@ -1,0 +1,275 @@
+"""Stage 4: train a rewritten ONNX graph in PyTorch, then write the weights back into it.
+
+Shaped like torchvision's reference scripts: ``train_one_epoch``, ``evaluate``,
+``main(args)``. Every epoch ends with an atomic checkpoint; each epoch's
+shuffle and augmentation come from a generator seeded by (seed, epoch), so
+``--resume`` after a kill reaches the same final weights as an unbroken run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from xfer.errors import XferError
+
+CKPT_VERSION = 1
+
+
+@dataclass
+class Split:
+    x_train: np.ndarray  # float32 (N, C, H, W), normalised
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    test_index: np.ndarray  # positions of the test images in the data set
+    classes: list[str]
+    mean: list[float]
+    std: list[float]
+
+
+def default_data(progress: bool = True, per_class: int = 80, seed: int = 0) -> Path:
+    """The embedded default target: a synthetic FERG-DB, rendered and packed on first use."""
+    from xfer.cli import DEFAULT_PACK, DEFAULT_SYNTH
+    from xfer.data.pack import is_pack, pack_folder
+    from xfer.data.synth import generate
+
+    if is_pack(DEFAULT_PACK):
+        return Path(DEFAULT_PACK)
+    if not Path(DEFAULT_SYNTH).is_dir():
+        print(f"rendering the default synthetic FERG-DB into {DEFAULT_SYNTH} (once)")
+        generate(DEFAULT_SYNTH, per_class=per_class, seed=seed, progress=progress)
+    return pack_folder(DEFAULT_SYNTH, DEFAULT_PACK, progress=progress)
+
+
+def tensors(images: np.ndarray, size: tuple[int, int], channels: int, chunk: int = 1024) -> np.ndarray:
+    """All images through the C++ kernel into [0, 1] floats, chunk by chunk (packs are memory-mapped)."""
+    from xfer.preprocess import preprocess
+
+    out = np.empty((len(images), channels, *size), np.float32)
+    for i in range(0, len(images), chunk):
+        preprocess(np.ascontiguousarray(images[i:i + chunk]), size, channels, out=out[i:i + chunk])
+    return out
+
+
+def load_split(data: str | None, split: str, size: tuple[int, int], channels: int, seed: int,
+               progress: bool = True) -> Split:
+    """Load, split and normalise the target data with the training split's own mean and std.
+
+    Matching the source's input statistics (zero mean, unit variance, as MNIST
+    normalisation gives the digits) is what lets transferred filters see
+    familiar inputs.
+    """
+    from xfer.data import ferg
+    from xfer.data.pack import load_dataset
+
+    pack = load_dataset(data or default_data(progress), progress=progress)
+    tr, te = ferg.split(split, pack.labels, pack.groups, pack.group_names, seed)
+    x = tensors(pack.images, size, channels)
+    axes = (0, 2, 3)
+    mean = x[tr].mean(axis=axes).astype(np.float64)
+    std = x[tr].std(axis=axes).astype(np.float64) + 1e-6
+    x -= mean.astype(np.float32)[None, :, None, None]
+    x /= std.astype(np.float32)[None, :, None, None]
+    return Split(x[tr], pack.labels[tr], x[te], pack.labels[te], te, list(pack.classes), mean.tolist(), std.tolist())
+
+
+def augment(x: torch.Tensor, g: torch.Generator, shift: int = 2) -> torch.Tensor:
+    """Random horizontal flips and shifts of up to ``shift`` pixels (edge-padded)."""
+    n, _, h, w = x.shape
+    flip = torch.rand(n, generator=g) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    if shift:
+        p = F.pad(x, (shift, shift, shift, shift), mode="replicate")
+        dy = torch.randint(0, 2 * shift + 1, (n,), generator=g)
+        dx = torch.randint(0, 2 * shift + 1, (n,), generator=g)
+        x = torch.stack([p[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    return x
+
+
+def train_one_epoch(model, optimizer, x: np.ndarray, y: np.ndarray, batch_size: int, epoch: int, seed: int,
+                    device: torch.device, do_augment: bool = True, pbar=None) -> dict:
+    """One pass over the training set; raises ``XferError`` on a non-finite loss."""
+    model.train()
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(len(x), generator=g)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    total, correct, seen = 0.0, 0, 0
+    t0 = time.time()
+    for step, i in enumerate(range(0, len(x), batch_size)):
+        idx = order[i:i + batch_size]
+        xb, yb = xt[idx], yt[idx]
+        if do_augment:
+            xb = augment(xb, g)
+        xb, yb = xb.to(device), yb.to(device)
+        logits = model(xb)
+        loss = F.cross_entropy(logits, yb)
+        if not torch.isfinite(loss):
+            raise XferError(f"training diverged: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                            f"the last good checkpoint is kept (try a lower --lr)")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(idx)
+        correct += int((logits.argmax(1) == yb).sum())
+        seen += len(idx)
+        if pbar is not None:
+            pbar.update(1)
+            pbar.set_postfix(epoch=epoch + 1, loss=f"{total / seen:.3f}", acc=f"{correct / seen:.3f}")
+    return {"loss": total / seen, "train_acc": correct / seen, "seconds": time.time() - t0}
+
+
+@torch.no_grad()
+def evaluate(model, x: np.ndarray, y: np.ndarray, classes: list[str], device: torch.device,
+             batch_size: int = 1024) -> dict:
+    """Accuracy, per-class accuracy and the confusion matrix (rows: true, columns: predicted)."""
+    model.eval()
+    preds, total = [], 0.0
+    for i in range(0, len(x), batch_size):
+        logits = model(torch.from_numpy(x[i:i + batch_size]).to(device))
+        total += float(F.cross_entropy(logits, torch.from_numpy(y[i:i + batch_size]).to(device), reduction="sum"))
+        preds.append(logits.argmax(1).cpu().numpy())
+    pred = np.concatenate(preds) if preds else np.zeros(0, np.int64)
+    return metrics(pred, y, classes) | {"loss": total / max(len(y), 1)}
+
+
+def metrics(pred: np.ndarray, y: np.ndarray, classes: list[str]) -> dict:
+    k = len(classes)
+    cm = np.zeros((k, k), np.int64)
+    np.add.at(cm, (y, pred), 1)
+    per_class = {c: (float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None) for i, c in enumerate(classes)}
+    return {"accuracy": float((pred == y).mean()) if len(y) else 0.0, "per_class": per_class,
+            "confusion": cm.tolist(), "predictions": pred.tolist()}
+
+
+def _fingerprint(args: argparse.Namespace) -> dict:
+    keys = ("mode", "data", "source", "epochs", "batch_size", "lr", "seed", "input_size", "channels", "split",
+            "head", "train_all", "augment")
+    return {k: (list(v) if isinstance(v, tuple) else v) for k in keys if (v := getattr(args, k, None)) is not None}
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    from xfer.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Checkpoints are untrusted files: tensors and plain containers only (``weights_only=True``)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle, zip and torch errors all mean the same thing here
+        raise XferError(f"{path}: not a valid xfer checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:150]})") from None
+
+
+def build_model(args: argparse.Namespace, classes: list[str]):
+    """The source model rewritten for ``args.mode`` (the ONNX graph that training fills in)."""
+    from xfer.graph import load_model
+    from xfer.surgery import apply
+
+    source = load_model(args.source)
+    return apply(args.mode, source, classes, args.channels, tuple(args.input_size), tuple(args.head),
+                 args.train_all, args.seed)
+
+
+def main(args: argparse.Namespace) -> dict:
+    from xfer.graph import save_model, set_metadata
+    from xfer.importer import to_torch, write_back
+    from xfer.io import write_json
+    from xfer.progress import bar
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise XferError("--device cuda: PyTorch sees no CUDA device (this torch build is CPU-only or no GPU is present)")
+    device = torch.device(args.device)
+    if args.source is None:
+        from xfer.cli import DEFAULT_SOURCE
+
+        args.source = DEFAULT_SOURCE
+    if not Path(args.source).is_file():
+        raise XferError(f"{args.source}: source model not found (run `xfer pretrain` and `xfer convert` first)")
+    args.input_size = tuple(args.input_size) if len(args.input_size) == 2 else (args.input_size[0],) * 2
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = args.name or args.mode
+    ckpt_path, onnx_path, metrics_path = out / f"{stem}.ckpt", out / f"{stem}.onnx", out / f"{stem}.metrics.json"
+
+    t_data = time.time()
+    data = load_split(args.data, args.split, args.input_size, args.channels, args.seed)
+    t_data = time.time() - t_data
+    graph = build_model(args, data.classes)
+    model = to_torch(graph).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise XferError(f"mode {args.mode}: nothing to train (every initializer is frozen)")
+    optimizer = torch.optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
+    history: list[dict] = []
+    start = 0
+    fp = _fingerprint(args)
+    if args.resume and ckpt_path.is_file():
+        ck = load_checkpoint(ckpt_path)
+        if ck.get("version") != CKPT_VERSION or ck.get("fingerprint") != fp:
+            raise XferError(f"{ckpt_path}: checkpoint is from a run with other settings; remove it or drop --resume")
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        history, start = list(ck["history"]), int(ck["epoch"])
+        print(f"resuming {stem} from epoch {start} of {args.epochs}")
+
+    steps = math.ceil(len(data.x_train) / args.batch_size)
+    t_train = time.time()
+    with bar((args.epochs - start) * steps, f"train {stem}", "batch") as pb:
+        for epoch in range(start, args.epochs):
+            row = train_one_epoch(model, optimizer, data.x_train, data.y_train, args.batch_size, epoch, args.seed,
+                                  device, args.augment, pb)
+            scheduler.step()
+            ev = evaluate(model, data.x_test, data.y_test, data.classes, device)
+            row |= {"epoch": epoch + 1, "test_acc": ev["accuracy"], "test_loss": ev["loss"],
+                    "lr": optimizer.param_groups[0]["lr"]}
+            history.append(row)
+            save_checkpoint(ckpt_path, {"version": CKPT_VERSION, "fingerprint": fp, "epoch": epoch + 1,
+                                        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                        "scheduler": scheduler.state_dict(), "history": history})
+    t_train = time.time() - t_train
+
+    t_eval = time.time()
+    final = evaluate(model, data.x_test, data.y_test, data.classes, device)
+    t_eval = time.time() - t_eval
+    trained = write_back(model.cpu(), graph)
+    set_metadata(trained, {"xfer.mean": data.mean, "xfer.std": data.std, "xfer.dataset": str(args.data or "synthetic"),
+                           "xfer.split": args.split, "xfer.test_accuracy": final["accuracy"]})
+    save_model(trained, onnx_path)
+    result = {
+        "mode": args.mode, "name": stem, "model": str(onnx_path), "source": str(args.source), "data": args.data,
+        "split": args.split, "seed": args.seed, "epochs": args.epochs, "input_shape": [args.channels, *args.input_size],
+        "train_size": len(data.y_train), "test_size": len(data.y_test), "classes": data.classes,
+        "test_accuracy": final["accuracy"], "per_class": final["per_class"], "confusion": final["confusion"],
+        "test_index": data.test_index.tolist(), "predictions": final["predictions"],
+        "trainable_params": int(sum(p.numel() for p in params)),
+        "frozen_params": int(sum(p.numel() for p in model.parameters() if not p.requires_grad)),
+        "timings": {"data_s": t_data, "train_s": t_train, "eval_s": t_eval}, "history": history,
+        "settings": fp,
+    }
+    write_json(metrics_path, result)
+    _print_summary(result)
+    print(f"wrote {onnx_path}, {metrics_path}")
+    return result
+
+
+def _print_summary(r: dict) -> None:
+    from xfer.report.tables import print_table
+
+    print(f"{r['name']}: test accuracy {r['test_accuracy']:.4f} on {r['test_size']} images "
+          f"({r['trainable_params']:,} trainable / {r['frozen_params']:,} frozen parameters, "
+          f"{r['timings']['train_s']:.1f}s training)")
+    print_table(["emotion", "accuracy"], [[k, "-" if v is None else f"{v:.3f}"] for k, v in r["per_class"].items()])
