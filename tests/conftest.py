@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("XFER_PROGRESS", "0")
+sys.path.insert(0, os.path.dirname(__file__))  # shared helpers such as cnn_zoo
+
+from cnn_zoo import VARIANTS  # noqa: E402
 
 
 def _cuda_device() -> bool:
@@ -72,3 +76,11 @@ def lenet_onnx(lenet_mxnet) -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(params=range(len(VARIANTS)), ids=lambda i: "-".join(f"{k}={v}" for k, v in VARIANTS[i].items()) or "default")
+def cnn(request):
+    """Each plain-CNN variant of ``cnn_zoo`` in turn."""
+    from cnn_zoo import make_cnn
+
+    return make_cnn(**VARIANTS[request.param])

@@ -171,13 +171,23 @@ def load_checkpoint(path: Path) -> dict:
         raise XferError(f"{path}: not a valid xfer checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:150]})") from None
 
 
+def input_size(args: argparse.Namespace) -> tuple[int, int]:
+    """``--input-size S`` or ``--input-size H W``."""
+    s = list(args.input_size)
+    if len(s) not in (1, 2):
+        raise XferError(f"--input-size: expected S or H W, got {len(s)} numbers")
+    if min(s) < 1:
+        raise XferError(f"--input-size: expected positive sizes, got {s}")
+    return (s[0], s[0]) if len(s) == 1 else (s[0], s[1])
+
+
 def build_model(args: argparse.Namespace, classes: list[str]):
     """The source model rewritten for ``args.mode`` (the ONNX graph that training fills in)."""
     from xfer.graph import load_model
     from xfer.surgery import apply
 
     source = load_model(args.source)
-    return apply(args.mode, source, classes, args.channels, tuple(args.input_size), tuple(args.head),
+    return apply(args.mode, source, classes, args.channels, input_size(args), tuple(args.head),
                  args.train_all, args.seed)
 
 
@@ -196,7 +206,7 @@ def main(args: argparse.Namespace) -> dict:
         args.source = DEFAULT_SOURCE
     if not Path(args.source).is_file():
         raise XferError(f"{args.source}: source model not found (run `xfer pretrain` and `xfer convert` first)")
-    args.input_size = tuple(args.input_size) if len(args.input_size) == 2 else (args.input_size[0],) * 2
+    size = input_size(args)
     torch.manual_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -204,7 +214,7 @@ def main(args: argparse.Namespace) -> dict:
     ckpt_path, onnx_path, metrics_path = out / f"{stem}.ckpt", out / f"{stem}.onnx", out / f"{stem}.metrics.json"
 
     t_data = time.time()
-    data = load_split(args.data, args.split, args.input_size, args.channels, args.seed)
+    data = load_split(args.data, args.split, size, args.channels, args.seed)
     t_data = time.time() - t_data
     graph = build_model(args, data.classes)
     model = to_torch(graph).to(device)
@@ -251,7 +261,7 @@ def main(args: argparse.Namespace) -> dict:
     save_model(trained, onnx_path)
     result = {
         "mode": args.mode, "name": stem, "model": str(onnx_path), "source": str(args.source), "data": args.data,
-        "split": args.split, "seed": args.seed, "epochs": args.epochs, "input_shape": [args.channels, *args.input_size],
+        "split": args.split, "seed": args.seed, "epochs": args.epochs, "input_shape": [args.channels, *size],
         "train_size": len(data.y_train), "test_size": len(data.y_test), "classes": data.classes,
         "test_accuracy": final["accuracy"], "per_class": final["per_class"], "confusion": final["confusion"],
         "test_index": data.test_index.tolist(), "predictions": final["predictions"],

@@ -1,0 +1,107 @@
+import argparse
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from xfer import train
+from xfer.errors import XferError
+from xfer.graph import get_metadata, initializers
+
+
+def args(tmp_path, pack, source, **kw):
+    a = dict(mode="frozen", data=str(pack), source=str(source), epochs=2, batch_size=32, lr=1e-3, weight_decay=0.0,
+             seed=0, split="random", device="cpu", augment=True, resume=False, name=None, out=str(tmp_path),
+             input_size=[32], channels=1, head=[64, 32], train_all=False)
+    a.update(kw)
+    return argparse.Namespace(**a)
+
+
+@pytest.mark.parametrize("mode", ["frozen", "reuse"])
+def test_frozen_bit_identical_trainable_changed(tmp_path, synth_pack, lenet_onnx, mode):
+    a = args(tmp_path, synth_pack, lenet_onnx, mode=mode)
+    result = train.main(a)
+    init_graph = train.build_model(args(tmp_path, synth_pack, lenet_onnx, mode=mode), result["classes"])
+    before = initializers(init_graph)
+    trained = onnx.load(tmp_path / f"{mode}.onnx")
+    after = initializers(trained)
+    frozen = set(get_metadata(trained)["xfer.frozen"])
+    assert frozen
+    for k, v in before.items():
+        if k in frozen:
+            assert np.array_equal(v, after[k]), k
+        else:
+            assert not np.array_equal(v, after[k]), k
+    m = json.loads((tmp_path / f"{mode}.metrics.json").read_text())
+    assert m["test_size"] == len(m["predictions"]) and len(m["confusion"]) == 7
+    assert 0.0 <= m["test_accuracy"] <= 1.0 and len(m["history"]) == 2
+    assert m["test_accuracy"] == get_metadata(trained)["xfer.test_accuracy"]
+
+
+def test_resume_after_interrupt_matches_unbroken_run(tmp_path, synth_pack, lenet_onnx, monkeypatch):
+    full = train.main(args(tmp_path / "full", synth_pack, lenet_onnx, mode="finetune", epochs=3))
+    real = train.train_one_epoch
+    calls = {"n": 0}
+
+    def dying(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # killed mid-run, after epoch 1's checkpoint
+        return real(*a, **kw)
+
+    monkeypatch.setattr(train, "train_one_epoch", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(args(tmp_path / "resumed", synth_pack, lenet_onnx, mode="finetune", epochs=3))
+    assert not (tmp_path / "resumed" / "finetune.onnx").exists()
+    monkeypatch.setattr(train, "train_one_epoch", real)
+    resumed = train.main(args(tmp_path / "resumed", synth_pack, lenet_onnx, mode="finetune", epochs=3, resume=True))
+    a = initializers(onnx.load(tmp_path / "full" / "finetune.onnx"))
+    b = initializers(onnx.load(tmp_path / "resumed" / "finetune.onnx"))
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert resumed["test_accuracy"] == full["test_accuracy"]
+
+
+def test_resume_with_other_settings_refused(tmp_path, synth_pack, lenet_onnx):
+    train.main(args(tmp_path, synth_pack, lenet_onnx, epochs=1))
+    with pytest.raises(XferError, match="other settings"):
+        train.main(args(tmp_path, synth_pack, lenet_onnx, epochs=1, lr=0.5, resume=True))
+
+
+def test_nan_loss_stops_and_keeps_checkpoint(tmp_path, synth_pack, lenet_onnx, monkeypatch):
+    train.main(args(tmp_path, synth_pack, lenet_onnx, epochs=1))
+    ck = (tmp_path / "frozen.ckpt").read_bytes()
+    real = train.F.cross_entropy
+    monkeypatch.setattr(train.F, "cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))
+    with pytest.raises(XferError, match="training diverged: loss is nan"):
+        train.main(args(tmp_path, synth_pack, lenet_onnx, epochs=2, resume=False, name="frozen"))
+    assert (tmp_path / "frozen.ckpt").read_bytes() == ck
+
+
+def test_untrusted_checkpoint_refused(tmp_path):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    p = tmp_path / "x.ckpt"
+    p.write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(XferError, match="not a valid xfer checkpoint"):
+        train.load_checkpoint(p)
+
+
+def test_loco_split_and_cli(tmp_path, synth_pack, lenet_onnx):
+    from xfer.cli import main
+
+    assert main(["train", "--mode", "scratch", "--data", str(synth_pack), "--source", str(lenet_onnx), "--epochs", "1",
+                 "--split", "loco:ray", "--out", str(tmp_path)]) == 0
+    m = json.loads((tmp_path / "scratch.metrics.json").read_text())
+    assert m["test_size"] == 21 and m["split"] == "loco:ray"
+
+
+def test_missing_source(tmp_path, synth_pack):
+    with pytest.raises(XferError, match="source model not found"):
+        train.main(args(tmp_path, synth_pack, tmp_path / "none.onnx"))
