@@ -84,3 +84,16 @@ def cnn(request):
     from cnn_zoo import make_cnn
 
     return make_cnn(**VARIANTS[request.param])
+
+
+@pytest.fixture(scope="session")
+def trained_frozen(synth_pack, lenet_onnx, tmp_path_factory) -> Path:
+    """A frozen-mode model trained for one epoch on the tiny synthetic pack."""
+    from xfer import train
+
+    out = tmp_path_factory.mktemp("trained")
+    train.main(argparse.Namespace(mode="frozen", data=str(synth_pack), source=str(lenet_onnx), epochs=1, batch_size=32,
+                                  lr=1e-3, weight_decay=0.0, seed=0, split="random", device="cpu", augment=True,
+                                  resume=False, name=None, out=str(out), input_size=[32], channels=1, head=[64, 32],
+                                  train_all=False))
+    return out / "frozen.onnx"

@@ -159,6 +159,21 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(tr)
     tr.set_defaults(func=_lazy("xfer.train"))
 
+    b = sub.add_parser("bench", help="the timed test pass: C++ kernel + ONNX Runtime beside the baselines")
+    b.add_argument("model", nargs="?", help="trained ONNX model (default: models/frozen.onnx)")
+    b.add_argument("--data", help="the data the model was trained on (default: the synthetic FERG-DB)")
+    b.add_argument("--images", type=positive_int, help="cycle the test split to this many images (FERG-DB's is 11153)")
+    b.add_argument("--repeat", type=positive_int, default=5, help="timed runs per path (after one warm-up)")
+    b.add_argument("--per-image-limit", type=positive_int, default=2000,
+                   help="images timed on the naive one-at-a-time path (scaled to the full count)")
+    b.add_argument("--threads", type=positive_int, nargs="+", help="ONNX Runtime intra-op thread counts to try")
+    b.add_argument("--batch", type=positive_int, nargs="+", help="inference batch sizes to try")
+    b.add_argument("--no-baselines", action="store_true", help="time only xfer's own path")
+    b.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    b.add_argument("--workers", type=positive_int, default=1, help="shard the test pass over N processes")
+    b.add_argument("--out", help="report JSON (default: MODEL.bench.json)")
+    b.set_defaults(func=_lazy("xfer.bench"))
+
     i = sub.add_parser("inspect", help="layers, shapes, parameters and metadata of an ONNX model")
     i.add_argument("model")
     i.set_defaults(func=_lazy("xfer.inspect_model"))

@@ -1,0 +1,44 @@
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from xfer import bench
+from xfer.errors import XferError
+
+
+def test_bench_report(trained_frozen, synth_pack, tmp_path, capsys):
+    out = tmp_path / "b.json"
+    rep = bench.main(argparse.Namespace(model=str(trained_frozen), data=str(synth_pack), images=None, repeat=1,
+                                        per_image_limit=5, threads=[1], batch=[16, 64], no_baselines=False,
+                                        device="auto", workers=1, out=str(out)))
+    saved = json.loads(out.read_text())
+    assert saved["images"] == rep["images"] == 42
+    for path in ("kernel", "copy", "kernel+ort", "opencv+ort", "naive_batched", "naive_per_image"):
+        assert saved["paths"][path]["median_s"] > 0, path
+    assert saved["accuracy_matches_train"] is True
+    assert saved["ort"]["threads"] == 1 and saved["ort"]["batch"] in (16, 64)
+    assert saved["device"] == "cpu" or saved["env"]["cuda_kernel_built"]
+    assert {"kernel_vs_opencv_speedup", "end_to_end_vs_naive_batched"} <= set(saved["ratios"])
+    text = capsys.readouterr().out
+    assert "kernel + ONNX Runtime (xfer)" in text and "matches xfer train" in text
+
+
+def test_bench_cycles_images(trained_frozen, synth_pack):
+    rep = bench.run(trained_frozen, str(synth_pack), images=100, repeat=1, baselines=False, threads=[1], batches=[32])
+    assert rep["images"] == 100 and "accuracy_matches_train" not in rep
+
+
+def test_opencv_and_pil_paths_agree_with_kernel():
+    x = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    from xfer.preprocess import preprocess
+
+    k = preprocess(x, 16, 1, 0.5, 0.25)
+    assert np.abs(bench.opencv_preprocess(x, (16, 16), 1, [0.5], [0.25]) - k).max() < 0.02
+    assert np.abs(np.stack([bench.pil_preprocess_one(i, (16, 16), 1, [0.5], [0.25]) for i in x]) - k).max() < 0.03
+
+
+def test_missing_model(tmp_path):
+    with pytest.raises(XferError, match="model not found"):
+        bench.main(argparse.Namespace(model=str(tmp_path / "x.onnx"), workers=1))

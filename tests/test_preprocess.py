@@ -1,0 +1,135 @@
+"""The C++ kernel against its numpy specification, OpenCV, and hostile arguments."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from xfer import _C
+from xfer.preprocess import preprocess, preprocess_reference
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.needs_cuda)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("interp", ["area", "bilinear"])
+@pytest.mark.parametrize("c_in", [1, 3, 4])
+@pytest.mark.parametrize("c_out", [1, 3])
+@pytest.mark.parametrize("shape", [(256, 256, 32, 32), (17, 23, 5, 9), (5, 7, 11, 13), (40, 30, 40, 30)])
+def test_matches_reference(device, interp, c_in, c_out, shape):
+    H, W, h, w = shape
+    x = np.random.default_rng(H * W + c_in).integers(0, 256, (3, H, W, c_in), dtype=np.uint8)
+    mean, std = [0.4, 0.5, 0.6][:c_out], [0.2, 0.25, 0.3][:c_out]
+    got = preprocess(x, (h, w), c_out, mean, std, interp, device=device)
+    ref = preprocess_reference(x, (h, w), c_out, mean, std, interp)
+    assert got.shape == (3, c_out, h, w) and got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 3), H=st.integers(1, 40), W=st.integers(1, 40), h=st.integers(1, 24), w=st.integers(1, 24),
+       c_in=st.sampled_from([1, 3, 4]), c_out=st.sampled_from([1, 3]), interp=st.sampled_from(["area", "bilinear"]),
+       threads=st.integers(0, 3), as_list=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_fuzz_against_reference(n, H, W, h, w, c_in, c_out, interp, threads, as_list, seed):
+    rng = np.random.default_rng(seed)
+    if as_list:
+        x = [rng.integers(0, 256, (rng.integers(1, H + 1), rng.integers(1, W + 1), c_in), dtype=np.uint8) for _ in range(n)]
+        if c_in == 1 and rng.random() < 0.5:
+            x = [np.ascontiguousarray(a[:, :, 0]) for a in x]
+    else:
+        x = rng.integers(0, 256, (n, H, W, c_in), dtype=np.uint8)
+    got = preprocess(x, (h, w), c_out, 0.5, 0.25, interp, threads=threads)
+    np.testing.assert_allclose(got, preprocess_reference(x, (h, w), c_out, 0.5, 0.25, interp), atol=1e-5, rtol=0)
+
+
+def test_area_agrees_with_opencv():
+    cv2 = pytest.importorskip("cv2")
+    x = np.random.default_rng(0).integers(0, 256, (4, 256, 256, 3), dtype=np.uint8)
+    got = preprocess(x, (32, 32), 3)
+    # INTER_AREA on uint8 rounds to integers: within half a grey level of the exact box average.
+    ref = np.stack([cv2.resize(im, (32, 32), interpolation=cv2.INTER_AREA).transpose(2, 0, 1) for im in x]) / 255.0
+    assert np.abs(got - ref).max() <= 0.5 / 255 + 1e-6
+    # On float input OpenCV computes the same exact box average.
+    ref_f = np.stack([cv2.resize(im.astype(np.float32), (32, 32), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)
+                      for im in x]) / 255.0
+    np.testing.assert_allclose(got, ref_f, atol=1e-5)
+
+
+def test_bilinear_agrees_with_opencv_float():
+    cv2 = pytest.importorskip("cv2")
+    x = np.random.default_rng(1).integers(0, 256, (2, 40, 50, 3), dtype=np.uint8)
+    got = preprocess(x, (20, 70), 3, interp="bilinear")
+    ref = np.stack([cv2.resize(im.astype(np.float32), (70, 20), interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1)
+                    for im in x]) / 255.0
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_out_buffer_is_filled_in_place():
+    x = np.random.default_rng(0).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+    out = np.full((5, 1, 16, 16), np.nan, np.float32)
+    res = preprocess(x, 16, 1, out=out)
+    assert res is out or np.shares_memory(res, out)
+    np.testing.assert_allclose(out, preprocess_reference(x, 16, 1), atol=1e-5)
+
+
+def test_gray_weights_and_normalisation():
+    x = np.zeros((1, 2, 2, 3), np.uint8)
+    x[..., 0] = 255
+    got = preprocess(x, 2, 1, mean=0.1, std=0.5)
+    np.testing.assert_allclose(got, (0.299 - 0.1) / 0.5, atol=1e-6)
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda: preprocess(np.zeros((2, 8, 8, 3), np.float32), 4), TypeError, "expected dtype uint8, got float32"),
+    (lambda: preprocess(np.zeros((8, 8, 3), np.uint8), 4), ValueError, "expected a 4-D batch"),
+    (lambda: preprocess(np.zeros((2, 8, 8, 2), np.uint8), 4), ValueError, "expected 1, 3 or 4 channels.*got 2"),
+    (lambda: preprocess(np.zeros((2, 8, 8, 5), np.uint8), 4), ValueError, "got 5"),
+    (lambda: preprocess(np.zeros((2, 8, 16, 3), np.uint8)[:, :, ::2], 4), ValueError, "C-contiguous"),
+    (lambda: preprocess(np.zeros((2, 8, 8, 3), np.uint8)[::-1], 4), ValueError, "C-contiguous"),
+    (lambda: preprocess(np.zeros((0, 8, 8, 3), np.uint8), 4), ValueError, "empty batch"),
+    (lambda: preprocess(np.zeros((2, 0, 8, 3), np.uint8), 4), ValueError, "non-empty"),
+    (lambda: preprocess([], 4), ValueError, "empty list"),
+    (lambda: preprocess([np.zeros((4, 4, 3), np.uint8), "x"], 4), TypeError, r"images\[1\]: expected a numpy array"),
+    (lambda: preprocess("images", 4), TypeError, "got str"),
+    (lambda: preprocess(np.zeros((1, 8, 8, 3), np.uint8), (0, 4)), ValueError, "size"),
+    (lambda: preprocess(np.zeros((1, 8, 8, 3), np.uint8), 4, channels=2), ValueError, "channels"),
+    (lambda: preprocess(np.zeros((1, 8, 8, 3), np.uint8), 4, std=0.0), ValueError, "std"),
+    (lambda: preprocess(np.zeros((1, 8, 8, 3), np.uint8), 4, channels=3, mean=[0.1, 0.2]), ValueError, "mean"),
+    (lambda: preprocess(np.zeros((1, 8, 8, 3), np.uint8), 4, interp="cubic"), ValueError, "interp"),
+    (lambda: preprocess(np.zeros((1, 8, 8, 3), np.uint8), 4, out=np.zeros((1, 1, 4, 5), np.float32)), ValueError,
+     r"out: expected shape \(1, 1, 4, 4\), got \(1, 1, 4, 5\)"),
+    (lambda: preprocess(np.zeros((1, 8, 8, 3), np.uint8), 4, out=np.zeros((1, 1, 4, 4), np.float64)), TypeError, "float32"),
+    (lambda: preprocess(np.zeros((1, 8, 8, 3), np.uint8), 4, out=np.zeros((1, 1, 4, 8), np.float32)[..., ::2]), ValueError,
+     "C-contiguous"),
+    (lambda: preprocess(np.zeros((1, 8, 8, 3), np.uint8), 4, device="tpu"), ValueError, "device"),
+    (lambda: preprocess(np.zeros((1, 8, 8, 3), np.uint8), 4, threads=-1), ValueError, "threads"),
+])
+def test_hostile_arguments(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_read_only_output_rejected():
+    out = np.zeros((1, 1, 4, 4), np.float32)
+    out.setflags(write=False)
+    with pytest.raises(ValueError, match="read-only"):
+        preprocess(np.zeros((1, 8, 8, 3), np.uint8), 4, out=out)
+
+
+def test_cuda_reports_build():
+    assert isinstance(_C.cuda_available(), bool)
+    if not _C.cuda_available():
+        with pytest.raises(RuntimeError, match="without|no CUDA"):
+            preprocess(np.zeros((1, 8, 8, 3), np.uint8), 4, device="cuda")
+    elif _C.cuda_device_count() == 0:
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            preprocess(np.zeros((1, 8, 8, 3), np.uint8), 4, device="cuda")
+
+
+def test_threads_agree():
+    x = np.random.default_rng(0).integers(0, 256, (7, 50, 60, 3), dtype=np.uint8)
+    a = preprocess(x, (9, 11), 3, threads=1)
+    for t in (2, 3, 8):
+        np.testing.assert_array_equal(preprocess(x, (9, 11), 3, threads=t), a)
+    big = np.random.default_rng(1).integers(0, 256, (1, 300, 200, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(preprocess(big, 64, 1, threads=1), preprocess(big, 64, 1, threads=4))
