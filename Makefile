@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_preprocess.py
+	$(BIN)/python benchmarks/bench_test_pass.py
 
 clean:
 	rm -rf build $(VENV) .pytest_cache

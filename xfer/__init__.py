@@ -11,7 +11,7 @@ from typing import Any
 from xfer.errors import XferError
 
 __version__ = "0.1.0"
-__all__ = ["XferError", "__version__", "preprocess", "to_torch", "write_back"]
+__all__ = ["XferError", "__version__", "preprocess", "preprocess_reference", "to_torch", "write_back"]
 
 
 def __getattr__(name: str) -> Any:
@@ -20,8 +20,8 @@ def __getattr__(name: str) -> Any:
         from xfer import importer
 
         return getattr(importer, name)
-    if name == "preprocess":
-        from xfer.preprocess import preprocess
+    if name in ("preprocess", "preprocess_reference"):
+        from xfer import preprocess as pre
 
-        return preprocess
+        return getattr(pre, name)
     raise AttributeError(f"module 'xfer' has no attribute '{name}'")

@@ -36,7 +36,7 @@ class Split:
     std: list[float]
 
 
-def default_data(progress: bool = True, per_class: int = 80, seed: int = 0) -> Path:
+def default_data(progress: bool = True, per_class: int = 150, seed: int = 0) -> Path:
     """The embedded default target: a synthetic FERG-DB, rendered and packed on first use."""
     from xfer.cli import DEFAULT_PACK, DEFAULT_SYNTH
     from xfer.data.pack import is_pack, pack_folder

@@ -1,0 +1,43 @@
+"""The numbers in the README's performance section: a FERG-size test pass (11,153 images) and its baselines.
+
+Run after `make demo` (it needs a trained model and the packed synthetic data):
+    .venv/bin/python benchmarks/bench_test_pass.py [MODEL] [--images 11153]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from xfer import bench
+from xfer.errors import XferError
+
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("model", nargs="?", default="reports/demo/runs/random/frozen-s0.onnx")
+    p.add_argument("--data", default=None)
+    p.add_argument("--images", type=int, default=11153)
+    p.add_argument("--repeat", type=int, default=5)
+    a = p.parse_args()
+    try:
+        rep = bench.run(a.model, a.data, images=a.images, repeat=a.repeat)
+    except XferError as e:
+        print(f"bench_test_pass: {e}", file=sys.stderr)
+        return 1
+    bench.print_report(rep)
+    r, paths = rep["ratios"], rep["paths"]
+    checks = [("whole test pass <= 1.0 s", paths["kernel+ort"]["median_s"], paths["kernel+ort"]["median_s"] <= 1.0),
+              ("kernel >= 2x faster than OpenCV", r["kernel_vs_opencv_speedup"], r["kernel_vs_opencv_speedup"] >= 2),
+              ("kernel within 2x of a plain copy", r["kernel_vs_copy_slowdown"], r["kernel_vs_copy_slowdown"] <= 2),
+              ("end to end >= 3.5x naive batched", r["end_to_end_vs_naive_batched"], r["end_to_end_vs_naive_batched"] >= 3.5),
+              ("end to end >= 9x naive per image", r["end_to_end_vs_naive_per_image"], r["end_to_end_vs_naive_per_image"] >= 9)]
+    print()
+    for name, value, ok in checks:
+        print(f"  {'met ' if ok else 'MISS'}  {name}: {value:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+import argparse
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from xfer.report import experiments
+
+
+class Collector(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.imgs, self.tables, self.cells, self.text = [], 0, [], []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.imgs.append(dict(attrs).get("src", ""))
+        if tag == "table":
+            self.tables += 1
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+@pytest.fixture(scope="module")
+def tiny_study(synth_pack, lenet_onnx, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reports")
+    args = argparse.Namespace(name="tiny", data=str(synth_pack), source=str(lenet_onnx), modes=["frozen", "reuse"],
+                              seeds=[0], protocols=["random", "loco"], epochs=1, batch_size=32, lr=1e-3, device="cpu",
+                              input_size=[32, 32], channels=1, head=[32, 16], train_all=False, bench_images=None,
+                              per_image_limit=5, bench_threads=[1], out=str(out))
+    results = experiments.main(args)
+    return out / "tiny", results
+
+
+def test_results_and_report(tiny_study):
+    root, results = tiny_study
+    saved = json.loads((root / "results.json").read_text())
+    assert len(saved["runs"]) == 4
+    assert set(saved["summary"]) == {"random", "loco"}
+    assert saved["summary"]["loco"]["frozen"]["splits"] == ["loco:aia"]
+    html = (root / "report.html").read_text()
+    p = Collector()
+    p.feed(html)
+    assert p.tables >= 5
+    assert p.imgs and all(src.startswith("data:image/png;base64,") for src in p.imgs)  # self-contained
+    text = " ".join(p.text)
+    for protocol in ("random", "loco"):
+        for mode in ("frozen", "reuse"):
+            s = saved["summary"][protocol][mode]
+            assert f"{s['acc_mean']:.3f} ± {s['acc_std']:.3f}" in text
+    assert "0.715" in text and "477.38" in text  # the study's own numbers beside ours
+    md = (root / "report.md").read_text()
+    for ref in re.findall(r"\]\((figures/[^)]+)\)", md):
+        assert (root / ref).is_file(), ref
+
+
+def test_rerun_reuses_finished_runs(tiny_study, synth_pack, lenet_onnx, monkeypatch):
+    root, _ = tiny_study
+    from xfer import train
+
+    monkeypatch.setattr(train, "main", lambda *a, **k: pytest.fail("finished run was retrained"))
+    step = experiments.Step("random", "frozen", 0, "random")
+    args = argparse.Namespace(data=str(synth_pack), source=str(lenet_onnx), epochs=1, batch_size=32, lr=1e-3,
+                              device="cpu", input_size=[32, 32], channels=1, head=[32, 16], bench_threads=[1])
+    r = experiments.run_step(step, args, root)
+    assert r["bench_accuracy"] == r["test_accuracy"]
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="Chromium is not installed")
+def test_report_renders_in_chromium(tiny_study, tmp_path):
+    root, _ = tiny_study
+    shot = tmp_path / "shot.png"
+    r = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                        "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path}/u",
+                        "--enable-logging=stderr", "--v=0", f"--screenshot={shot}", "--window-size=1200,3000",
+                        (root / "report.html").as_uri()], capture_output=True, text=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    console_errors = [l for l in r.stderr.splitlines() if "CONSOLE" in l and "ERROR" in l.upper()]
+    assert not console_errors, console_errors

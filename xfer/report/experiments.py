@@ -1,0 +1,180 @@
+"""``xfer experiments``: the study's four modes x seeds x protocols -> train -> bench -> a report.
+
+Protocols: ``random`` (the study's stratified 80/20 split) and ``loco``
+(leave one character out: seed k holds out the k-th character, so the test
+character was never seen). Finished runs are kept and reused, so an
+interrupted study resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from xfer.errors import XferError
+
+# Table 1 of the study: experiment -> (test accuracy, mean test time in seconds).
+STUDY = {"reuse": (0.157, 189.45), "scratch": (0.132, 190.16), "frozen": (0.715, 477.38), "finetune": (0.157, 461.37)}
+STUDY_ORDER = ("reuse", "scratch", "frozen", "finetune")
+
+
+@dataclass
+class Step:
+    protocol: str
+    mode: str
+    seed: int
+    split: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.mode}-s{self.seed}"
+
+
+def make_plan(modes: list[str], seeds: list[int], protocols: list[str], group_names: list[str]) -> list[Step]:
+    steps = []
+    for protocol in protocols:
+        for mode in modes:
+            for seed in seeds:
+                if protocol == "random":
+                    split = "random"
+                elif protocol == "loco":
+                    if len(group_names) < 2:
+                        raise XferError("--protocols loco needs a data set with several characters (FERG-DB layout)")
+                    split = f"loco:{group_names[seed % len(group_names)]}"
+                else:
+                    raise XferError(f"--protocols: expected random or loco, got '{protocol}'")
+                steps.append(Step(protocol, mode, seed, split))
+    return steps
+
+
+def _train_args(step: Step, args: argparse.Namespace, out: Path) -> argparse.Namespace:
+    return argparse.Namespace(mode=step.mode, data=args.data, source=args.source, epochs=args.epochs,
+                              batch_size=args.batch_size, lr=args.lr, weight_decay=0.0, seed=step.seed,
+                              split=step.split, device=args.device, augment=True, resume=True, name=step.name,
+                              out=str(out), input_size=list(args.input_size), channels=args.channels,
+                              head=list(args.head), train_all=False)
+
+
+def run_step(step: Step, args: argparse.Namespace, root: Path) -> dict:
+    """Train (or reuse a finished run with the same settings), then time its test pass."""
+    import contextlib
+    import io
+
+    from xfer import bench, train
+
+    out = root / "runs" / step.protocol
+    targs = _train_args(step, args, out)
+    metrics_path, model_path = out / f"{step.name}.metrics.json", out / f"{step.name}.onnx"
+    result = None
+    if metrics_path.is_file() and model_path.is_file():
+        cached = json.loads(metrics_path.read_text())
+        if cached.get("settings") == train._fingerprint(targs):
+            result = cached
+    if result is None:
+        with contextlib.redirect_stdout(io.StringIO()):
+            result = train.main(targs)
+    rep = bench.run(model_path, args.data, repeat=3, baselines=False, threads=args.bench_threads)
+    p = rep["paths"]["kernel+ort"]
+    return {"protocol": step.protocol, "mode": step.mode, "seed": step.seed, "split": step.split,
+            "model": str(model_path), "test_accuracy": result["test_accuracy"], "bench_accuracy": p["accuracy"],
+            "per_class": result["per_class"], "confusion": result["confusion"], "history": result["history"],
+            "test_time_s": p["median_s"], "images_per_s": p["images_per_s"], "test_size": result["test_size"],
+            "train_s": result["timings"]["train_s"], "trainable_params": result["trainable_params"],
+            "frozen_params": result["frozen_params"], "test_index": result["test_index"],
+            "predictions": result["predictions"], "classes": result["classes"]}
+
+
+def summarize(runs: list[dict]) -> dict:
+    out: dict = {}
+    for r in runs:
+        out.setdefault(r["protocol"], {}).setdefault(r["mode"], []).append(r)
+    summary: dict = {}
+    for protocol, modes in out.items():
+        summary[protocol] = {}
+        for mode, rs in modes.items():
+            accs = [r["test_accuracy"] for r in rs]
+            times = [r["test_time_s"] for r in rs]
+            per_class = {c: statistics.mean([r["per_class"][c] for r in rs if r["per_class"][c] is not None] or [0.0])
+                         for c in rs[0]["per_class"]}
+            summary[protocol][mode] = {
+                "n": len(rs), "acc_mean": statistics.mean(accs), "acc_std": statistics.pstdev(accs) if len(accs) > 1 else 0.0,
+                "time_mean": statistics.mean(times), "time_std": statistics.pstdev(times) if len(times) > 1 else 0.0,
+                "images_per_s": statistics.mean(r["images_per_s"] for r in rs), "per_class": per_class,
+                "test_size": rs[0]["test_size"], "splits": sorted({r["split"] for r in rs})}
+    return summary
+
+
+def main(args: argparse.Namespace) -> dict:
+    from xfer import bench
+    from xfer.data.pack import load_dataset
+    from xfer.io import write_json
+    from xfer.progress import bar
+    from xfer.report.render import write_report
+    from xfer.train import default_data
+
+    if args.source is None:
+        from xfer.cli import DEFAULT_SOURCE
+
+        args.source = DEFAULT_SOURCE
+    if not Path(args.source).is_file():
+        raise XferError(f"{args.source}: source model not found (run `xfer pretrain` and `xfer convert` first)")
+    args.data = args.data or str(default_data())
+    pack = load_dataset(args.data)
+    steps = make_plan(args.modes, args.seeds, args.protocols, pack.group_names)
+    root = Path(args.out) / args.name
+    root.mkdir(parents=True, exist_ok=True)
+    runs = []
+    t0 = time.time()
+    print(f"experiments '{args.name}': {len(steps)} runs ({', '.join(args.modes)} x seeds {args.seeds} x "
+          f"{', '.join(args.protocols)}), {args.epochs} epochs each -> {root}")
+    with bar(len(steps), "experiments", "run", disable=False) as pb:
+        for k, step in enumerate(steps, start=1):
+            pb.set_description(f"step {k}/{len(steps)}: {step.protocol} {step.mode} seed {step.seed}")
+            runs.append(run_step(step, args, root))
+            pb.update(1)
+            if not pb.disable:
+                continue
+            r = runs[-1]
+            eta = (time.time() - t0) / k * (len(steps) - k)
+            print(f"  [{k}/{len(steps)}] {step.protocol:6s} {step.mode:8s} seed {step.seed} ({step.split}): "
+                  f"accuracy {r['test_accuracy']:.4f}, test pass {r['test_time_s']:.3f}s  (ETA {eta:.0f}s)", flush=True)
+
+    showcase = next((r for r in runs if r["protocol"] == "random" and r["mode"] == "frozen"), runs[0])
+    print("timing the test pass against its baselines ...", flush=True)
+    bench_rep = bench.run(showcase["model"], args.data, images=args.bench_images, repeat=3,
+                          per_image_limit=args.per_image_limit, threads=args.bench_threads)
+    results = {"name": args.name, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+               "settings": {"modes": args.modes, "seeds": args.seeds, "protocols": args.protocols, "epochs": args.epochs,
+                            "batch_size": args.batch_size, "lr": args.lr, "input_size": list(args.input_size),
+                            "channels": args.channels, "head": list(args.head), "data": args.data, "source": args.source},
+               "data": {"images": len(pack), "classes": pack.classes, "groups": pack.group_names, "layout": pack.layout,
+                        "source": pack.source},
+               "study": {m: {"accuracy": a, "test_time_s": t} for m, (a, t) in STUDY.items()},
+               "summary": summarize(runs), "runs": runs, "bench": bench_rep, "env": bench_rep["env"],
+               "wall_s": time.time() - t0}
+    write_json(root / "results.json", results)
+    html, md = write_report(results, root, pack)
+    _print_table1(results)
+    print(f"wrote {root / 'results.json'}, {md}, {html}")
+    return results
+
+
+def _print_table1(results: dict) -> None:
+    from xfer.report.tables import print_table
+
+    for protocol, modes in results["summary"].items():
+        print(f"\nTable 1 ({protocol} split): mode, test accuracy, mean test time (xfer vs the study)")
+        rows = []
+        for mode in STUDY_ORDER:
+            if mode not in modes:
+                continue
+            s = modes[mode]
+            sa, st = STUDY[mode]
+            rows.append([STUDY_ORDER.index(mode) + 1, mode, f"{s['acc_mean']:.3f} ± {s['acc_std']:.3f}",
+                         f"{s['time_mean']:.3f} ± {s['time_std']:.3f}", s["test_size"], f"{sa:.3f}", f"{st:.2f}"])
+        print_table(["#", "mode", "accuracy", "test time s", "test images", "study acc", "study time s"], rows)

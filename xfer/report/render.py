@@ -1,0 +1,160 @@
+"""Turn ``results.json`` into ``report.md`` (figures beside it) and a self-contained ``report.html``."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+import numpy as np
+
+from xfer.report import plots
+from xfer.report.tables import markdown_table
+
+ORDER = ("reuse", "scratch", "frozen", "finetune")
+PROTOCOL_TITLES = {"random": "random stratified 80/20 split (the study's protocol)",
+                   "loco": "leave one character out (the test character is never seen in training)"}
+
+
+def _figures(results: dict, pack) -> dict[str, tuple[str, bytes]]:
+    """name -> (caption, png bytes)."""
+    figs: dict[str, tuple[str, bytes]] = {}
+    runs = results["runs"]
+    for protocol in results["summary"]:
+        by_mode: dict[str, list] = {}
+        for r in runs:
+            if r["protocol"] == protocol:
+                by_mode.setdefault(r["mode"], []).append(r["history"])
+        figs[f"curves_{protocol}"] = (f"Training curves, {protocol} split (mean over seeds)", plots.curves(by_mode))
+        for mode in ORDER:
+            rs = [r for r in runs if r["protocol"] == protocol and r["mode"] == mode]
+            if rs:
+                cm = np.sum([r["confusion"] for r in rs], axis=0)
+                figs[f"confusion_{protocol}_{mode}"] = (f"Confusion matrix, {mode}, {protocol} split (all seeds)",
+                                                        plots.confusion(cm, rs[0]["classes"], f"{mode} ({protocol})"))
+    figs["bench"] = ("Test-pass throughput of each path (same model, same images)", plots.bench_chart(results["bench"]["paths"]))
+    show = next((r for r in runs if r["protocol"] == "random" and r["mode"] == "frozen"), runs[0])
+    idx = np.asarray(show["test_index"])
+    pred = np.asarray(show["predictions"])
+    true = np.asarray(pack.labels)[idx]
+    order = np.concatenate([np.flatnonzero(pred != true), np.flatnonzero(pred == true)])[:32]
+    classes = show["classes"]
+    figs["grid"] = (f"Test images of {show['mode']} (seed {show['seed']}), mistakes first (red)",
+                    plots.image_grid(np.asarray(pack.images[idx[order]]), [classes[t] for t in true[order]],
+                                     [classes[p] for p in pred[order]]))
+    return figs
+
+
+def _table1(results: dict, protocol: str) -> tuple[list[str], list[list[str]]]:
+    study = results["study"]
+    header = ["#", "mode", "test accuracy (mean ± std)", "test time, s (mean ± std)", "images/s", "study accuracy",
+              "study time, s"]
+    rows = []
+    for i, mode in enumerate(ORDER, start=1):
+        s = results["summary"][protocol].get(mode)
+        if s is None:
+            continue
+        rows.append([str(i), mode, f"{s['acc_mean']:.3f} ± {s['acc_std']:.3f}", f"{s['time_mean']:.3f} ± {s['time_std']:.3f}",
+                     f"{s['images_per_s']:,.0f}", f"{study[mode]['accuracy']:.3f}", f"{study[mode]['test_time_s']:.2f}"])
+    return header, rows
+
+
+def _per_class(results: dict, protocol: str) -> tuple[list[str], list[list[str]]]:
+    modes = [m for m in ORDER if m in results["summary"][protocol]]
+    classes = list(results["summary"][protocol][modes[0]]["per_class"])
+    return ["emotion"] + modes, [[c] + [f"{results['summary'][protocol][m]['per_class'][c]:.3f}" for m in modes]
+                                 for c in classes]
+
+
+def _bench_table(bench: dict) -> tuple[list[str], list[list[str]]]:
+    labels = [("copy", "memory copy of the input (floor)"), ("kernel", "C++ kernel preprocess"),
+              ("opencv", "OpenCV preprocess"), ("ort_inference", "ONNX Runtime inference"),
+              ("kernel+ort", "kernel + ONNX Runtime (xfer)"), ("cuda_kernel+ort_cuda", "CUDA kernel + ORT CUDA"),
+              ("opencv+ort", "OpenCV + ONNX Runtime"), ("naive_batched", "PIL + numpy + PyTorch, batch 256"),
+              ("naive_per_image", "PIL + numpy + PyTorch, per image")]
+    rows = []
+    for k, label in labels:
+        p = bench["paths"].get(k)
+        if p:
+            rows.append([label, f"{p['median_s']:.3f}", f"{p['min_s']:.3f}", f"{p['max_s']:.3f}", f"{p['images_per_s']:,.0f}",
+                         f"{p['accuracy']:.4f}" if "accuracy" in p else ""])
+    return ["path", "median s", "min s", "max s", "images/s", "accuracy"], rows
+
+
+def _env_rows(results: dict) -> list[list[str]]:
+    env = dict(results["env"])
+    ort = results["bench"].get("ort", {})
+    env["ort_threads"] = ort.get("threads")
+    env["ort_batch"] = ort.get("batch")
+    return [[k, str(v)] for k, v in env.items()]
+
+
+def _html_table(header, rows) -> str:
+    h = "".join(f"<th>{html.escape(str(c))}</th>" for c in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>"
+
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}img{max-width:100%}figure{margin:1em 0}
+figcaption{font-size:13px;color:#555}.grid{display:flex;flex-wrap:wrap;gap:8px}"""
+
+
+def write_report(results: dict, root: Path, pack) -> tuple[Path, Path]:
+    from xfer.io import write_bytes, write_text
+
+    figs = _figures(results, pack)
+    fig_dir = root / "figures"
+    for name, (_, png) in figs.items():
+        write_bytes(fig_dir / f"{name}.png", png)
+
+    s = results["settings"]
+    intro = (f"LeNet-5 trained on digits in MXNet, converted to ONNX, rewritten for each transfer mode and trained in "
+             f"PyTorch on {results['data']['images']} images ({results['data']['layout']} layout, source "
+             f"{results['data']['source']}); {len(s['seeds'])} seed(s) {s['seeds']}, {s['epochs']} epochs, input "
+             f"{s['channels']}x{s['input_size'][0]}x{s['input_size'][-1]}. Test time is the timed test pass "
+             f"(C++ kernel preprocess + ONNX Runtime) over the whole test split, decode excluded.")
+    md = [f"# xfer experiments: {results['name']}", "", intro, ""]
+    body = [f"<h1>xfer experiments: {html.escape(results['name'])}</h1>", f"<p>{html.escape(intro)}</p>"]
+
+    def fig(name: str) -> None:
+        cap, png = figs[name]
+        md.append(f"![{cap}](figures/{name}.png)\n\n*{cap}*\n")
+        b64 = base64.b64encode(png).decode()
+        body.append(f'<figure><img alt="{html.escape(cap)}" src="data:image/png;base64,{b64}">'
+                    f"<figcaption>{html.escape(cap)}</figcaption></figure>")
+
+    for protocol in results["summary"]:
+        title = f"Table 1 — {PROTOCOL_TITLES.get(protocol, protocol)}"
+        header, rows = _table1(results, protocol)
+        md += [f"## {title}", "", markdown_table(header, rows), ""]
+        body += [f"<h2>{html.escape(title)}</h2>", _html_table(header, rows)]
+        header, rows = _per_class(results, protocol)
+        md += ["Per-emotion test accuracy (mean over seeds):", "", markdown_table(header, rows), ""]
+        body += ["<p>Per-emotion test accuracy (mean over seeds):</p>", _html_table(header, rows)]
+        fig(f"curves_{protocol}")
+        for mode in ORDER:
+            if f"confusion_{protocol}_{mode}" in figs:
+                fig(f"confusion_{protocol}_{mode}")
+    md += ["## Test images", ""]
+    body.append("<h2>Test images</h2>")
+    fig("grid")
+    b = results["bench"]
+    title = f"The timed test pass and its baselines ({b['images']} images, {b['device']})"
+    header, rows = _bench_table(b)
+    md += [f"## {title}", "", markdown_table(header, rows), ""]
+    body += [f"<h2>{html.escape(title)}</h2>", _html_table(header, rows)]
+    ratio_rows = [[k.replace("_", " "), f"{v:.2f}x"] for k, v in b["ratios"].items()]
+    md += [markdown_table(["ratio", "value"], ratio_rows), ""]
+    body.append(_html_table(["ratio", "value"], ratio_rows))
+    fig("bench")
+    env_rows = _env_rows(results)
+    md += ["## Environment", "", markdown_table(["", ""], env_rows), "", f"Wall time: {results['wall_s']:.0f} s.", ""]
+    body += ["<h2>Environment</h2>", _html_table(["", ""], env_rows), f"<p>Wall time: {results['wall_s']:.0f} s.</p>"]
+
+    md_path = write_text(root / "report.md", "\n".join(md))
+    page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>xfer experiments: "
+            f"{html.escape(results['name'])}</title><style>{CSS}</style></head><body>{''.join(body)}</body></html>\n")
+    html_path = write_text(root / "report.html", page)
+    return html_path, md_path
