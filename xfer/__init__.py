@@ -10,6 +10,9 @@ from typing import Any
 
 from xfer.errors import XferError
 
+# Bound eagerly: the function, not the submodule of the same name, is `xfer.preprocess`.
+from xfer.preprocess import preprocess, preprocess_reference  # noqa: E402
+
 __version__ = "0.1.0"
 __all__ = ["XferError", "__version__", "preprocess", "preprocess_reference", "to_torch", "write_back"]
 
@@ -20,8 +23,4 @@ def __getattr__(name: str) -> Any:
         from xfer import importer
 
         return getattr(importer, name)
-    if name in ("preprocess", "preprocess_reference"):
-        from xfer import preprocess as pre
-
-        return getattr(pre, name)
     raise AttributeError(f"module 'xfer' has no attribute '{name}'")
