@@ -69,6 +69,7 @@ def apply(mode: str, source, classes: list[str], channels: int = 1, size: tuple[
     m = copy.deepcopy(source)
     src_meta = get_metadata(m)
     simplify(m)
+    find_boundary(m)  # fail on an uncuttable graph before touching it
     retarget_input(m, channels, size, adapt)
     b = find_boundary(m)
     act = activation_of(b)
