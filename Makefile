@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.xfer-installed
 SOURCES := pyproject.toml CMakeLists.txt $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cuda/*.cu)
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench clean asan
 
 $(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,3 +27,16 @@ bench: $(STAMP)
 
 clean:
 	rm -rf build $(VENV) .pytest_cache
+
+# The kernel fuzz test under AddressSanitizer: a separate build of xfer._C, loaded through XFER_C_LIBRARY.
+# libstdc++ is preloaded too, or ASan's __cxa_throw interceptor finds nothing to wrap in a Python process.
+ASAN_PRELOAD := $(shell $(CC) -print-file-name=libasan.so) $(shell $(CC) -print-file-name=libstdc++.so)
+asan: $(STAMP)
+	$(BIN)/python -m pip install -q "pybind11>=2.12"
+	cmake -S . -B build/asan -DXFER_ASAN=ON -DXFER_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DPython_EXECUTABLE=$(abspath $(BIN)/python) -Dpybind11_DIR=$$($(BIN)/python -m pybind11 --cmakedir) >/dev/null
+	cmake --build build/asan -j2 >/dev/null
+	XFER_C_LIBRARY=$$(ls build/asan/_C*.so) LD_PRELOAD="$(ASAN_PRELOAD)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	  $(BIN)/python -c "from xfer.preprocess import _C; print('kernel under AddressSanitizer:', _C.__file__)"
+	XFER_C_LIBRARY=$$(ls build/asan/_C*.so) LD_PRELOAD="$(ASAN_PRELOAD)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	  $(BIN)/python -m pytest -p no:cacheprovider tests/test_preprocess.py -k "fuzz or hostile or threads or reference or read_only"

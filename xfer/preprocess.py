@@ -8,11 +8,31 @@ specification the kernel is tested against.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
 from typing import Sequence
 
 import numpy as np
 
-from xfer import _C
+
+def _load_extension():
+    """``xfer._C``, or the build named by ``XFER_C_LIBRARY`` (a sanitizer build, say) in its place."""
+    path = os.environ.get("XFER_C_LIBRARY")
+    if path:
+        spec = importlib.util.spec_from_file_location("xfer._C", path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"XFER_C_LIBRARY={path}: not a loadable extension module")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        sys.modules["xfer._C"] = mod
+        return mod
+    from xfer import _C as mod
+
+    return mod
+
+
+_C = _load_extension()
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 
