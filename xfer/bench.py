@@ -298,8 +298,8 @@ def print_report(rep: dict) -> None:
 
     print(f"{rep['model']}: {rep['images']} images ({rep['data']}), input {rep['input_shape']}, device {rep['device']} "
           f"({rep['device_note']})")
-    print(f"ONNX Runtime {rep['ort']['version']}: {rep['ort']['threads']} intra-op thread(s), batch {rep['ort']['batch']} "
-          f"(chosen by measurement)")
+    print(f"ONNX Runtime {rep['ort']['version']}: {rep['ort']['threads']} intra-op thread(s), batch {rep['ort']['batch']}"
+          + (" (chosen by measurement)" if rep["ort"].get("trials") else ""))
     names = {"copy": "memory copy of the input (floor)", "kernel": "C++ kernel preprocess",
              "opencv": "OpenCV preprocess (per image)", "ort_inference": "ONNX Runtime inference",
              "kernel+ort": "kernel + ONNX Runtime (xfer)", "cuda_kernel+ort_cuda": "CUDA kernel + ORT CUDA (IO binding)",
@@ -307,13 +307,14 @@ def print_report(rep: dict) -> None:
              "naive_per_image": "PIL + numpy + PyTorch, per image"}
     base = rep["paths"]["kernel+ort"]["median_s"]
     rows = []
-    for k, label in names.items():
+    extra = {k: k for k in rep["paths"] if k not in names}
+    for k, label in (names | extra).items():
         p = rep["paths"].get(k)
         if p is None:
             continue
         acc = f"{p['accuracy']:.4f}" if "accuracy" in p else ""
         rel = f"{p['median_s'] / base:.2f}x" if k in ("kernel+ort", "opencv+ort", "naive_batched", "naive_per_image",
-                                                       "cuda_kernel+ort_cuda") else ""
+                                                       "cuda_kernel+ort_cuda") or k in extra else ""
         rows.append([label, f"{p['median_s']:.3f}", f"{p['min_s']:.3f}", f"{p['max_s']:.3f}", f"{p['images_per_s']:,.0f}",
                      acc, rel])
     print_table(["path", "median s", "min s", "max s", "images/s", "accuracy", "vs xfer"], rows)

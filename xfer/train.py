@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from xfer.errors import XferError
+from xfer.parallel import Dist, all_sum, barrier, finish, init_from_env
 
 CKPT_VERSION = 1
 
@@ -96,8 +97,14 @@ def augment(x: torch.Tensor, g: torch.Generator, shift: int = 2) -> torch.Tensor
 
 
 def train_one_epoch(model, optimizer, x: np.ndarray, y: np.ndarray, batch_size: int, epoch: int, seed: int,
-                    device: torch.device, do_augment: bool = True, pbar=None) -> dict:
-    """One pass over the training set; raises ``XferError`` on a non-finite loss."""
+                    device: torch.device, do_augment: bool = True, pbar=None, dist: Dist | None = None) -> dict:
+    """One pass over the training set; raises ``XferError`` on a non-finite loss.
+
+    Under data parallelism every rank draws the same global batch and the same
+    augmentation, then keeps its own 1/world slice of it, so N ranks step
+    exactly as one process with the same global batch would.
+    """
+    d = dist or Dist()
     model.train()
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     order = torch.randperm(len(x), generator=g)
@@ -109,21 +116,27 @@ def train_one_epoch(model, optimizer, x: np.ndarray, y: np.ndarray, batch_size: 
         xb, yb = xt[idx], yt[idx]
         if do_augment:
             xb = augment(xb, g)
+        if d.enabled:
+            xb, yb = xb[d.rank::d.world], yb[d.rank::d.world]
         xb, yb = xb.to(device), yb.to(device)
         logits = model(xb)
         loss = F.cross_entropy(logits, yb)
-        if not torch.isfinite(loss):
+        bad = not bool(torch.isfinite(loss))
+        if d.enabled:
+            bad = all_sum([float(bad)], d)[0] > 0
+        if bad:
             raise XferError(f"training diverged: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
                             f"the last good checkpoint is kept (try a lower --lr)")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += loss.item() * len(idx)
+        total += loss.item() * len(yb)
         correct += int((logits.argmax(1) == yb).sum())
-        seen += len(idx)
+        seen += len(yb)
         if pbar is not None:
             pbar.update(1)
             pbar.set_postfix(epoch=epoch + 1, loss=f"{total / seen:.3f}", acc=f"{correct / seen:.3f}")
+    total, correct, seen = all_sum([total, float(correct), float(seen)], d)
     return {"loss": total / seen, "train_acc": correct / seen, "seconds": time.time() - t0}
 
 
@@ -192,6 +205,14 @@ def build_model(args: argparse.Namespace, classes: list[str]):
 
 
 def main(args: argparse.Namespace) -> dict:
+    d = init_from_env(args.device)
+    try:
+        return _main(args, d)
+    finally:
+        finish(d)
+
+
+def _main(args: argparse.Namespace, d: Dist) -> dict:
     from xfer.graph import save_model, set_metadata
     from xfer.importer import to_torch, write_back
     from xfer.io import write_json
@@ -199,7 +220,9 @@ def main(args: argparse.Namespace) -> dict:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise XferError("--device cuda: PyTorch sees no CUDA device (this torch build is CPU-only or no GPU is present)")
-    device = torch.device(args.device)
+    device = torch.device(f"cuda:{d.local_rank}" if args.device == "cuda" else "cpu")
+    if d.enabled and args.batch_size % d.world:
+        raise XferError(f"--batch-size {args.batch_size} must be a multiple of the {d.world} ranks (it is the global batch)")
     if args.source is None:
         from xfer.cli import DEFAULT_SOURCE
 
@@ -219,6 +242,11 @@ def main(args: argparse.Namespace) -> dict:
     graph = build_model(args, data.classes)
     model = to_torch(graph).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
+    net = model
+    if d.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[d.local_rank] if args.device == "cuda" else None)
     if not params:
         raise XferError(f"mode {args.mode}: nothing to train (every initializer is frozen)")
     optimizer = torch.optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)
@@ -234,27 +262,32 @@ def main(args: argparse.Namespace) -> dict:
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
         history, start = list(ck["history"]), int(ck["epoch"])
-        print(f"resuming {stem} from epoch {start} of {args.epochs}")
+        if d.main:
+            print(f"resuming {stem} from epoch {start} of {args.epochs}")
 
     steps = math.ceil(len(data.x_train) / args.batch_size)
     t_train = time.time()
-    with bar((args.epochs - start) * steps, f"train {stem}", "batch") as pb:
+    with bar((args.epochs - start) * steps, f"train {stem}", "batch", disable=not d.main) as pb:
         for epoch in range(start, args.epochs):
-            row = train_one_epoch(model, optimizer, data.x_train, data.y_train, args.batch_size, epoch, args.seed,
-                                  device, args.augment, pb)
+            row = train_one_epoch(net, optimizer, data.x_train, data.y_train, args.batch_size, epoch, args.seed,
+                                  device, args.augment, pb, d)
             scheduler.step()
             ev = evaluate(model, data.x_test, data.y_test, data.classes, device)
             row |= {"epoch": epoch + 1, "test_acc": ev["accuracy"], "test_loss": ev["loss"],
                     "lr": optimizer.param_groups[0]["lr"]}
             history.append(row)
-            save_checkpoint(ckpt_path, {"version": CKPT_VERSION, "fingerprint": fp, "epoch": epoch + 1,
-                                        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                        "scheduler": scheduler.state_dict(), "history": history})
+            if d.main:
+                save_checkpoint(ckpt_path, {"version": CKPT_VERSION, "fingerprint": fp, "epoch": epoch + 1,
+                                            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                            "scheduler": scheduler.state_dict(), "history": history})
+            barrier(d)
     t_train = time.time() - t_train
 
     t_eval = time.time()
     final = evaluate(model, data.x_test, data.y_test, data.classes, device)
     t_eval = time.time() - t_eval
+    if not d.main:
+        return {"rank": d.rank}
     trained = write_back(model.cpu(), graph)
     set_metadata(trained, {"xfer.mean": data.mean, "xfer.std": data.std, "xfer.dataset": str(args.data or "synthetic"),
                            "xfer.split": args.split, "xfer.test_accuracy": final["accuracy"]})
@@ -268,7 +301,7 @@ def main(args: argparse.Namespace) -> dict:
         "trainable_params": int(sum(p.numel() for p in params)),
         "frozen_params": int(sum(p.numel() for p in model.parameters() if not p.requires_grad)),
         "timings": {"data_s": t_data, "train_s": t_train, "eval_s": t_eval}, "history": history,
-        "settings": fp,
+        "settings": fp, "world_size": d.world,
     }
     write_json(metrics_path, result)
     _print_summary(result)

@@ -1,0 +1,43 @@
+"""Data-parallel training under torchrun, and the sharded test pass."""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+
+from xfer import bench
+from xfer.graph import initializers
+
+
+def test_torchrun_two_ranks_match_one_process(tmp_path, synth_pack, lenet_onnx):
+    common = ["train", "--mode", "finetune", "--data", str(synth_pack), "--source", str(lenet_onnx), "--epochs", "2",
+              "--batch-size", "16", "--head", "64", "32"]
+    env = dict(os.environ, XFER_PROGRESS="0", OMP_NUM_THREADS="1")
+    one = subprocess.run([sys.executable, "-m", "xfer", *common, "--out", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "xfer", *common, "--out", str(tmp_path / "two")], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["finetune.ckpt", "finetune.metrics.json", "finetune.onnx"]
+    assert two.stdout.count("wrote ") == 1  # rank 0 alone reports and writes
+    a = initializers(onnx.load(tmp_path / "one" / "finetune.onnx"))
+    b = initializers(onnx.load(tmp_path / "two" / "finetune.onnx"))
+    # Same global batch, same augmentation: equal up to the order of floating-point reductions.
+    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-4
+    m = json.loads((tmp_path / "two" / "finetune.metrics.json").read_text())
+    assert m["world_size"] == 2
+
+
+def test_bench_workers(trained_frozen, synth_pack):
+    rep = bench.main(argparse.Namespace(model=str(trained_frozen), data=str(synth_pack), images=200, repeat=2,
+                                        per_image_limit=5, threads=None, batch=[64], no_baselines=True, device="cpu",
+                                        workers=2, out=None))
+    one, two = rep["paths"]["kernel+ort"], rep["paths"]["kernel+ort x2"]
+    assert one["accuracy"] == two["accuracy"]
+    assert rep["ratios"]["scaling_1_to_2"] > 0 and two["workers"] == 2
