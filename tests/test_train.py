@@ -14,7 +14,8 @@ from xfer.graph import get_metadata, initializers
 def args(tmp_path, pack, source, **kw):
     a = dict(mode="frozen", data=str(pack), source=str(source), epochs=2, batch_size=32, lr=1e-3, weight_decay=0.0,
              seed=0, split="random", device="cpu", augment=True, resume=False, name=None, out=str(tmp_path),
-             input_size=[32], channels=1, head=[64, 32], train_all=False)
+             input_size=[32], channels=1, head=[64, 32], train_all=False, model="lenet", label_scheme="clean",
+             alpha=1.0, beta=1.0, width=0.25)
     a.update(kw)
     return argparse.Namespace(**a)
 
@@ -73,8 +74,10 @@ def test_resume_with_other_settings_refused(tmp_path, synth_pack, lenet_onnx):
 def test_nan_loss_stops_and_keeps_checkpoint(tmp_path, synth_pack, lenet_onnx, monkeypatch):
     train.main(args(tmp_path, synth_pack, lenet_onnx, epochs=1))
     ck = (tmp_path / "frozen.ckpt").read_bytes()
-    real = train.F.cross_entropy
-    monkeypatch.setattr(train.F, "cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))
+    from xfer import dan
+
+    real = dan.emotion_loss
+    monkeypatch.setattr(dan, "emotion_loss", lambda *a, **k: real(*a, **k) * float("nan"))
     with pytest.raises(XferError, match="training diverged: loss is nan"):
         train.main(args(tmp_path, synth_pack, lenet_onnx, epochs=2, resume=False, name="frozen"))
     assert (tmp_path / "frozen.ckpt").read_bytes() == ck

@@ -203,6 +203,7 @@ def _naive(model, x_u8, y, size, channels, mean, std, per_image_limit: int, repe
     """PIL + numpy + PyTorch eager: batched (256) over everything, per image over a prefix."""
     import torch
 
+    from xfer.dan import logits_of
     from xfer.importer import to_torch
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -214,14 +215,14 @@ def _naive(model, x_u8, y, size, channels, mean, std, per_image_limit: int, repe
         preds = []
         for i in range(0, n, 256):
             xb = np.stack([pil_preprocess_one(im, size, channels, mean, std) for im in x_u8[i:i + 256]])
-            preds.append(net(torch.from_numpy(xb)).argmax(1).numpy())
+            preds.append(logits_of(net(torch.from_numpy(xb))).argmax(1).numpy())
         return np.concatenate(preds)
 
     k = min(n, per_image_limit)
 
     @torch.no_grad()
     def per_image():
-        return np.array([int(net(torch.from_numpy(pil_preprocess_one(im, size, channels, mean, std)[None])).argmax())
+        return np.array([int(logits_of(net(torch.from_numpy(pil_preprocess_one(im, size, channels, mean, std)[None]))).argmax())
                          for im in x_u8[:k]])
 
     t_b, pred_b = _timed(batched, max(1, repeat // 2), warmup=0)

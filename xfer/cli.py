@@ -97,6 +97,18 @@ def _surgery(args: argparse.Namespace) -> None:
           f"{d['trainable_params']:,} trainable / {d['frozen_params']:,} frozen parameters")
 
 
+def _experiments(args: argparse.Namespace) -> object:
+    if args.study == "dan":
+        from xfer.report import dan_study
+        from xfer.train import default_data
+
+        args.data = args.data or str(default_data())
+        return dan_study.main(args)
+    from xfer.report import experiments
+
+    return experiments.main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="xfer", description="Move a trained network across frameworks and tasks through ONNX.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -142,7 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     sg.set_defaults(func=_surgery)
 
     tr = sub.add_parser("train", help="train a transfer mode in PyTorch and write the weights back to ONNX")
-    tr.add_argument("--mode", required=True, choices=["scratch", "reuse", "frozen", "finetune"])
+    tr.add_argument("--mode", choices=["scratch", "reuse", "frozen", "finetune"],
+                    help="transfer mode (required unless --model dan)")
+    tr.add_argument("--model", choices=["lenet", "dan"], default="lenet",
+                    help="lenet: transfer the source model; dan: the multi-task landmark + emotion network")
+    tr.add_argument("--label-scheme", choices=["clean", "majority", "multilabel", "probability", "crossentropy"],
+                    default="clean", help="emotion targets: the folder labels, or a FER+ scheme over annotator votes")
+    tr.add_argument("--alpha", type=float, default=1.0, help="dan: weight of the landmark loss (0 = single-task)")
+    tr.add_argument("--beta", type=float, default=1.0, help="weight of the emotion loss")
+    tr.add_argument("--width", type=positive_float, default=0.25, help="dan: backbone width multiplier of 64-128-256-512")
     tr.add_argument("--data", help="FERG-DB tree, class-per-folder tree or .xpack (default: the synthetic FERG-DB)")
     tr.add_argument("--source", help=f"ONNX model to transfer from (default: {DEFAULT_SOURCE})")
     tr.add_argument("--epochs", type=positive_int, default=30)
@@ -190,8 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--per-image-limit", type=positive_int, default=2000)
     e.add_argument("--bench-threads", type=positive_int, nargs="+")
     e.add_argument("--out", default="reports")
+    e.add_argument("--study", choices=["transfer", "dan"], default="transfer",
+                   help="transfer: the four modes (Table 1); dan: single/multi-task DAN and the FER+ label schemes")
+    e.add_argument("--alpha", type=float, default=1.0, help="dan study: landmark loss weight of the multi-task runs")
+    e.add_argument("--width", type=positive_float, default=0.25, help="dan study: backbone width multiplier")
     _model_options(e)
-    e.set_defaults(func=_lazy("xfer.report.experiments"))
+    e.set_defaults(func=_experiments)
 
     dm = sub.add_parser("demo", help="from nothing to a finished report on the embedded default data")
     dm.add_argument("--name", default="demo")

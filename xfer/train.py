@@ -35,6 +35,9 @@ class Split:
     classes: list[str]
     mean: list[float]
     std: list[float]
+    train_index: np.ndarray | None = None
+    votes: np.ndarray | None = None  # (N, C) annotator votes of the whole data set, when present
+    landmarks: np.ndarray | None = None  # (N, K, 2) in [0, 1] of the image size, when present
 
 
 def default_data(progress: bool = True, per_class: int = 150, seed: int = 0) -> Path:
@@ -80,7 +83,12 @@ def load_split(data: str | None, split: str, size: tuple[int, int], channels: in
     std = x[tr].std(axis=axes).astype(np.float64) + 1e-6
     x -= mean.astype(np.float32)[None, :, None, None]
     x /= std.astype(np.float32)[None, :, None, None]
-    return Split(x[tr], pack.labels[tr], x[te], pack.labels[te], te, list(pack.classes), mean.tolist(), std.tolist())
+    lm = None
+    if pack.landmarks is not None:
+        h, w = pack.images.shape[1:3]
+        lm = (np.asarray(pack.landmarks, np.float32) / np.array([w, h], np.float32)).astype(np.float32)
+    return Split(x[tr], pack.labels[tr], x[te], pack.labels[te], te, list(pack.classes), mean.tolist(), std.tolist(),
+                 tr, None if pack.votes is None else np.asarray(pack.votes), lm)
 
 
 def augment(x: torch.Tensor, g: torch.Generator, shift: int = 2) -> torch.Tensor:
@@ -97,14 +105,18 @@ def augment(x: torch.Tensor, g: torch.Generator, shift: int = 2) -> torch.Tensor
 
 
 def train_one_epoch(model, optimizer, x: np.ndarray, y: np.ndarray, batch_size: int, epoch: int, seed: int,
-                    device: torch.device, do_augment: bool = True, pbar=None, dist: Dist | None = None) -> dict:
+                    device: torch.device, do_augment: bool = True, pbar=None, dist: Dist | None = None,
+                    criterion=None) -> dict:
     """One pass over the training set; raises ``XferError`` on a non-finite loss.
 
     Under data parallelism every rank draws the same global batch and the same
     augmentation, then keeps its own 1/world slice of it, so N ranks step
     exactly as one process with the same global batch would.
     """
+    from xfer.dan import TaskLoss, logits_of
+
     d = dist or Dist()
+    criterion = criterion or TaskLoss(y)
     model.train()
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     order = torch.randperm(len(x), generator=g)
@@ -116,11 +128,13 @@ def train_one_epoch(model, optimizer, x: np.ndarray, y: np.ndarray, batch_size: 
         xb, yb = xt[idx], yt[idx]
         if do_augment:
             xb = augment(xb, g)
+        epoch_rng = np.random.default_rng([seed, epoch, step])
         if d.enabled:
-            xb, yb = xb[d.rank::d.world], yb[d.rank::d.world]
+            xb, yb, idx = xb[d.rank::d.world], yb[d.rank::d.world], idx[d.rank::d.world]
         xb, yb = xb.to(device), yb.to(device)
-        logits = model(xb)
-        loss = F.cross_entropy(logits, yb)
+        out = model(xb)
+        logits = logits_of(out)
+        loss = criterion(out, idx, epoch_rng)
         bad = not bool(torch.isfinite(loss))
         if d.enabled:
             bad = all_sum([float(bad)], d)[0] > 0
@@ -142,16 +156,33 @@ def train_one_epoch(model, optimizer, x: np.ndarray, y: np.ndarray, batch_size: 
 
 @torch.no_grad()
 def evaluate(model, x: np.ndarray, y: np.ndarray, classes: list[str], device: torch.device,
-             batch_size: int = 1024) -> dict:
-    """Accuracy, per-class accuracy and the confusion matrix (rows: true, columns: predicted)."""
+             batch_size: int = 1024, landmarks: np.ndarray | None = None) -> dict:
+    """Accuracy, per-class accuracy and the confusion matrix (rows: true, columns: predicted); landmark NME too
+    when the model predicts landmarks and ``landmarks`` holds the truth."""
+    from xfer.dan import landmark_nme, logits_of
+
     model.eval()
-    preds, total = [], 0.0
+    preds, total, nme = [], 0.0, []
     for i in range(0, len(x), batch_size):
-        logits = model(torch.from_numpy(x[i:i + batch_size]).to(device))
+        out = model(torch.from_numpy(x[i:i + batch_size]).to(device))
+        logits = logits_of(out)
         total += float(F.cross_entropy(logits, torch.from_numpy(y[i:i + batch_size]).to(device), reduction="sum"))
         preds.append(logits.argmax(1).cpu().numpy())
+        if landmarks is not None and isinstance(out, (tuple, list)):
+            true = torch.from_numpy(landmarks[i:i + batch_size])
+            nme.append(landmark_nme(out[1].cpu().reshape(true.shape), true, eye_indices()).numpy())
     pred = np.concatenate(preds) if preds else np.zeros(0, np.int64)
-    return metrics(pred, y, classes) | {"loss": total / max(len(y), 1)}
+    res = metrics(pred, y, classes) | {"loss": total / max(len(y), 1)}
+    if nme:
+        res["landmark_nme"] = float(np.concatenate(nme).mean())
+    return res
+
+
+def eye_indices() -> tuple[list[int], list[int]]:
+    from xfer.data.synth import LANDMARK_NAMES
+
+    return ([i for i, n in enumerate(LANDMARK_NAMES) if n.startswith("eye_l")],
+            [i for i, n in enumerate(LANDMARK_NAMES) if n.startswith("eye_r")])
 
 
 def metrics(pred: np.ndarray, y: np.ndarray, classes: list[str]) -> dict:
@@ -165,7 +196,7 @@ def metrics(pred: np.ndarray, y: np.ndarray, classes: list[str]) -> dict:
 
 def _fingerprint(args: argparse.Namespace) -> dict:
     keys = ("mode", "data", "source", "epochs", "batch_size", "lr", "seed", "input_size", "channels", "split",
-            "head", "train_all", "augment")
+            "head", "train_all", "augment", "model", "label_scheme", "alpha", "beta", "width")
     return {k: (list(v) if isinstance(v, tuple) else v) for k in keys if (v := getattr(args, k, None)) is not None}
 
 
@@ -194,11 +225,17 @@ def input_size(args: argparse.Namespace) -> tuple[int, int]:
     return (s[0], s[0]) if len(s) == 1 else (s[0], s[1])
 
 
-def build_model(args: argparse.Namespace, classes: list[str]):
-    """The source model rewritten for ``args.mode`` (the ONNX graph that training fills in)."""
+def build_model(args: argparse.Namespace, classes: list[str], n_landmarks: int = 0):
+    """The ONNX graph that training fills in: the source rewritten for ``args.mode``, or a fresh DAN network."""
     from xfer.graph import load_model
     from xfer.surgery import apply
 
+    if getattr(args, "model", "lenet") == "dan":
+        from xfer.dan import build_dan
+
+        if n_landmarks == 0:
+            raise XferError("--model dan needs landmarks in the data (the synthetic FERG-DB has them; real FERG-DB does not)")
+        return build_dan((args.channels, *input_size(args)), classes, n_landmarks, args.width, args.seed)
     source = load_model(args.source)
     return apply(args.mode, source, classes, args.channels, input_size(args), tuple(args.head),
                  args.train_all, args.seed)
@@ -223,23 +260,34 @@ def _main(args: argparse.Namespace, d: Dist) -> dict:
     device = torch.device(f"cuda:{d.local_rank}" if args.device == "cuda" else "cpu")
     if d.enabled and args.batch_size % d.world:
         raise XferError(f"--batch-size {args.batch_size} must be a multiple of the {d.world} ranks (it is the global batch)")
-    if args.source is None:
+    dan = getattr(args, "model", "lenet") == "dan"
+    if not dan and args.mode is None:
+        raise XferError("--mode is required (scratch, reuse, frozen or finetune) unless --model dan")
+    if args.source is None and not dan:
         from xfer.cli import DEFAULT_SOURCE
 
         args.source = DEFAULT_SOURCE
-    if not Path(args.source).is_file():
+    if not dan and not Path(args.source).is_file():
         raise XferError(f"{args.source}: source model not found (run `xfer pretrain` and `xfer convert` first)")
     size = input_size(args)
     torch.manual_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = args.name or args.mode
+    stem = args.name or ("dan" if dan else args.mode)
     ckpt_path, onnx_path, metrics_path = out / f"{stem}.ckpt", out / f"{stem}.onnx", out / f"{stem}.metrics.json"
 
     t_data = time.time()
     data = load_split(args.data, args.split, size, args.channels, args.seed)
     t_data = time.time() - t_data
-    graph = build_model(args, data.classes)
+    graph = build_model(args, data.classes, 0 if data.landmarks is None else data.landmarks.shape[1])
+    from xfer.dan import TaskLoss
+
+    scheme, alpha = getattr(args, "label_scheme", "clean"), getattr(args, "alpha", 0.0) if dan else 0.0
+    tr_votes = None if data.votes is None else data.votes[data.train_index]
+    tr_lm = None if data.landmarks is None else data.landmarks[data.train_index]
+    te_lm = None if data.landmarks is None or not dan else data.landmarks[data.test_index]
+    criterion = TaskLoss(data.y_train, tr_votes, tr_lm, scheme, alpha, getattr(args, "beta", 1.0), eye_indices())
+    do_augment = args.augment and not dan  # flips and shifts would have to move the landmarks too
     model = to_torch(graph).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     net = model
@@ -270,11 +318,13 @@ def _main(args: argparse.Namespace, d: Dist) -> dict:
     with bar((args.epochs - start) * steps, f"train {stem}", "batch", disable=not d.main) as pb:
         for epoch in range(start, args.epochs):
             row = train_one_epoch(net, optimizer, data.x_train, data.y_train, args.batch_size, epoch, args.seed,
-                                  device, args.augment, pb, d)
+                                  device, do_augment, pb, d, criterion)
             scheduler.step()
-            ev = evaluate(model, data.x_test, data.y_test, data.classes, device)
+            ev = evaluate(model, data.x_test, data.y_test, data.classes, device, landmarks=te_lm)
             row |= {"epoch": epoch + 1, "test_acc": ev["accuracy"], "test_loss": ev["loss"],
                     "lr": optimizer.param_groups[0]["lr"]}
+            if "landmark_nme" in ev:
+                row["landmark_nme"] = ev["landmark_nme"]
             history.append(row)
             if d.main:
                 save_checkpoint(ckpt_path, {"version": CKPT_VERSION, "fingerprint": fp, "epoch": epoch + 1,
@@ -284,7 +334,7 @@ def _main(args: argparse.Namespace, d: Dist) -> dict:
     t_train = time.time() - t_train
 
     t_eval = time.time()
-    final = evaluate(model, data.x_test, data.y_test, data.classes, device)
+    final = evaluate(model, data.x_test, data.y_test, data.classes, device, landmarks=te_lm)
     t_eval = time.time() - t_eval
     if not d.main:
         return {"rank": d.rank}
@@ -293,7 +343,8 @@ def _main(args: argparse.Namespace, d: Dist) -> dict:
                            "xfer.split": args.split, "xfer.test_accuracy": final["accuracy"]})
     save_model(trained, onnx_path)
     result = {
-        "mode": args.mode, "name": stem, "model": str(onnx_path), "source": str(args.source), "data": args.data,
+        "mode": "dan" if dan else args.mode, "name": stem, "label_scheme": scheme, "alpha": alpha,
+        "landmark_nme": final.get("landmark_nme"), "model": str(onnx_path), "source": str(args.source), "data": args.data,
         "split": args.split, "seed": args.seed, "epochs": args.epochs, "input_shape": [args.channels, *size],
         "train_size": len(data.y_train), "test_size": len(data.y_test), "classes": data.classes,
         "test_accuracy": final["accuracy"], "per_class": final["per_class"], "confusion": final["confusion"],

@@ -2,7 +2,7 @@
 
 A pack is a folder ``<name>.xpack/`` holding ``images.npy`` (uint8 N, H, W, 3),
 ``labels.npy``, ``groups.npy``, optional ``landmarks.npy`` (N, K, 2) and
-``intensity.npy``, plus ``meta.json`` (class and group names, source, layout).
+``intensity.npy`` and ``votes.npy`` (N, 7 annotator votes), plus ``meta.json`` (class and group names, source, layout).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ class Pack:
     group_names: list[str]
     landmarks: np.ndarray | None = None
     intensity: np.ndarray | None = None
+    votes: np.ndarray | None = None
     source: str = ""
     layout: str = "folders"
 
@@ -52,7 +53,7 @@ def _decode(path: Path, size: tuple[int, int] | None) -> np.ndarray:
 def decode_index(index: ImageIndex, size: tuple[int, int] | None = None, workers: int | None = None,
                  progress: bool = True) -> Pack:
     """Decode every image of ``index`` into one array (PIL releases the GIL while decoding)."""
-    from xfer.data.synth import read_landmarks
+    from xfer.data.synth import read_landmarks, read_votes
     from xfer.progress import bar
 
     if len(index) == 0:
@@ -86,7 +87,15 @@ def decode_index(index: ImageIndex, size: tuple[int, int] | None = None, workers
         intensity = np.asarray([table[r][1] for r in rels], np.float32)
         if size is not None:
             landmarks = landmarks * np.array([w / first.shape[1], h / first.shape[0]], np.float32)
-    return Pack(images, index.labels, index.groups, index.classes, index.group_names, landmarks, intensity,
+    votes = None
+    vtable = read_votes(index.root)
+    if vtable is not None:
+        rels = [p.relative_to(index.root).as_posix() for p in index.paths]
+        missing = [r for r in rels if r not in vtable]
+        if missing:
+            raise XferError(f"{index.root / 'votes.csv'}: no votes for {missing[0]} ({len(missing)} images missing)")
+        votes = np.stack([vtable[r] for r in rels]).astype(np.int64)
+    return Pack(images, index.labels, index.groups, index.classes, index.group_names, landmarks, intensity, votes,
                 str(index.root), index.layout)
 
 
@@ -101,6 +110,8 @@ def save_pack(pack: Pack, out: str | os.PathLike[str]) -> Path:
             np.save(tmp / "landmarks.npy", pack.landmarks.astype(np.float32))
         if pack.intensity is not None:
             np.save(tmp / "intensity.npy", pack.intensity.astype(np.float32))
+        if pack.votes is not None:
+            np.save(tmp / "votes.npy", pack.votes.astype(np.int64))
         meta = {"version": PACK_VERSION, "count": len(pack), "shape": list(pack.images.shape[1:]),
                 "classes": pack.classes, "groups": pack.group_names, "source": pack.source, "layout": pack.layout}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -150,7 +161,7 @@ def load_pack(path: str | os.PathLike[str], mmap: bool = True) -> Pack:
     if n and (labels.min() < 0 or labels.max() >= len(meta["classes"])):
         raise XferError(f"{path}: labels outside 0..{len(meta['classes']) - 1}")
     return Pack(images, labels, groups, list(meta["classes"]), list(meta["groups"]), arr("landmarks.npy"),
-                arr("intensity.npy"), meta.get("source", ""), meta.get("layout", "folders"))
+                arr("intensity.npy"), arr("votes.npy"), meta.get("source", ""), meta.get("layout", "folders"))
 
 
 def load_dataset(path: str | os.PathLike[str], size: tuple[int, int] | None = None, progress: bool = True) -> Pack:

@@ -298,7 +298,26 @@ def render_face(character: str, emotion: str, rng: np.random.Generator,
     return out, pts, intensity
 
 
-def _render_job(job: tuple[str, str, int, int, str]) -> tuple[str, list[float], float]:
+# Which emotions an annotator mistakes an expression for (FER+-style crowd noise).
+NEIGHBOURS = {"anger": ("disgust", "sadness"), "disgust": ("anger", "sadness"), "fear": ("surprise", "sadness"),
+              "joy": ("neutral", "surprise"), "neutral": ("sadness", "joy"), "sadness": ("neutral", "fear"),
+              "surprise": ("fear", "joy")}
+ANNOTATORS = 10
+
+
+def simulate_votes(emotion: str, intensity: float, rng: np.random.Generator, annotators: int = ANNOTATORS) -> np.ndarray:
+    """Vote counts over EMOTIONS from ``annotators`` people; each confuses the expression with a neighbouring
+    one (or neutral) with a probability that grows as the intensity falls (5% at full, ~45% at the weakest)."""
+    p_confuse = float(np.clip(0.05 + 0.6 * (1.0 - intensity), 0.0, 0.9))
+    choices = list(NEIGHBOURS[emotion]) + (["neutral"] if emotion != "neutral" else [])
+    votes = np.zeros(len(EMOTIONS), np.int64)
+    for _ in range(annotators):
+        e = choices[rng.integers(len(choices))] if rng.random() < p_confuse else emotion
+        votes[EMOTIONS.index(e)] += 1
+    return votes
+
+
+def _render_job(job: tuple[str, str, int, int, str]) -> tuple[str, list[float], float, list[int]]:
     """Render one image into its FERG-DB path. Seeds derive from (seed, character, emotion, n) alone."""
     from PIL import Image
 
@@ -309,7 +328,9 @@ def _render_job(job: tuple[str, str, int, int, str]) -> tuple[str, list[float], 
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG", compress_level=1)
     Path(root, rel).write_bytes(buf.getvalue())
-    return rel, pts.reshape(-1).round(2).tolist(), intensity
+    votes = simulate_votes(emotion, intensity, np.random.default_rng([seed, CHARACTERS.index(character),
+                                                                     EMOTIONS.index(emotion), n, 1]))
+    return rel, pts.reshape(-1).round(2).tolist(), intensity, votes.tolist()
 
 
 def generate(out: str | os.PathLike[str], per_class: int = 60, seed: int = 0, workers: int | None = None,
@@ -350,9 +371,36 @@ def generate(out: str | os.PathLike[str], per_class: int = 60, seed: int = 0, wo
         with open(tmp / "landmarks.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["path", "intensity"] + [f"{n}_{a}" for n in LANDMARK_NAMES for a in ("x", "y")])
-            for rel, pts, intensity in results:
+            for rel, pts, intensity, _ in results:
                 w.writerow([rel, f"{intensity:.4f}"] + pts)
+        with open(tmp / "votes.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["path"] + list(EMOTIONS))
+            for rel, _, _, votes in results:
+                w.writerow([rel] + votes)
     return out
+
+
+def read_votes(root: str | os.PathLike[str]) -> dict[str, np.ndarray] | None:
+    """The FER+-style ``votes.csv`` of a tree: relative path -> vote counts over EMOTIONS."""
+    path = Path(root) / "votes.csv"
+    if not path.is_file():
+        return None
+    table = {}
+    with open(path, newline="") as f:
+        r = csv.reader(f)
+        header = next(r, None)
+        if not header or header[0] != "path" or tuple(header[1:]) != EMOTIONS:
+            raise XferError(f"{path}: not a votes file (header must be path,{','.join(EMOTIONS)})")
+        for i, row in enumerate(r, start=2):
+            try:
+                v = np.asarray(row[1:], np.int64)
+            except ValueError:
+                raise XferError(f"{path}:{i}: vote counts must be integers") from None
+            if len(v) != len(EMOTIONS) or (v < 0).any() or v.sum() == 0:
+                raise XferError(f"{path}:{i}: expected {len(EMOTIONS)} non-negative counts with at least one vote")
+            table[row[0]] = v
+    return table
 
 
 def read_landmarks(root: str | os.PathLike[str]) -> dict[str, tuple[np.ndarray, float]] | None:

@@ -1,0 +1,107 @@
+import argparse
+import json
+import math
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from xfer import dan
+from xfer.data.synth import LANDMARK_NAMES, simulate_votes
+from xfer.errors import XferError
+from xfer.importer import to_torch
+
+
+def test_emotion_losses_by_hand():
+    logits = torch.tensor([[0.0, math.log(2.0)]])  # p = [1/3, 2/3]
+    assert dan.emotion_loss(logits, torch.tensor([1]), "majority").item() == pytest.approx(-math.log(2 / 3))
+    soft = torch.tensor([[0.5, 0.5]])
+    assert dan.emotion_loss(logits, soft, "crossentropy").item() == pytest.approx(
+        -(0.5 * math.log(1 / 3) + 0.5 * math.log(2 / 3)))
+    assert dan.emotion_loss(logits, torch.tensor([[1.0, 1.0]]), "multilabel").item() == pytest.approx(0.0, abs=1e-6)
+    assert dan.emotion_loss(logits, torch.tensor([[1.0, 0.0]]), "multilabel").item() == pytest.approx(-math.log(1 / 3))
+
+
+def test_landmark_nme_by_hand():
+    k = len(LANDMARK_NAMES)
+    true = torch.zeros(1, k, 2)
+    left = [i for i, n in enumerate(LANDMARK_NAMES) if n.startswith("eye_l")]
+    right = [i for i, n in enumerate(LANDMARK_NAMES) if n.startswith("eye_r")]
+    true[0, right, 0] = 2.0  # inter-ocular distance 2
+    pred = true + torch.tensor([0.2, 0.0])
+    assert dan.landmark_nme(pred, true, (left, right)).item() == pytest.approx(0.1)
+
+
+def test_scheme_targets_for_fixed_votes():
+    v = np.array([[6, 3, 1, 0, 0, 0, 0]])
+    assert dan.scheme_targets(v, "majority").tolist() == [0]
+    np.testing.assert_allclose(dan.scheme_targets(v, "crossentropy"), [[0.6, 0.3, 0.1, 0, 0, 0, 0]])
+    assert dan.scheme_targets(v, "multilabel").tolist() == [[1, 1, 0, 0, 0, 0, 0]]
+    draws = dan.scheme_targets(np.repeat(v, 20000, axis=0), "probability", np.random.default_rng(0))
+    np.testing.assert_allclose(np.bincount(draws, minlength=7) / 20000, [0.6, 0.3, 0.1, 0, 0, 0, 0], atol=0.015)
+    with pytest.raises(XferError):
+        dan.scheme_targets(np.zeros((1, 7)), "majority")
+    with pytest.raises(XferError, match="label-scheme"):
+        dan.scheme_targets(v, "vote")
+
+
+def test_simulated_votes_follow_intensity():
+    strong = np.sum([simulate_votes("fear", 1.0, np.random.default_rng(i)) for i in range(200)], axis=0)
+    weak = np.sum([simulate_votes("fear", 0.35, np.random.default_rng(i)) for i in range(200)], axis=0)
+    assert strong.sum() == weak.sum() == 2000
+    assert strong[2] / 2000 > 0.9 and weak[2] / 2000 < 0.7
+    assert weak[6] > 0  # confusions go to neighbours (surprise)
+    np.testing.assert_array_equal(simulate_votes("joy", 0.5, np.random.default_rng(3)),
+                                  simulate_votes("joy", 0.5, np.random.default_rng(3)))
+
+
+def test_dan_graph_runs_and_imports():
+    m = dan.build_dan((1, 32, 32), [str(i) for i in range(7)], 26, width=0.125, seed=0)
+    x = np.random.default_rng(0).standard_normal((2, 1, 32, 32)).astype(np.float32)
+    logits, lm = ort.InferenceSession(m.SerializeToString()).run(None, {"input": x})
+    assert logits.shape == (2, 7) and lm.shape == (2, 52)
+    with torch.no_grad():
+        t_logits, t_lm = to_torch(m)(torch.from_numpy(x))
+    np.testing.assert_allclose(t_logits.numpy(), logits, atol=1e-5)
+    np.testing.assert_allclose(t_lm.numpy(), lm, atol=1e-5)
+    with pytest.raises(XferError, match="too small"):
+        dan.build_dan((1, 3, 3), ["a", "b"], 26)
+
+
+def test_pack_carries_votes(synth_pack):
+    from xfer.data.pack import load_pack
+
+    p = load_pack(synth_pack)
+    assert p.votes.shape == (len(p), 7) and (p.votes.sum(1) == 10).all()
+    assert (p.votes.argmax(1) == p.labels).mean() > 0.8
+
+
+def test_study_end_to_end(synth_pack, tmp_path):
+    from xfer.report import dan_study
+
+    args = argparse.Namespace(name="dan", data=str(synth_pack), seeds=[0], epochs=1, batch_size=16, lr=1e-3,
+                              device="cpu", input_size=[32, 32], channels=1, head=[64], alpha=1.0, width=0.125,
+                              out=str(tmp_path))
+    res = dan_study.main(args)
+    assert set(res["summary"]) == {"single-task", "multi-task", "scheme:majority", "scheme:multilabel",
+                                   "scheme:probability", "scheme:crossentropy"}
+    assert res["summary"]["single-task"]["nme_mean"] is None
+    assert res["summary"]["multi-task"]["nme_mean"] > 0
+    saved = json.loads((tmp_path / "dan" / "results.json").read_text())
+    assert len(saved["runs"]) == 6
+    assert "scheme:crossentropy" in (tmp_path / "dan" / "report.html").read_text()
+
+
+def test_dan_benches_with_the_same_pass(synth_pack, tmp_path):
+    from xfer import bench, train
+
+    a = argparse.Namespace(mode=None, model="dan", data=str(synth_pack), source=None, epochs=1, batch_size=16, lr=1e-3,
+                           weight_decay=0.0, seed=0, split="random", device="cpu", augment=True, resume=False, name=None,
+                           out=str(tmp_path), input_size=[32], channels=1, head=[64], train_all=False,
+                           label_scheme="majority", alpha=1.0, beta=1.0, width=0.125)
+    r = train.main(a)
+    assert r["mode"] == "dan" and r["landmark_nme"] is not None
+    rep = bench.run(tmp_path / "dan.onnx", str(synth_pack), repeat=1, per_image_limit=3, threads=[1], batches=[32])
+    assert rep["accuracy_matches_train"]
+    assert rep["paths"]["naive_batched"]["accuracy"] == pytest.approx(rep["paths"]["kernel+ort"]["accuracy"], abs=0.1)

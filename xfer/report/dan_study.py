@@ -1,0 +1,86 @@
+"""``xfer experiments --study dan``: single- vs multi-task DAN, and the four FER+ label schemes.
+
+Every run trains the DAN network (built as ONNX, trained through the same
+import -> train -> write-back path) and is scored on the clean test labels
+(the folder's emotion), whatever labels it trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import statistics
+import time
+from pathlib import Path
+
+from xfer.dan import SCHEMES
+
+VARIANTS = [("single-task", 0.0, "clean"), ("multi-task", None, "clean")] + [(f"scheme:{s}", None, s) for s in SCHEMES]
+
+
+def _args(args: argparse.Namespace, seed: int, alpha: float, scheme: str, name: str, out: Path) -> argparse.Namespace:
+    return argparse.Namespace(mode=None, model="dan", data=args.data, source=None, epochs=args.epochs,
+                              batch_size=args.batch_size, lr=args.lr, weight_decay=0.0, seed=seed, split="random",
+                              device=args.device, augment=False, resume=True, name=name, out=str(out),
+                              input_size=list(args.input_size), channels=args.channels, head=list(args.head),
+                              train_all=False, label_scheme=scheme, alpha=alpha, beta=1.0, width=args.width)
+
+
+def main(args: argparse.Namespace) -> dict:
+    from xfer import train
+    from xfer.io import write_json
+    from xfer.progress import bar
+    from xfer.report.render import write_dan_report
+
+    root = Path(args.out) / args.name
+    out = root / "runs"
+    plan = [(v, s) for v in VARIANTS for s in args.seeds]
+    runs = []
+    t0 = time.time()
+    print(f"DAN study '{args.name}': {len(plan)} runs ({len(VARIANTS)} variants x seeds {args.seeds}), "
+          f"{args.epochs} epochs each -> {root}")
+    with bar(len(plan), "dan study", "run", disable=False) as pb:
+        for k, ((label, alpha, scheme), seed) in enumerate(plan, start=1):
+            a = args.alpha if alpha is None else alpha
+            name = f"{label.replace(':', '-')}-s{seed}"
+            targs = _args(args, seed, a, scheme, name, out)
+            mpath = out / f"{name}.metrics.json"
+            result = None
+            if mpath.is_file():
+                cached = json.loads(mpath.read_text())
+                if cached.get("settings") == train._fingerprint(targs):
+                    result = cached
+            if result is None:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    result = train.main(targs)
+            runs.append({"variant": label, "seed": seed, "alpha": a, "scheme": scheme,
+                         "test_accuracy": result["test_accuracy"], "landmark_nme": result.get("landmark_nme"),
+                         "history": result["history"], "model": result["model"]})
+            pb.update(1)
+            if pb.disable:
+                print(f"  [{k}/{len(plan)}] {label:22s} seed {seed}: accuracy {result['test_accuracy']:.4f}"
+                      + (f", landmark NME {result['landmark_nme']:.4f}" if result.get("landmark_nme") is not None and a > 0 else "")
+                      + f"  (ETA {(time.time() - t0) / k * (len(plan) - k):.0f}s)", flush=True)
+    summary = {}
+    for label, _, _ in VARIANTS:
+        rs = [r for r in runs if r["variant"] == label]
+        accs = [r["test_accuracy"] for r in rs]
+        nmes = [r["landmark_nme"] for r in rs if r["landmark_nme"] is not None and r["alpha"] > 0]
+        summary[label] = {"n": len(rs), "acc_mean": statistics.mean(accs),
+                          "acc_std": statistics.pstdev(accs) if len(accs) > 1 else 0.0,
+                          "nme_mean": statistics.mean(nmes) if nmes else None,
+                          "nme_std": (statistics.pstdev(nmes) if len(nmes) > 1 else 0.0) if nmes else None}
+    results = {"name": args.name, "study": "dan", "settings": {"seeds": args.seeds, "epochs": args.epochs,
+               "alpha": args.alpha, "width": args.width, "input_size": list(args.input_size), "data": args.data},
+               "summary": summary, "runs": runs, "wall_s": time.time() - t0}
+    write_json(root / "results.json", results)
+    html, md = write_dan_report(results, root)
+    from xfer.report.tables import print_table
+
+    print_table(["variant", "accuracy (clean test labels)", "landmark NME"],
+                [[k, f"{v['acc_mean']:.3f} ± {v['acc_std']:.3f}",
+                  "-" if v["nme_mean"] is None else f"{v['nme_mean']:.4f} ± {v['nme_std']:.4f}"] for k, v in summary.items()])
+    print(f"wrote {root / 'results.json'}, {md}, {html}")
+    return results
