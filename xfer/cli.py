@@ -194,6 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", help="report JSON (default: MODEL.bench.json)")
     b.set_defaults(func=_lazy("xfer.bench"))
 
+    o = sub.add_parser("optimize", help="fold the normalisation into the first conv and/or quantise to int8")
+    o.add_argument("model")
+    o.add_argument("--fold", action="store_true", help="move (x - mean) / std into the first convolution")
+    o.add_argument("--int8", action="store_true", help="static int8 quantisation calibrated on training images")
+    o.add_argument("--data", help="the data the model was trained on (for calibration)")
+    o.add_argument("--calibration", type=positive_int, default=512, help="calibration images")
+    o.add_argument("--int8-convs", action="store_true", help="quantise the convolutions too (costs accuracy here)")
+    o.set_defaults(func=_lazy("xfer.optimize"))
+
     e = sub.add_parser("experiments", help="the full study: modes x seeds x protocols -> train -> bench -> report")
     e.add_argument("--name", default="study", help="report folder name under --out")
     e.add_argument("--data", help="target data (default: the synthetic FERG-DB)")

@@ -94,6 +94,21 @@ def load_mxnet(symbol_file: str | os.PathLike[str], params_file: str | os.PathLi
     return sym, block
 
 
+# MXNet's exporter stamps the newest opset the installed onnx knows (28 here), which ONNX Runtime's quantizer and
+# older runtimes lack. These ops mean the same for float tensors from opset 13 on, so the model is pinned to 17.
+TARGET_OPSET = 17
+STABLE_SINCE_13 = {"Conv", "Relu", "Tanh", "Sigmoid", "MaxPool", "AveragePool", "Flatten", "Gemm", "Reshape",
+                   "Identity", "Dropout", "Softmax", "BatchNormalization", "Add", "Mul", "MatMul", "Concat"}
+
+
+def _pin_opset(model) -> None:
+    ops = {n.op_type for n in model.graph.node}
+    default = [o for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    if default and default[0].version > TARGET_OPSET and ops <= STABLE_SINCE_13:
+        default[0].version = TARGET_OPSET
+        model.ir_version = min(model.ir_version, 8)
+
+
 def _postprocess(model, meta: dict[str, object]):
     """Initializers out of graph inputs, a symbolic batch dimension, stable names, metadata."""
     g = model.graph
@@ -112,6 +127,7 @@ def _postprocess(model, meta: dict[str, object]):
         dim = vi.type.tensor_type.shape.dim[0]
         dim.Clear()
         dim.dim_param = "N"
+    _pin_opset(model)
     g.name = str(meta.pop("source_name", "lenet5"))
     model.producer_name = "xfer"
     set_metadata(model, meta)

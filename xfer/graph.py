@@ -208,12 +208,26 @@ def simplify(model) -> None:
     remove_dead(g)
 
 
+def name_nodes(graph) -> None:
+    """Give every node a unique name (tools such as ONNX Runtime's quantizer key on node names)."""
+    seen: set[str] = set()
+    for n in graph.node:
+        base = n.name or n.output[0] or n.op_type
+        name, k = base, 1
+        while name in seen:
+            k += 1
+            name = f"{base}_{k}"
+        n.name = name
+        seen.add(name)
+
+
 def finalize(model, strict: bool = True):
     """Clean up, sort, check and infer shapes: the last step before any model is saved."""
     import onnx
 
     del model.graph.value_info[:]
     remove_dead(model.graph)
+    name_nodes(model.graph)
     toposort(model.graph)
     try:
         onnx.checker.check_model(model)
