@@ -1,7 +1,6 @@
 import argparse
 import shutil
 
-import numpy as np
 import onnx
 import pytest
 

@@ -1,9 +1,6 @@
-import argparse
-
-import numpy as np
 import pytest
 
-from xfer import convert, pretrain
+from xfer import pretrain
 from xfer.errors import XferError
 
 

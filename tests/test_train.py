@@ -4,7 +4,6 @@ import json
 import numpy as np
 import onnx
 import pytest
-import torch
 
 from xfer import train
 from xfer.errors import XferError

@@ -121,11 +121,16 @@ def toposort(graph) -> None:
             missing = sorted({i for n in rest for i in n.input if i not in available})
             raise XferError(f"graph has a cycle or dangling inputs: {', '.join(missing[:5])}")
         pending = rest
-    nodes = [type(n)() for n in ordered]
-    for dst, src in zip(nodes, ordered):
-        dst.CopyFrom(src)
-    del graph.node[:]
-    graph.node.extend(nodes)
+    _replace(graph.node, ordered)
+
+
+def _replace(field, items) -> None:
+    """Replace a protobuf repeated field's contents with copies of ``items`` (which may alias it)."""
+    copies = [type(x)() for x in items]
+    for d, s in zip(copies, items):
+        d.CopyFrom(s)
+    del field[:]
+    field.extend(copies)
 
 
 def remove_dead(graph) -> None:
@@ -137,23 +142,9 @@ def remove_dead(graph) -> None:
             keep.append(n)
             needed.update(n.input)
     keep.reverse()
-    copies = [type(n)() for n in keep]
-    for d, s in zip(copies, keep):
-        d.CopyFrom(s)
-    del graph.node[:]
-    graph.node.extend(copies)
-    inits = [t for t in graph.initializer if t.name in needed]
-    copies_t = [type(t)() for t in inits]
-    for d, s in zip(copies_t, inits):
-        d.CopyFrom(s)
-    del graph.initializer[:]
-    graph.initializer.extend(copies_t)
-    vis = [v for v in graph.value_info if v.name in needed]
-    copies_v = [type(v)() for v in vis]
-    for d, s in zip(copies_v, vis):
-        d.CopyFrom(s)
-    del graph.value_info[:]
-    graph.value_info.extend(copies_v)
+    _replace(graph.node, keep)
+    _replace(graph.initializer, [t for t in graph.initializer if t.name in needed])
+    _replace(graph.value_info, [v for v in graph.value_info if v.name in needed])
 
 
 def bypass(graph, node) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 from xfer.graph import get_metadata, initializers, load_model, shapes
 
 

@@ -20,7 +20,7 @@ from xfer.errors import XferError
 
 def fold_normalization(model):
     """A copy of ``model`` that takes ``pixel / 255`` and applies the recorded mean/std inside its first conv."""
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     from xfer.graph import finalize, get_metadata, initializers, set_metadata
     from xfer.surgery.cut import first_conv

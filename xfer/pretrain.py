@@ -7,7 +7,6 @@ from scratch and transfer better, and every downstream pass handles either.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -358,6 +357,25 @@ def _main(args: argparse.Namespace, d: Dist) -> dict:
     _print_summary(result)
     print(f"wrote {onnx_path}, {metrics_path}")
     return result
+
+
+def train_or_reuse(args: argparse.Namespace) -> dict:
+    """The metrics of a finished run with exactly these settings, or a fresh (quiet) training run.
+
+    What lets a study interrupted halfway resume without redoing finished runs.
+    """
+    import contextlib
+    import io
+    import json
+
+    out, stem = Path(args.out), args.name or args.mode
+    metrics_path, model_path = out / f"{stem}.metrics.json", out / f"{stem}.onnx"
+    if metrics_path.is_file() and model_path.is_file():
+        cached = json.loads(metrics_path.read_text())
+        if cached.get("settings") == _fingerprint(args):
+            return cached
+    with contextlib.redirect_stdout(io.StringIO()):
+        return main(args)
 
 
 def _print_summary(r: dict) -> None:

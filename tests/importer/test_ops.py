@@ -1,7 +1,6 @@
 """Every converter against ONNX Runtime, one-node graph by one-node graph."""
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 import torch

@@ -76,27 +76,29 @@ def decode_index(index: ImageIndex, size: tuple[int, int] | None = None, workers
         for _ in ex.map(work, range(1, len(index))):
             pb.update(1)
 
-    landmarks = intensity = None
-    table = read_landmarks(index.root)
-    if table is not None:
-        rels = [p.relative_to(index.root).as_posix() for p in index.paths]
-        missing = [r for r in rels if r not in table]
-        if missing:
-            raise XferError(f"{index.root / 'landmarks.csv'}: no landmarks for {missing[0]} ({len(missing)} images missing)")
-        landmarks = np.stack([table[r][0] for r in rels]).astype(np.float32)
-        intensity = np.asarray([table[r][1] for r in rels], np.float32)
+    landmarks = intensity = votes = None
+    rows = _aligned(index, read_landmarks(index.root), "landmarks.csv")
+    if rows is not None:
+        landmarks = np.stack([r[0] for r in rows]).astype(np.float32)
+        intensity = np.asarray([r[1] for r in rows], np.float32)
         if size is not None:
             landmarks = landmarks * np.array([w / first.shape[1], h / first.shape[0]], np.float32)
-    votes = None
-    vtable = read_votes(index.root)
-    if vtable is not None:
-        rels = [p.relative_to(index.root).as_posix() for p in index.paths]
-        missing = [r for r in rels if r not in vtable]
-        if missing:
-            raise XferError(f"{index.root / 'votes.csv'}: no votes for {missing[0]} ({len(missing)} images missing)")
-        votes = np.stack([vtable[r] for r in rels]).astype(np.int64)
+    rows = _aligned(index, read_votes(index.root), "votes.csv")
+    if rows is not None:
+        votes = np.stack(rows).astype(np.int64)
     return Pack(images, index.labels, index.groups, index.classes, index.group_names, landmarks, intensity, votes,
                 str(index.root), index.layout)
+
+
+def _aligned(index: ImageIndex, table: dict | None, name: str) -> list | None:
+    """A sidecar table's rows in the index's image order; every image must have one."""
+    if table is None:
+        return None
+    rels = [p.relative_to(index.root).as_posix() for p in index.paths]
+    missing = [r for r in rels if r not in table]
+    if missing:
+        raise XferError(f"{index.root / name}: no row for {missing[0]} ({len(missing)} images missing)")
+    return [table[r] for r in rels]
 
 
 def save_pack(pack: Pack, out: str | os.PathLike[str]) -> Path:

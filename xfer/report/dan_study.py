@@ -8,9 +8,6 @@ import -> train -> write-back path) and is scored on the clean test labels
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import json
 import statistics
 import time
 from pathlib import Path
@@ -45,16 +42,7 @@ def main(args: argparse.Namespace) -> dict:
         for k, ((label, alpha, scheme), seed) in enumerate(plan, start=1):
             a = args.alpha if alpha is None else alpha
             name = f"{label.replace(':', '-')}-s{seed}"
-            targs = _args(args, seed, a, scheme, name, out)
-            mpath = out / f"{name}.metrics.json"
-            result = None
-            if mpath.is_file():
-                cached = json.loads(mpath.read_text())
-                if cached.get("settings") == train._fingerprint(targs):
-                    result = cached
-            if result is None:
-                with contextlib.redirect_stdout(io.StringIO()):
-                    result = train.main(targs)
+            result = train.train_or_reuse(_args(args, seed, a, scheme, name, out))
             runs.append({"variant": label, "seed": seed, "alpha": a, "scheme": scheme,
                          "test_accuracy": result["test_accuracy"], "landmark_nme": result.get("landmark_nme"),
                          "history": result["history"], "model": result["model"]})

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import statistics
 import time
 from dataclasses import dataclass
@@ -62,22 +61,11 @@ def _train_args(step: Step, args: argparse.Namespace, out: Path) -> argparse.Nam
 
 def run_step(step: Step, args: argparse.Namespace, root: Path) -> dict:
     """Train (or reuse a finished run with the same settings), then time its test pass."""
-    import contextlib
-    import io
-
     from xfer import bench, train
 
     out = root / "runs" / step.protocol
-    targs = _train_args(step, args, out)
-    metrics_path, model_path = out / f"{step.name}.metrics.json", out / f"{step.name}.onnx"
-    result = None
-    if metrics_path.is_file() and model_path.is_file():
-        cached = json.loads(metrics_path.read_text())
-        if cached.get("settings") == train._fingerprint(targs):
-            result = cached
-    if result is None:
-        with contextlib.redirect_stdout(io.StringIO()):
-            result = train.main(targs)
+    result = train.train_or_reuse(_train_args(step, args, out))
+    model_path = out / f"{step.name}.onnx"
     rep = bench.run(model_path, args.data, repeat=3, baselines=False, threads=args.bench_threads)
     p = rep["paths"]["kernel+ort"]
     return {"protocol": step.protocol, "mode": step.mode, "seed": step.seed, "split": step.split,
