@@ -154,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--width", type=positive_float, default=0.25, help="dan: backbone width multiplier of 64-128-256-512")
     tr.add_argument("--data", help="FERG-DB tree, class-per-folder tree or .xpack (default: the synthetic FERG-DB)")
     tr.add_argument("--source", help=f"ONNX model to transfer from (default: {DEFAULT_SOURCE})")
-    tr.add_argument("--epochs", type=positive_int, default=30)
+    tr.add_argument("--epochs", type=positive_int, help="default: 60 for reuse (few trainable weights behind frozen "
+                    "ones converge slowly), 30 otherwise")
     tr.add_argument("--batch-size", type=positive_int, default=64)
     tr.add_argument("--lr", type=positive_float, default=1e-3)
     tr.add_argument("--weight-decay", type=float, default=0.0)
@@ -200,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
                    default=["reuse", "scratch", "frozen", "finetune"])
     e.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     e.add_argument("--protocols", nargs="+", choices=["random", "loco"], default=["random", "loco"])
-    e.add_argument("--epochs", type=positive_int, default=30)
+    e.add_argument("--epochs", type=positive_int, help="default: each mode's own (see xfer train --help)")
     e.add_argument("--batch-size", type=positive_int, default=64)
     e.add_argument("--lr", type=positive_float, default=1e-3)
     e.add_argument("--device", choices=["cpu", "cuda"], default="cpu")

@@ -214,6 +214,14 @@ def load_checkpoint(path: Path) -> dict:
         raise XferError(f"{path}: not a valid xfer checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:150]})") from None
 
 
+DEFAULT_EPOCHS = {"reuse": 60}
+
+
+def default_epochs(mode: str | None) -> int:
+    """Reuse trains ~70k weights through frozen digit layers and needs longer; 30 suits the rest."""
+    return DEFAULT_EPOCHS.get(mode or "", 30)
+
+
 def input_size(args: argparse.Namespace) -> tuple[int, int]:
     """``--input-size S`` or ``--input-size H W``."""
     s = list(args.input_size)
@@ -262,6 +270,8 @@ def _main(args: argparse.Namespace, d: Dist) -> dict:
     dan = getattr(args, "model", "lenet") == "dan"
     if not dan and args.mode is None:
         raise XferError("--mode is required (scratch, reuse, frozen or finetune) unless --model dan")
+    if args.epochs is None:
+        args.epochs = default_epochs(None if dan else args.mode)
     if args.source is None and not dan:
         from xfer.cli import DEFAULT_SOURCE
 

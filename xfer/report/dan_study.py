@@ -18,7 +18,7 @@ VARIANTS = [("single-task", 0.0, "clean"), ("multi-task", None, "clean")] + [(f"
 
 
 def _args(args: argparse.Namespace, seed: int, alpha: float, scheme: str, name: str, out: Path) -> argparse.Namespace:
-    return argparse.Namespace(mode=None, model="dan", data=args.data, source=None, epochs=args.epochs,
+    return argparse.Namespace(mode=None, model="dan", data=args.data, source=None, epochs=args.epochs or 30,
                               batch_size=args.batch_size, lr=args.lr, weight_decay=0.0, seed=seed, split="random",
                               device=args.device, augment=False, resume=True, name=name, out=str(out),
                               input_size=list(args.input_size), channels=args.channels, head=list(args.head),
@@ -37,7 +37,7 @@ def main(args: argparse.Namespace) -> dict:
     runs = []
     t0 = time.time()
     print(f"DAN study '{args.name}': {len(plan)} runs ({len(VARIANTS)} variants x seeds {args.seeds}), "
-          f"{args.epochs} epochs each -> {root}")
+          f"{args.epochs or 30} epochs each -> {root}")
     with bar(len(plan), "dan study", "run", disable=False) as pb:
         for k, ((label, alpha, scheme), seed) in enumerate(plan, start=1):
             a = args.alpha if alpha is None else alpha
@@ -60,7 +60,7 @@ def main(args: argparse.Namespace) -> dict:
                           "acc_std": statistics.pstdev(accs) if len(accs) > 1 else 0.0,
                           "nme_mean": statistics.mean(nmes) if nmes else None,
                           "nme_std": (statistics.pstdev(nmes) if len(nmes) > 1 else 0.0) if nmes else None}
-    results = {"name": args.name, "study": "dan", "settings": {"seeds": args.seeds, "epochs": args.epochs,
+    results = {"name": args.name, "study": "dan", "settings": {"seeds": args.seeds, "epochs": args.epochs or 30,
                "alpha": args.alpha, "width": args.width, "input_size": list(args.input_size), "data": args.data},
                "summary": summary, "runs": runs, "wall_s": time.time() - t0}
     write_json(root / "results.json", results)
