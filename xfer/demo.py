@@ -35,7 +35,7 @@ def main(args: argparse.Namespace) -> dict:
     data = default_data()
     print("[4/4] the four transfer modes, timed test pass, report", flush=True)
     ex = argparse.Namespace(name=args.name, data=str(data), source=DEFAULT_SOURCE, modes=["reuse", "scratch", "frozen", "finetune"],
-                            seeds=args.seeds, protocols=["random", "loco"], epochs=args.epochs, batch_size=64, lr=1e-3,
+                            seeds=args.seeds, protocols=["random", "loco"], epochs=args.epochs, batch_size=64, lr=None,
                             input_size=[32, 32], channels=1, head=[1000, 500, 200], device="cpu",
                             bench_images=args.bench_images, per_image_limit=2000, bench_threads=None, out="reports")
     results = experiments.main(ex)

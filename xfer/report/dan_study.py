@@ -19,7 +19,7 @@ VARIANTS = [("single-task", 0.0, "clean"), ("multi-task", None, "clean")] + [(f"
 
 def _args(args: argparse.Namespace, seed: int, alpha: float, scheme: str, name: str, out: Path) -> argparse.Namespace:
     return argparse.Namespace(mode=None, model="dan", data=args.data, source=None, epochs=args.epochs or 30,
-                              batch_size=args.batch_size, lr=args.lr, weight_decay=0.0, seed=seed, split="random",
+                              batch_size=args.batch_size, lr=args.lr or 1e-3, weight_decay=0.0, seed=seed, split="random",
                               device=args.device, augment=False, resume=True, name=name, out=str(out),
                               input_size=list(args.input_size), channels=args.channels, head=list(args.head),
                               train_all=False, label_scheme=scheme, alpha=alpha, beta=1.0, width=args.width)

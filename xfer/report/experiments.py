@@ -52,11 +52,12 @@ def make_plan(modes: list[str], seeds: list[int], protocols: list[str], group_na
 
 
 def _train_args(step: Step, args: argparse.Namespace, out: Path) -> argparse.Namespace:
-    from xfer.train import default_epochs
+    from xfer.train import default_epochs, default_lr
 
     return argparse.Namespace(mode=step.mode, data=args.data, source=args.source,
                               epochs=args.epochs or default_epochs(step.mode),
-                              batch_size=args.batch_size, lr=args.lr, weight_decay=0.0, seed=step.seed,
+                              batch_size=args.batch_size, lr=args.lr or default_lr(step.mode), weight_decay=0.0,
+                              seed=step.seed,
                               split=step.split, device=args.device, augment=True, resume=True, name=step.name,
                               out=str(out), input_size=list(args.input_size), channels=args.channels,
                               head=list(args.head), train_all=False)
@@ -122,7 +123,7 @@ def main(args: argparse.Namespace) -> dict:
     runs = []
     t0 = time.time()
     print(f"experiments '{args.name}': {len(steps)} runs ({', '.join(args.modes)} x seeds {args.seeds} x "
-          f"{', '.join(args.protocols)}), {args.epochs or 'default'} epochs each -> {root}")
+          f"{', '.join(args.protocols)}), {args.epochs or 30} epochs each -> {root}")
     with bar(len(steps), "experiments", "run", disable=False) as pb:
         for k, step in enumerate(steps, start=1):
             pb.set_description(f"step {k}/{len(steps)}: {step.protocol} {step.mode} seed {step.seed}")

@@ -112,7 +112,7 @@ def write_report(results: dict, root: Path, pack) -> tuple[Path, Path]:
     s = results["settings"]
     intro = (f"LeNet-5 trained on digits in MXNet, converted to ONNX, rewritten for each transfer mode and trained in "
              f"PyTorch on {results['data']['images']} images ({results['data']['layout']} layout, source "
-             f"{results['data']['source']}); {len(s['seeds'])} seed(s) {s['seeds']}, {s['epochs'] or 'default (reuse 60, others 30)'} epochs, input "
+             f"{results['data']['source']}); {len(s['seeds'])} seed(s) {s['seeds']}, {s['epochs']} epochs (learning rate 3e-3 for reuse, 1e-3 otherwise, unless set), input "
              f"{s['channels']}x{s['input_size'][0]}x{s['input_size'][-1]}. Test time is the timed test pass "
              f"(C++ kernel preprocess + ONNX Runtime) over the whole test split, decode excluded.")
     md = [f"# xfer experiments: {results['name']}", "", intro, ""]
