@@ -57,3 +57,17 @@ def test_bad_arguments(tmp_path):
         generate(tmp_path / "x", per_class=0)
     with pytest.raises(XferError, match="unknown character"):
         generate(tmp_path / "x", per_class=1, characters=("zed",))
+
+
+def test_bad_sidecars(tmp_path):
+    (tmp_path / "votes.csv").write_text("path,anger,disgust,fear,joy,neutral,sadness,surprise\na.png,1,0,0,0,0,0,x\n")
+    with pytest.raises(XferError, match=r"votes.csv:2: vote counts must be integers"):
+        from xfer.data.synth import read_votes
+
+        read_votes(tmp_path)
+    (tmp_path / "landmarks.csv").write_text("path,intensity,a_x,a_y\na.png,0.5,1\n")
+    with pytest.raises(XferError, match=r"landmarks.csv:2: expected 4 columns, got 3"):
+        read_landmarks(tmp_path)
+    (tmp_path / "landmarks.csv").write_text("file,x\n")
+    with pytest.raises(XferError, match="not a landmarks.csv file"):
+        read_landmarks(tmp_path)
