@@ -37,8 +37,6 @@ def reinit_dense(model, layer: Dense, in_features: int | None = None, out_featur
     _set_init(model, layer.weight, init.weight(shape, fin, fout, activation, init.rng_for(seed, layer.weight)))
     if layer.bias is not None:
         _set_init(model, layer.bias, np.zeros(fout, np.float32))
-    elif out_features is not None and out_features != w.shape[0 if layer.trans_b else 1]:
-        pass  # no bias to resize
 
 
 def replace_head(model, widths: tuple[int, ...], classes: int, activation: str | None = None,
