@@ -98,7 +98,7 @@ def _html_table(header, rows) -> str:
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}img{max-width:100%}figure{margin:1em 0}
-figcaption{font-size:13px;color:#555}.grid{display:flex;flex-wrap:wrap;gap:8px}"""
+figcaption{font-size:13px;color:#555}.grid{display:flex;flex-wrap:wrap;gap:8px}.grid figure{flex:0 0 48%;margin:0}"""
 
 
 def write_report(results: dict, root: Path, pack) -> tuple[Path, Path]:
@@ -112,7 +112,7 @@ def write_report(results: dict, root: Path, pack) -> tuple[Path, Path]:
     s = results["settings"]
     intro = (f"LeNet-5 trained on digits in MXNet, converted to ONNX, rewritten for each transfer mode and trained in "
              f"PyTorch on {results['data']['images']} images ({results['data']['layout']} layout, source "
-             f"{results['data']['source']}); {len(s['seeds'])} seed(s) {s['seeds']}, {s['epochs']} epochs (learning rate 3e-3 for reuse, 1e-3 otherwise, unless set), input "
+             f"{results['data']['source']}); {len(s['seeds'])} seed(s) {s['seeds']}, {s['epochs']} epochs, learning rate {s['lr'] or '3e-3 for reuse, 1e-3 otherwise'}, input "
              f"{s['channels']}x{s['input_size'][0]}x{s['input_size'][-1]}. Test time is the timed test pass "
              f"(C++ kernel preprocess + ONNX Runtime) over the whole test split, decode excluded.")
     md = [f"# xfer experiments: {results['name']}", "", intro, ""]
@@ -134,9 +134,11 @@ def write_report(results: dict, root: Path, pack) -> tuple[Path, Path]:
         md += ["Per-emotion test accuracy (mean over seeds):", "", markdown_table(header, rows), ""]
         body += ["<p>Per-emotion test accuracy (mean over seeds):</p>", _html_table(header, rows)]
         fig(f"curves_{protocol}")
+        body.append('<div class="grid">')
         for mode in ORDER:
             if f"confusion_{protocol}_{mode}" in figs:
                 fig(f"confusion_{protocol}_{mode}")
+        body.append("</div>")
     md += ["## Test images", ""]
     body.append("<h2>Test images</h2>")
     fig("grid")
