@@ -125,16 +125,13 @@ def run(model_path: str | os.PathLike[str], data: str | None = None, images: int
     import onnxruntime as ort
 
     from xfer import _C
-    from xfer.graph import get_metadata, load_model
+    from xfer.graph import get_metadata, input_spec, load_model
     from xfer.preprocess import preprocess
 
     model = load_model(model_path)
     meta = get_metadata(model)
-    shape = meta.get("xfer.input_shape")
-    if not shape or len(shape) != 3:
-        raise XferError(f"{model_path}: no xfer.input_shape in the model's metadata (train it with `xfer train`)")
-    channels, size = int(shape[0]), (int(shape[1]), int(shape[2]))
-    mean, std = list(meta.get("xfer.mean", [0.0])), list(meta.get("xfer.std", [1.0]))
+    channels, size, mean, std = input_spec(model, model_path)
+    shape = [channels, *size]
     x_u8, y, note = load_test_images(model, data, images)
     n = len(x_u8)
     model_bytes = model.SerializeToString()

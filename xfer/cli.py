@@ -71,12 +71,22 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-all", action="store_true", help="reuse: train every layer, not only the re-created ones")
 
 
+def parse_input_size(values) -> tuple[int, int]:
+    """``--input-size S`` or ``--input-size H W``."""
+    s = list(values)
+    if len(s) not in (1, 2):
+        raise XferError(f"--input-size: expected S or H W, got {len(s)} numbers")
+    if min(s) < 1:
+        raise XferError(f"--input-size: expected positive sizes, got {s}")
+    return (s[0], s[0]) if len(s) == 1 else (s[0], s[1])
+
+
 def _surgery(args: argparse.Namespace) -> None:
     from xfer.graph import load_model, save_model
     from xfer.inspect_model import describe
     from xfer.surgery import apply
 
-    size = tuple(args.input_size) if len(args.input_size) == 2 else (args.input_size[0],) * 2
+    size = parse_input_size(args.input_size)
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     model = apply(args.mode, load_model(args.source), classes, args.channels, size, tuple(args.head), args.train_all)
     out = args.out or f"models/{args.mode}.init.onnx"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -231,6 +231,25 @@ def save_model(model, path: str | os.PathLike[str]) -> Path:
     from xfer.io import write_bytes
 
     return write_bytes(path, model.SerializeToString())
+
+
+class InputSpec(NamedTuple):
+    """What a trained model expects of the preprocessing: channels, (h, w), and the normalisation."""
+
+    channels: int
+    size: tuple[int, int]
+    mean: list[float]
+    std: list[float]
+
+
+def input_spec(model, where: object = "model") -> InputSpec:
+    """The input spec recorded in ``model``'s metadata; ``XferError`` naming ``where`` when it is missing."""
+    meta = get_metadata(model)
+    shape = meta.get("xfer.input_shape")
+    if not shape or len(shape) != 3:
+        raise XferError(f"{where}: no xfer.input_shape in the model's metadata (train it with `xfer train`)")
+    return InputSpec(int(shape[0]), (int(shape[1]), int(shape[2])), list(meta.get("xfer.mean", [0.0])),
+                     list(meta.get("xfer.std", [1.0])))
 
 
 def input_shape(model) -> list:

@@ -22,7 +22,7 @@ def fold_normalization(model):
     """A copy of ``model`` that takes ``pixel / 255`` and applies the recorded mean/std inside its first conv."""
     from onnx import helper
 
-    from xfer.graph import finalize, get_metadata, initializers, set_metadata
+    from xfer.graph import finalize, get_metadata, initializers, input_spec, set_metadata
     from xfer.surgery.cut import first_conv
     from xfer.surgery.head import _set_init
 
@@ -30,12 +30,10 @@ def fold_normalization(model):
     meta = get_metadata(m)
     if meta.get("xfer.folded"):
         raise XferError("the normalisation is already folded into this model")
-    shape = meta.get("xfer.input_shape")
-    if not shape:
-        raise XferError("model has no xfer.input_shape metadata (train it with `xfer train`)")
-    c = int(shape[0])
-    mean = np.broadcast_to(np.asarray(meta.get("xfer.mean", [0.0]), np.float32), (c,))
-    std = np.broadcast_to(np.asarray(meta.get("xfer.std", [1.0]), np.float32), (c,))
+    spec = input_spec(m)
+    c = spec.channels
+    mean = np.broadcast_to(np.asarray(spec.mean, np.float32), (c,))
+    std = np.broadcast_to(np.asarray(spec.std, np.float32), (c,))
     conv = first_conv(m)
     if conv.input[0] != m.graph.input[0].name:
         raise XferError(f"node '{conv.name or conv.output[0]}': the first conv does not read the input directly")
@@ -108,7 +106,7 @@ def quantize_int8(model, calibration: np.ndarray, convs: bool = False):
 
 
 def main(args: argparse.Namespace) -> dict:
-    from xfer.graph import finalize, get_metadata, load_model, save_model
+    from xfer.graph import finalize, get_metadata, input_spec, load_model, save_model
 
     model = load_model(args.model)
     stem = Path(args.model)
@@ -126,13 +124,13 @@ def main(args: argparse.Namespace) -> dict:
         from xfer.train import default_data
 
         meta = get_metadata(model)
-        shape = meta["xfer.input_shape"]
+        spec = input_spec(model, args.model)
         pack = load_dataset(args.data or default_data())
         tr, _ = ferg.split(str(meta.get("xfer.split", "random")), pack.labels, pack.groups, pack.group_names,
                            int(meta.get("xfer.seed", 0)))
         pick = np.random.default_rng(0).choice(tr, size=min(args.calibration, len(tr)), replace=False)
-        calib = preprocess(np.ascontiguousarray(pack.images[np.sort(pick)]), (shape[1], shape[2]), shape[0],
-                           meta.get("xfer.mean", [0.0]), meta.get("xfer.std", [1.0]))
+        calib = preprocess(np.ascontiguousarray(pack.images[np.sort(pick)]), spec.size, spec.channels, spec.mean,
+                           spec.std)
         q = quantize_int8(finalize(model), calib, args.int8_convs)
         out = Path(str(stem.with_suffix("")) + (".folded" if args.fold else "") + ".int8.onnx")
         save_model(q, out)

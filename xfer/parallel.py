@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xfer.errors import XferError
 
 
 @dataclass
@@ -132,16 +131,13 @@ def run_sharded(model_bytes: bytes, images: np.ndarray, size, channels, mean, st
 def bench_sharded(args: argparse.Namespace) -> dict:
     """``xfer bench --workers N``: the sharded pass beside the one-process pass, with the scaling between them."""
     from xfer import bench
-    from xfer.graph import get_metadata, load_model
+    from xfer.graph import get_metadata, input_spec, load_model
 
     model = load_model(args.model)
     meta = get_metadata(model)
-    shape = meta.get("xfer.input_shape")
-    if not shape:
-        raise XferError(f"{args.model}: no xfer.input_shape in the model's metadata (train it with `xfer train`)")
+    channels, size, mean, std = input_spec(model, args.model)
+    shape = [channels, *size]
     x_u8, y, note = bench.load_test_images(model, args.data, args.images)
-    size, channels = (int(shape[1]), int(shape[2])), int(shape[0])
-    mean, std = list(meta.get("xfer.mean", [0.0])), list(meta.get("xfer.std", [1.0]))
     batch = (args.batch or [1024])[0]
     mb = model.SerializeToString()
     one = run_sharded(mb, x_u8, size, channels, mean, std, batch, 1, args.repeat)

@@ -218,10 +218,6 @@ DEFAULT_EPOCHS = 30
 DEFAULT_LR = {"reuse": 3e-3}
 
 
-def default_epochs(mode: str | None) -> int:
-    return DEFAULT_EPOCHS
-
-
 def default_lr(mode: str | None) -> float:
     """Reuse trains ~70k fresh weights around frozen digit layers: at 1e-3 it was still under-fitting after
     30 epochs (3-seed mean 0.895); 3e-3 reached it. 1e-3 suits the other modes."""
@@ -229,13 +225,9 @@ def default_lr(mode: str | None) -> float:
 
 
 def input_size(args: argparse.Namespace) -> tuple[int, int]:
-    """``--input-size S`` or ``--input-size H W``."""
-    s = list(args.input_size)
-    if len(s) not in (1, 2):
-        raise XferError(f"--input-size: expected S or H W, got {len(s)} numbers")
-    if min(s) < 1:
-        raise XferError(f"--input-size: expected positive sizes, got {s}")
-    return (s[0], s[0]) if len(s) == 1 else (s[0], s[1])
+    from xfer.cli import parse_input_size
+
+    return parse_input_size(args.input_size)
 
 
 def build_model(args: argparse.Namespace, classes: list[str], n_landmarks: int = 0):
@@ -277,7 +269,7 @@ def _main(args: argparse.Namespace, d: Dist) -> dict:
     if not dan and args.mode is None:
         raise XferError("--mode is required (scratch, reuse, frozen or finetune) unless --model dan")
     if args.epochs is None:
-        args.epochs = default_epochs(None if dan else args.mode)
+        args.epochs = DEFAULT_EPOCHS
     if args.lr is None:
         args.lr = default_lr(None if dan else args.mode)
     if args.source is None and not dan:

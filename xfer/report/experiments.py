@@ -52,10 +52,10 @@ def make_plan(modes: list[str], seeds: list[int], protocols: list[str], group_na
 
 
 def _train_args(step: Step, args: argparse.Namespace, out: Path) -> argparse.Namespace:
-    from xfer.train import default_epochs, default_lr
+    from xfer.train import DEFAULT_EPOCHS, default_lr
 
     return argparse.Namespace(mode=step.mode, data=args.data, source=args.source,
-                              epochs=args.epochs or default_epochs(step.mode),
+                              epochs=args.epochs or DEFAULT_EPOCHS,
                               batch_size=args.batch_size, lr=args.lr or default_lr(step.mode), weight_decay=0.0,
                               seed=step.seed,
                               split=step.split, device=args.device, augment=True, resume=True, name=step.name,
