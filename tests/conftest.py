@@ -16,17 +16,10 @@ sys.path.insert(0, os.path.dirname(__file__))  # shared helpers such as cnn_zoo
 from cnn_zoo import VARIANTS  # noqa: E402
 
 
-def _cuda_device() -> bool:
-    try:
-        from xfer import _C
-
-        return _C.cuda_available() and _C.cuda_device_count() > 0
-    except ImportError:
-        return False
-
-
 def pytest_collection_modifyitems(config, items):
-    if _cuda_device():
+    from xfer.preprocess import cuda_available
+
+    if cuda_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device and the CUDA build of xfer._C")
     for item in items:

@@ -124,9 +124,8 @@ def run(model_path: str | os.PathLike[str], data: str | None = None, images: int
     """Time the test pass; returns the JSON-able report."""
     import onnxruntime as ort
 
-    from xfer import _C
     from xfer.graph import get_metadata, input_spec, load_model
-    from xfer.preprocess import preprocess
+    from xfer.preprocess import cuda_available, preprocess
 
     model = load_model(model_path)
     meta = get_metadata(model)
@@ -136,7 +135,7 @@ def run(model_path: str | os.PathLike[str], data: str | None = None, images: int
     n = len(x_u8)
     model_bytes = model.SerializeToString()
     providers = ort.get_available_providers()
-    gpu = "CUDAExecutionProvider" in providers and _C.cuda_available() and _C.cuda_device_count() > 0
+    gpu = "CUDAExecutionProvider" in providers and cuda_available()
     if device == "cuda" and not gpu:
         raise XferError("--device cuda: needs onnxruntime-gpu with a CUDA device and xfer._C built with CUDA")
     use_gpu = gpu and device != "cpu"

@@ -250,8 +250,3 @@ def input_spec(model, where: object = "model") -> InputSpec:
         raise XferError(f"{where}: no xfer.input_shape in the model's metadata (train it with `xfer train`)")
     return InputSpec(int(shape[0]), (int(shape[1]), int(shape[2])), list(meta.get("xfer.mean", [0.0])),
                      list(meta.get("xfer.std", [1.0])))
-
-
-def input_shape(model) -> list:
-    vi = model.graph.input[0]
-    return [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
