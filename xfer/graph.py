@@ -84,6 +84,18 @@ def _check_external_data(model, base: Path) -> None:
     edh.load_external_data_for_model(model, str(base))
 
 
+def set_initializer(model, name: str, value: np.ndarray) -> None:
+    """Replace initializer ``name`` with ``value`` (any shape), or add it."""
+    from onnx import numpy_helper
+
+    g = model.graph
+    for t in g.initializer:
+        if t.name == name:
+            t.CopyFrom(numpy_helper.from_array(value, name))
+            return
+    g.initializer.append(numpy_helper.from_array(value, name))
+
+
 def initializers(model) -> dict[str, np.ndarray]:
     from onnx import numpy_helper
 

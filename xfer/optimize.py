@@ -22,9 +22,8 @@ def fold_normalization(model):
     """A copy of ``model`` that takes ``pixel / 255`` and applies the recorded mean/std inside its first conv."""
     from onnx import helper
 
-    from xfer.graph import finalize, get_metadata, initializers, input_spec, set_metadata
+    from xfer.graph import finalize, get_metadata, initializers, input_spec, set_initializer, set_metadata
     from xfer.surgery.cut import first_conv
-    from xfer.surgery.head import _set_init
 
     m = copy.deepcopy(model)
     meta = get_metadata(m)
@@ -44,9 +43,9 @@ def fold_normalization(model):
         raise XferError(f"first conv has {w.shape[1]} input channels, the input {c}")
     w_new = w / std.reshape(1, c, 1, 1)
     b_new = b - (w * (mean / std).reshape(1, c, 1, 1)).sum(axis=(1, 2, 3))
-    _set_init(m, conv.input[1], w_new.astype(np.float32))
+    set_initializer(m, conv.input[1], w_new.astype(np.float32))
     bias_name = conv.input[2] if len(conv.input) > 2 and conv.input[2] else conv.input[1] + "_folded_bias"
-    _set_init(m, bias_name, b_new.astype(np.float32))
+    set_initializer(m, bias_name, b_new.astype(np.float32))
     if len(conv.input) < 3:
         conv.input.append(bias_name)
     pads = next((list(a.ints) for a in conv.attribute if a.name == "pads"), [0, 0, 0, 0])
@@ -56,8 +55,8 @@ def fold_normalization(model):
             raise XferError("cannot fold per-channel means into a padded first conv (one Pad value per tensor)")
         src = conv.input[0]
         padded = src + "_folded_pad"
-        _set_init(m, "folded_pads", np.array([0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]], np.int64))
-        _set_init(m, "folded_pad_value", np.array(mean[0], np.float32))
+        set_initializer(m, "folded_pads", np.array([0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]], np.int64))
+        set_initializer(m, "folded_pad_value", np.array(mean[0], np.float32))
         m.graph.node.insert(0, helper.make_node("Pad", [src, "folded_pads", "folded_pad_value"], [padded],
                                                 name="folded_pad", mode="constant"))
         conv.input[0] = padded

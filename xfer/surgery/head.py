@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from xfer.errors import XferError
-from xfer.graph import initializers
+from xfer.graph import initializers, set_initializer, shapes
 from xfer.surgery import init
 from xfer.surgery.cut import Dense, activation_of, find_boundary
-
-
-def _set_init(model, name: str, value: np.ndarray) -> None:
-    g = model.graph
-    for t in g.initializer:
-        if t.name == name:
-            t.CopyFrom(numpy_helper.from_array(value, name))
-            return
-    g.initializer.append(numpy_helper.from_array(value, name))
 
 
 def _set_output_classes(model, classes: int) -> None:
@@ -34,9 +25,9 @@ def reinit_dense(model, layer: Dense, in_features: int | None = None, out_featur
     fin, fout = (w.shape[1], w.shape[0]) if layer.trans_b else (w.shape[0], w.shape[1])
     fin, fout = in_features or fin, out_features or fout
     shape = (fout, fin) if layer.trans_b else (fin, fout)
-    _set_init(model, layer.weight, init.weight(shape, fin, fout, activation, init.rng_for(seed, layer.weight)))
+    set_initializer(model, layer.weight, init.weight(shape, fin, fout, activation, init.rng_for(seed, layer.weight)))
     if layer.bias is not None:
-        _set_init(model, layer.bias, np.zeros(fout, np.float32))
+        set_initializer(model, layer.bias, np.zeros(fout, np.float32))
 
 
 def replace_head(model, widths: tuple[int, ...], classes: int, activation: str | None = None,
@@ -52,8 +43,6 @@ def replace_head(model, widths: tuple[int, ...], classes: int, activation: str |
     b = find_boundary(model)
     act = activation or activation_of(b)
     out_name = g.output[0].name
-    from xfer.graph import shapes
-
     flat = shapes(model).get(b.flat)
     if not flat or flat[-1] is None:
         raise XferError(f"cannot infer the flattened width at '{b.flat}'")
@@ -68,8 +57,8 @@ def replace_head(model, widths: tuple[int, ...], classes: int, activation: str |
         y = out_name if last else f"head_fc{i + 1}"
         g.node.append(helper.make_node("Gemm", [prev, wn, bn], [y], name=f"head_fc{i + 1}", transB=1))
         a = "Identity" if last else act
-        _set_init(model, wn, init.weight((fout, fin), fin, fout, a, init.rng_for(seed, wn)))
-        _set_init(model, bn, np.zeros(fout, np.float32))
+        set_initializer(model, wn, init.weight((fout, fin), fin, fout, a, init.rng_for(seed, wn)))
+        set_initializer(model, bn, np.zeros(fout, np.float32))
         names += [wn, bn]
         if not last:
             g.node.append(helper.make_node(act, [y], [y + "_act"], name=f"head_act{i + 1}"))

@@ -9,9 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from xfer.errors import XferError
-from xfer.graph import initializers
+from xfer.graph import initializers, set_initializer
 from xfer.surgery.cut import first_conv
-from xfer.surgery.head import _set_init
 
 
 def adapt_channels(w: np.ndarray, channels: int, how: str = "average") -> np.ndarray:
@@ -48,5 +47,5 @@ def retarget_input(model, channels: int, size: tuple[int, int], adapt: str = "av
     group = next((a.i for a in conv.attribute if a.name == "group"), 1)
     if group != 1 and w.shape[1] != channels:
         raise XferError(f"node '{conv.name or conv.output[0]}': cannot change channels of a grouped first conv")
-    _set_init(model, conv.input[1], adapt_channels(w, channels, adapt))
+    set_initializer(model, conv.input[1], adapt_channels(w, channels, adapt))
     del g.value_info[:]

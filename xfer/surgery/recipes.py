@@ -16,11 +16,11 @@ import copy
 import numpy as np
 
 from xfer.errors import XferError
-from xfer.graph import finalize, get_metadata, initializers, set_metadata, shapes, simplify
+from xfer.graph import finalize, get_metadata, initializers, set_initializer, set_metadata, shapes, simplify
 from xfer.surgery import init
 from xfer.surgery.cut import activation_of, dense_layers, feature_nodes, find_boundary, first_conv
 from xfer.surgery.freeze import set_frozen
-from xfer.surgery.head import _set_init, _set_output_classes, reinit_dense, replace_head
+from xfer.surgery.head import _set_output_classes, reinit_dense, replace_head
 from xfer.surgery.inputs import retarget_input
 
 MODES = ("scratch", "reuse", "frozen", "finetune")
@@ -32,10 +32,10 @@ def _reinit_conv(model, node, activation: str, seed: int) -> list[str]:
     w = inits[node.input[1]]
     fan_in = int(np.prod(w.shape[1:]))
     fan_out = int(w.shape[0] * np.prod(w.shape[2:]))
-    _set_init(model, node.input[1], init.weight(w.shape, fan_in, fan_out, activation, init.rng_for(seed, node.input[1])))
+    set_initializer(model, node.input[1], init.weight(w.shape, fan_in, fan_out, activation, init.rng_for(seed, node.input[1])))
     names = [node.input[1]]
     if len(node.input) > 2 and node.input[2] in inits:
-        _set_init(model, node.input[2], np.zeros(w.shape[0], np.float32))
+        set_initializer(model, node.input[2], np.zeros(w.shape[0], np.float32))
         names.append(node.input[2])
     return names
 
