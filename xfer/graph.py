@@ -175,11 +175,65 @@ def bypass(graph, node) -> None:
     graph.node.remove(node)
 
 
-def shapes(model) -> dict[str, list]:
-    """Static shapes (None for symbolic dims) of every value shape inference can determine."""
+SMALL_CONSTANT = 4096  # initializers up to this many elements keep their values in a skeleton
+
+
+def skeleton(model):
+    """The model without its large initializers' payloads (they become typed inputs).
+
+    Shape and type inference only need types, shapes and the small constants
+    (shape vectors, axes), so inferring on the skeleton costs the same for a
+    500 MB model as for a 5 MB one.
+    """
+    import onnx
+    from onnx import helper
+
+    out = onnx.ModelProto(ir_version=max(model.ir_version, 4))
+    out.opset_import.extend(model.opset_import)
+    out.functions.extend(model.functions)
+    src, g = model.graph, out.graph
+    g.name = src.name
+    g.node.extend(src.node)
+    g.input.extend(src.input)
+    g.output.extend(src.output)
+    g.value_info.extend(src.value_info)
+    inputs = {i.name for i in src.input}
+    for t in src.initializer:
+        if int(np.prod(t.dims)) <= SMALL_CONSTANT or t.data_type == onnx.TensorProto.INT64:
+            g.initializer.append(t)
+        elif t.name not in inputs:
+            g.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    return out
+
+
+def _inferred(model):
     import onnx
 
-    inferred = onnx.shape_inference.infer_shapes(model)
+    try:
+        return onnx.shape_inference.infer_shapes(skeleton(model), data_prop=True)
+    except Exception:  # inference of exotic graphs may fail: callers get what the unchecked model declares
+        return skeleton(model)
+
+
+def value_types(model) -> dict[str, Any]:
+    """Every value's element type (an ``onnx.TensorProto`` enum), or the kind of a non-tensor value."""
+    g = _inferred(model).graph
+    out: dict[str, Any] = {}
+    for v in list(g.input) + list(g.value_info) + list(g.output):
+        kind = v.type.WhichOneof("value")
+        if kind == "tensor_type":
+            if v.type.tensor_type.elem_type:
+                out[v.name] = v.type.tensor_type.elem_type
+        elif kind is not None:
+            out[v.name] = kind.replace("_type", "")
+    for t in g.initializer:
+        out[t.name] = t.data_type
+    return out
+
+
+def shapes(model) -> dict[str, list]:
+    """Static shapes (None for symbolic dims) of every value shape inference can determine."""
+    inferred = _inferred(model)
     out = {}
     g = inferred.graph
     for v in list(g.input) + list(g.value_info) + list(g.output):

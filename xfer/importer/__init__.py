@@ -18,9 +18,30 @@ from torch import nn
 
 from xfer.errors import XferError
 from xfer.importer import ops  # noqa: F401  (registers the converters)
-from xfer.importer.registry import CONVERTERS, convert_node, register
+from xfer.importer.registry import REGISTRY, convert_node, node_label, register, spec_for, supported_ops
 
-__all__ = ["CONVERTERS", "OnnxModule", "register", "to_torch", "write_back"]
+__all__ = ["REGISTRY", "OnnxModule", "register", "supported_ops", "to_torch", "write_back"]
+
+
+def check_types(model, specs) -> None:
+    """Refuse, naming the node, any value the converters cannot represent with ONNX semantics."""
+    from onnx import TensorProto
+
+    from xfer.graph import value_types
+    from xfer.importer.registry import ANY
+
+    types = value_types(model)
+    for node, spec in zip(model.graph.node, specs):
+        for j, name in enumerate(list(node.input) + list(node.output)):
+            t = types.get(name) if name else None
+            if t is None:
+                continue
+            if isinstance(t, str):
+                raise XferError(f"{node_label(node)}: {t} values are not supported ('{name}'); tensors only")
+            if t not in ANY:
+                raise XferError(f"{node_label(node)}: {TensorProto.DataType.Name(t)} tensors are not supported ('{name}')")
+            if j == 0 and node.input and t not in spec.types:
+                raise XferError(f"{node_label(node)}: input of type {TensorProto.DataType.Name(t)} is not supported")
 
 
 def _key(i: int, name: str) -> str:
@@ -41,11 +62,9 @@ class OnnxModule(nn.Module):
         frozen = set(frozen if frozen is not None else (get_metadata(model).get("xfer.frozen") or []))
         g = model.graph
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
-        buffer_names = set()
-        for n in g.node:
-            for idx in ops.BUFFER_INPUTS.get(n.op_type, ()):
-                if idx < len(n.input):
-                    buffer_names.add(n.input[idx])
+        specs = [spec_for(n, self.opset) for n in g.node]
+        check_types(model, specs)
+        buffer_names = {n.input[i] for n, s in zip(g.node, specs) for i in s.buffers if i < len(n.input)}
         self.params = nn.ParameterDict()
         self.keys: dict[str, str] = {}
         for i, t in enumerate(g.initializer):
@@ -57,21 +76,8 @@ class OnnxModule(nn.Module):
                 self.params[key] = nn.Parameter(tensor, requires_grad=t.name not in frozen)
             else:
                 self.register_buffer(key, tensor)
-        const = 0
-        self.nodes = nn.ModuleList()
-        self.wiring: list[tuple[list[str], list[str]]] = []
-        for n in g.node:
-            if n.op_type == "Constant":
-                from onnx import helper
-
-                value = helper.get_attribute_value(next(a for a in n.attribute if a.name == "value"))
-                key = f"c{const}"
-                const += 1
-                self.register_buffer(key, torch.from_numpy(np.array(numpy_helper.to_array(value), copy=True)))
-                self.keys[n.output[0]] = key
-                continue
-            self.nodes.append(convert_node(n, self.opset))
-            self.wiring.append((list(n.input), list(n.output)))
+        self.nodes = nn.ModuleList(convert_node(n, self.opset) for n in g.node)
+        self.wiring: list[tuple[list[str], list[str]]] = [(list(n.input), list(n.output)) for n in g.node]
         self.input_names = [i.name for i in g.input if i.name not in self.keys]
         self.output_names = [o.name for o in g.output]
 

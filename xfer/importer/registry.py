@@ -1,29 +1,63 @@
 """The converter registry: ONNX op type -> a function building a small ``torch.nn.Module`` for one node.
 
-Each converter receives the node's attributes (decoded) and the model's opset
-and returns a module whose ``forward`` takes the node's inputs in ONNX order
-(initializers arrive as parameters, like any other input).
+Each converter is declared once with the opset versions of the op it was
+written against and which of the node's inputs are state (buffers, not
+trainable parameters). ``convert_node`` refuses, with ``XferError``, an op
+without a converter, an op version outside the declared range, and input
+types the converter does not handle, so an import either runs with ONNX
+semantics or stops with a one-line reason.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
-from onnx import helper
+from onnx import TensorProto, helper
 
 from xfer.errors import XferError
 
 Converter = Callable[[Any, dict[str, Any], int], Any]
-CONVERTERS: dict[str, Converter] = {}
+
+FLOATS = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16})
+SIGNED = frozenset({TensorProto.INT8, TensorProto.INT16, TensorProto.INT32, TensorProto.INT64})
+NUMERIC = FLOATS | SIGNED | {TensorProto.UINT8}
+ANY = NUMERIC | {TensorProto.BOOL}
 
 
-def register(*op_types: str) -> Callable[[Converter], Converter]:
+@dataclass(frozen=True)
+class Spec:
+    """One registered converter: which op versions it implements and what it accepts."""
+
+    op: str
+    fn: Converter
+    since: int                      # first opset version of the op it implements
+    until: int                      # last version of the op it was written against (inclusive)
+    buffers: tuple[int, ...] = ()   # inputs that are state (e.g. running statistics), not parameters
+    types: frozenset = NUMERIC      # element types accepted for the first (data) input
+
+
+REGISTRY: dict[str, Spec] = {}
+
+
+def register(*op_types: str, since: int = 1, until: int, buffers: tuple[int, ...] = (),
+             types: frozenset = NUMERIC) -> Callable[[Converter], Converter]:
+    """Declare ``fn`` the converter of ``op_types``; a second converter for the same op is a bug."""
     def deco(fn: Converter) -> Converter:
         for op in op_types:
-            CONVERTERS[op] = fn
+            if op in REGISTRY:
+                raise ValueError(f"converter for {op} registered twice ({REGISTRY[op].fn.__name__} and {fn.__name__})")
+            REGISTRY[op] = Spec(op, fn, since, until, tuple(buffers), frozenset(types))
         return fn
 
     return deco
+
+
+def supported_ops() -> frozenset[str]:
+    """The ONNX op types (default domain) the importer converts."""
+    from xfer.importer import ops  # noqa: F401  (the converters register on import)
+
+    return frozenset(REGISTRY)
 
 
 def attributes(node) -> dict[str, Any]:
@@ -34,10 +68,32 @@ def attributes(node) -> dict[str, Any]:
     return out
 
 
-def convert_node(node, opset: int):
-    fn = CONVERTERS.get(node.op_type)
-    if fn is None or (node.domain not in ("", "ai.onnx")):
-        supported = ", ".join(sorted(CONVERTERS))
+def node_label(node) -> str:
+    return f"node '{node.name or (node.output[0] if node.output else node.op_type)}' ({node.op_type})"
+
+
+def op_version(op_type: str, opset: int) -> int:
+    """The version of ``op_type`` that a model importing ``opset`` uses."""
+    import onnx.defs
+
+    try:
+        return onnx.defs.get_schema(op_type, opset, "").since_version
+    except onnx.defs.SchemaError:
+        return opset
+
+
+def spec_for(node, opset: int) -> Spec:
+    spec = REGISTRY.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+    if spec is None:
+        supported = ", ".join(sorted(REGISTRY))
         raise XferError(f"node '{node.name or node.output[0]}': unsupported ONNX op {node.domain + '.' if node.domain else ''}"
                         f"{node.op_type} (supported: {supported})")
-    return fn(node, attributes(node), opset)
+    v = op_version(node.op_type, opset)
+    if not spec.since <= v <= spec.until:
+        raise XferError(f"{node_label(node)}: op version {v} (opset {opset}) is not supported; "
+                        f"the converter handles versions {spec.since}-{spec.until}")
+    return spec
+
+
+def convert_node(node, opset: int):
+    return spec_for(node, opset).fn(node, attributes(node), opset)

@@ -1,0 +1,71 @@
+"""Normalisation and probability ops: BatchNormalization, Softmax, LogSoftmax, Dropout."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xfer.importer.ops.common import Lambda, unsupported
+from xfer.importer.registry import FLOATS, register
+
+
+class BatchNorm(nn.Module):
+    """ONNX BatchNormalization; running mean and variance are updated in place while training."""
+
+    def __init__(self, eps: float, momentum: float):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+
+    def forward(self, x, scale, bias, mean, var):
+        return F.batch_norm(x, mean, var, scale, bias, self.training, 1.0 - self.momentum, self.eps)
+
+
+@register("BatchNormalization", since=7, until=15, buffers=(3, 4), types=FLOATS)
+def batchnorm(node, a, opset):
+    if len([o for o in node.output if o]) > 1 or a.get("training_mode", 0):
+        raise unsupported(node, "training-mode outputs")
+    if a.get("spatial", 1) != 1:
+        raise unsupported(node, "spatial=0")
+    return BatchNorm(float(a.get("epsilon", 1e-5)), float(a.get("momentum", 0.9)))
+
+
+def _softmax(x, axis: int, legacy: bool, log: bool):
+    f = torch.log_softmax if log else torch.softmax
+    if not legacy:
+        return f(x, dim=axis)
+    ax = axis % x.dim()
+    shape = x.shape
+    return f(x.reshape(int(np.prod(shape[:ax])), -1), dim=1).reshape(shape)
+
+
+@register("Softmax", "LogSoftmax", until=13, types=FLOATS)
+def softmax(node, a, opset):
+    legacy = opset < 13
+    axis = a.get("axis", 1 if legacy else -1)
+    return Lambda(node.op_type, _softmax, axis=axis, legacy=legacy, log=node.op_type == "LogSoftmax")
+
+
+class Dropout(nn.Module):
+    """ONNX Dropout: identity in inference (with an all-true mask), real dropout while the module trains."""
+
+    def __init__(self, ratio: float, mask: bool):
+        super().__init__()
+        self.ratio, self.mask = ratio, mask
+
+    def forward(self, x, ratio=None, training_mode=None):
+        if not self.training:
+            y = x
+        else:
+            y = F.dropout(x, self.ratio if ratio is None else float(ratio), True)
+        if self.mask:
+            return y, (y != 0) if self.training else torch.ones_like(x, dtype=torch.bool)
+        return y
+
+
+@register("Dropout", until=22, types=FLOATS)
+def dropout(node, a, opset):
+    if len(node.input) > 2 and node.input[2]:
+        raise unsupported(node, "the training_mode input (xfer decides when a model trains)")
+    return Dropout(float(a.get("ratio", 0.5)), len(node.output) > 1 and bool(node.output[1]))
