@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -96,10 +97,40 @@ def set_initializer(model, name: str, value: np.ndarray) -> None:
     g.initializer.append(numpy_helper.from_array(value, name))
 
 
-def initializers(model) -> dict[str, np.ndarray]:
-    from onnx import numpy_helper
+class Initializers(Mapping):
+    """The model's initializers by name, decoded to numpy only when a value is read.
 
-    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    Most passes ask only which names are constants; decoding every weight of a
+    500 MB model for that would dominate surgery.
+    """
+
+    def __init__(self, model):
+        self._protos = {t.name: t for t in model.graph.initializer}
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._arrays:
+            from onnx import numpy_helper
+
+            self._arrays[name] = numpy_helper.to_array(self._protos[name])
+        return self._arrays[name]
+
+    def __setitem__(self, name: str, value: np.ndarray) -> None:
+        self._arrays[name] = value
+        self._protos.setdefault(name, None)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._protos
+
+    def __iter__(self):
+        return iter(self._protos)
+
+    def __len__(self) -> int:
+        return len(self._protos)
+
+
+def initializers(model) -> Initializers:
+    return Initializers(model)
 
 
 def producers(graph) -> dict[str, Any]:
@@ -145,18 +176,25 @@ def _replace(field, items) -> None:
     field.extend(copies)
 
 
+def _delete_where(field, drop) -> None:
+    """Delete, in place, the items of a protobuf repeated field for which ``drop`` is true (no copies)."""
+    for i in reversed([i for i, x in enumerate(field) if drop(x)]):
+        del field[i]
+
+
 def remove_dead(graph) -> None:
     """Drop nodes whose outputs nobody reads and initializers no node uses."""
     needed = {o.name for o in graph.output}
-    keep = []
-    for n in reversed(list(graph.node)):
+    live = set()
+    for i, n in reversed(list(enumerate(graph.node))):
         if any(o in needed for o in n.output):
-            keep.append(n)
+            live.add(i)
             needed.update(n.input)
-    keep.reverse()
-    _replace(graph.node, keep)
-    _replace(graph.initializer, [t for t in graph.initializer if t.name in needed])
-    _replace(graph.value_info, [v for v in graph.value_info if v.name in needed])
+    dead = [i for i in range(len(graph.node)) if i not in live]
+    for i in reversed(dead):
+        del graph.node[i]
+    _delete_where(graph.initializer, lambda t: t.name not in needed)
+    _delete_where(graph.value_info, lambda v: v.name not in needed)
 
 
 def bypass(graph, node) -> None:
@@ -178,7 +216,7 @@ def bypass(graph, node) -> None:
 SMALL_CONSTANT = 4096  # initializers up to this many elements keep their values in a skeleton
 
 
-def skeleton(model):
+def skeleton(model, keep_ir: bool = False):
     """The model without its large initializers' payloads (they become typed inputs).
 
     Shape and type inference only need types, shapes and the small constants
@@ -188,7 +226,8 @@ def skeleton(model):
     import onnx
     from onnx import helper
 
-    out = onnx.ModelProto(ir_version=max(model.ir_version, 4))
+    out = onnx.ModelProto(ir_version=model.ir_version if keep_ir else max(model.ir_version, 4))
+    out.metadata_props.extend(model.metadata_props)
     out.opset_import.extend(model.opset_import)
     out.functions.extend(model.functions)
     src, g = model.graph, out.graph
@@ -286,11 +325,47 @@ def finalize(model, strict: bool = True):
     remove_dead(model.graph)
     name_nodes(model.graph)
     toposort(model.graph)
+    _check_initializers(model)
     try:
-        onnx.checker.check_model(model)
-        return onnx.shape_inference.infer_shapes(model, strict_mode=strict, data_prop=True)
+        onnx.checker.check_model(skeleton(model, keep_ir=True))
+        inferred = onnx.shape_inference.infer_shapes(skeleton(model), strict_mode=strict, data_prop=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         raise XferError(f"rewritten graph is invalid: {str(e).splitlines()[0][:300]}") from None
+    known = {i.name for i in model.graph.input} | {o.name for o in model.graph.output}
+    model.graph.value_info.extend(v for v in inferred.graph.value_info if v.name not in known)
+    return model
+
+
+def _check_initializers(model) -> None:
+    """What the checker verifies of the weights the skeleton leaves out: a payload of the declared size."""
+    from onnx import helper, numpy_helper
+
+    for t in model.graph.initializer:
+        n = int(np.prod(t.dims))
+        if t.data_location == 1 or n <= SMALL_CONSTANT:
+            continue
+        if t.raw_data:
+            ok = len(t.raw_data) == n * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        else:
+            ok = numpy_helper.to_array(t).size == n
+        if not ok:
+            raise XferError(f"rewritten graph is invalid: initializer '{t.name}' does not hold {list(t.dims)} values")
+
+
+def check_runs(model, channels: int, size: tuple[int, int], outputs: int) -> None:
+    """Run ``model`` in ONNX Runtime on a batch of 2: a rewritten graph that passes the checker may still not run."""
+    import onnxruntime as ort
+
+    x = np.zeros((2, channels, *size), np.float32)
+    try:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        y = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    except Exception as e:  # ORT raises its own exception types for graphs it cannot load or run
+        raise XferError(f"rewritten graph does not run in ONNX Runtime: {str(e).splitlines()[0][:300]}") from None
+    if y.shape != (2, outputs):
+        raise XferError(f"rewritten graph outputs shape {y.shape} for a batch of 2, expected (2, {outputs})")
 
 
 def save_model(model, path: str | os.PathLike[str]) -> Path:

@@ -1,8 +1,12 @@
 """Find where a CNN's feature extractor ends and its classifier head begins.
 
-The boundary is the flatten (``Flatten`` or ``Reshape``) whose output feeds the
-first fully-connected op (``Gemm`` or ``MatMul``), possibly through
-``Identity``/``Dropout``. The head is everything downstream of it.
+Walking back from the graph output over classifier-side ops (FC layers, bias
+adds, activations, flattens, global pools, softmax), the *classifier* is the
+first fully-connected op (``Gemm``/``MatMul`` with a constant weight) or,
+when the head has none, a 1x1 ``Conv`` (SqueezeNet, DenseNet). The
+*features* are the last spatial feature map the body produces: the tensor
+reached from the classifier's input by stepping back over flattens and
+pass-through ops. The head is everything downstream of the features.
 """
 
 from __future__ import annotations
@@ -13,18 +17,30 @@ from xfer.errors import XferError
 from xfer.graph import consumers, initializers, producers
 
 FC_OPS = ("Gemm", "MatMul")
-FLATTEN_OPS = ("Flatten", "Reshape")
+FLATTEN_OPS = ("Flatten", "Reshape", "Squeeze")
 PASS_THROUGH = ("Identity", "Dropout")
 ACTIVATIONS = ("Relu", "Tanh", "Sigmoid", "LeakyRelu", "Elu")
+GLOBAL_POOLS = ("GlobalAveragePool", "GlobalMaxPool")
+PROBABILITIES = ("Softmax", "LogSoftmax")
+HEAD_OPS = FC_OPS + FLATTEN_OPS + PASS_THROUGH + ACTIVATIONS + GLOBAL_POOLS + PROBABILITIES + ("Add", "Conv")
 
 
 @dataclass
 class Boundary:
-    flatten: object          # the flatten NodeProto
-    features: str            # tensor entering the flatten: (N, C, H, W)
-    flat: str                # tensor leaving it: (N, C*H*W)
-    first_fc: object         # first Gemm/MatMul reading it
-    head: list = field(default_factory=list)   # every node downstream of ``flat``
+    features: str            # the body's last spatial feature map (N, C, H, W)
+    classifier: object       # first classifier layer: Gemm/MatMul, or a 1x1 Conv
+    head: list = field(default_factory=list)   # every node downstream of ``features``
+    flatten: object = None   # the Flatten/Reshape between features and classifier, if any
+    pool: str | None = None  # a global pool the source applies *after* a conv classifier
+
+    @property
+    def flat(self) -> str:
+        """The tensor entering the classifier."""
+        return self.classifier.input[0]
+
+    @property
+    def first_fc(self):
+        return self.classifier
 
 
 @dataclass
@@ -56,25 +72,62 @@ def _downstream(graph, start: str) -> list:
     return sorted(seen_n, key=lambda n: order[id(n)])
 
 
-def find_boundary(model) -> Boundary:
-    """The flatten feeding the first fully-connected op; ``XferError`` when there is none."""
+def _is_pointwise_conv(node, inits) -> bool:
+    if node.op_type != "Conv" or len(node.input) < 2 or node.input[1] not in inits:
+        return False
+    w = inits[node.input[1]]
+    group = next((a.i for a in node.attribute if a.name == "group"), 1)
+    return w.ndim == 4 and w.shape[2:] == (1, 1) and group == 1
+
+
+def _data_input(node, inits) -> str | None:
+    """The tensor a head op transforms (for a bias Add: the non-constant operand)."""
+    if node.op_type == "Add":
+        dynamic = [i for i in node.input if i not in inits]
+        return dynamic[0] if len(dynamic) == 1 else None
+    return node.input[0] if node.input else None
+
+
+def _head_chain(model, inits) -> list:
+    """Classifier-side nodes on the path ending at the first graph output, body side first."""
     g = model.graph
-    cons = consumers(g)
-    for node in g.node:
-        if node.op_type not in FLATTEN_OPS:
-            continue
-        t = node.output[0]
-        while True:
-            readers = cons.get(t, [])
-            if len(readers) == 1 and readers[0].op_type in PASS_THROUGH:
-                t = readers[0].output[0]
-                continue
+    prod = producers(g)
+    chain, t = [], g.output[0].name
+    while t in prod:
+        n = prod[t]
+        if n.op_type not in HEAD_OPS or (n.op_type == "Conv" and not _is_pointwise_conv(n, inits)):
             break
-        fc = next((r for r in readers if r.op_type in FC_OPS and r.input[0] == t), None)
-        if fc is not None:
-            return Boundary(node, node.input[0], node.output[0], fc, _downstream(g, node.output[0]))
-    ops = sorted({n.op_type for n in g.node})
-    raise XferError(f"cannot cut graph '{g.name}': no Flatten/Reshape feeds a Gemm/MatMul (ops: {', '.join(ops)})")
+        if n.op_type in FC_OPS and (len(n.input) < 2 or n.input[1] not in inits):
+            break
+        nxt = _data_input(n, inits)
+        if nxt is None:
+            break
+        chain.append(n)
+        t = nxt
+    chain.reverse()
+    return chain
+
+
+def find_boundary(model) -> Boundary:
+    """Where the body ends and the classifier begins; ``XferError`` when the graph has no such cut."""
+    g = model.graph
+    inits = initializers(model)
+    chain = _head_chain(model, inits)
+    fc = next((n for n in chain if n.op_type in FC_OPS), None)
+    classifier = fc or next((n for n in chain if n.op_type == "Conv"), None)
+    if classifier is None:
+        ops = sorted({n.op_type for n in g.node})
+        raise XferError(f"cannot cut graph '{g.name}': no fully-connected or 1x1-conv classifier before the output "
+                        f"(ops: {', '.join(ops)})")
+    prod = producers(g)
+    t, flatten = classifier.input[0], None
+    while t in prod and prod[t].op_type in FLATTEN_OPS + PASS_THROUGH:
+        if prod[t].op_type in FLATTEN_OPS:
+            flatten = prod[t]
+        t = prod[t].input[0]
+    after = chain[chain.index(classifier) + 1:]
+    pool = next((n.op_type for n in after if n.op_type in GLOBAL_POOLS), None) if fc is None else None
+    return Boundary(t, classifier, _downstream(g, t), flatten, pool)
 
 
 def dense_layers(model, boundary: Boundary | None = None) -> list[Dense]:
@@ -105,7 +158,7 @@ def dense_layers(model, boundary: Boundary | None = None) -> list[Dense]:
 
 
 def activation_of(boundary: Boundary) -> str:
-    """The head's activation family (the first activation op after the flatten), Relu if none."""
+    """The head's activation family (the first activation op after the features), Relu if none."""
     return next((n.op_type for n in boundary.head if n.op_type in ACTIVATIONS), "Relu")
 
 

@@ -8,7 +8,8 @@ from onnx import helper
 from xfer.errors import XferError
 from xfer.graph import initializers, set_initializer, shapes
 from xfer.surgery import init
-from xfer.surgery.cut import Dense, activation_of, find_boundary
+from xfer.surgery.canon import canonical_head
+from xfer.surgery.cut import Dense, _downstream, activation_of, find_boundary
 
 
 def _set_output_classes(model, classes: int) -> None:
@@ -32,7 +33,7 @@ def reinit_dense(model, layer: Dense, in_features: int | None = None, out_featur
 
 def replace_head(model, widths: tuple[int, ...], classes: int, activation: str | None = None,
                  seed: int = 0) -> list[str]:
-    """Replace every node after the flatten by Gemm layers of ``widths`` + a ``classes``-way output.
+    """Replace every node after xfer's flatten by Gemm layers of ``widths`` + a ``classes``-way output.
 
     The activation follows the source head's family unless given. Returns the
     names of the new initializers.
@@ -40,13 +41,14 @@ def replace_head(model, widths: tuple[int, ...], classes: int, activation: str |
     if classes < 1 or any(w < 1 for w in widths):
         raise XferError(f"head widths and class count must be positive, got {list(widths)} and {classes}")
     g = model.graph
+    canonical_head(model)
     b = find_boundary(model)
     act = activation or activation_of(b)
     out_name = g.output[0].name
     flat = shapes(model).get(b.flat)
     if not flat or flat[-1] is None:
         raise XferError(f"cannot infer the flattened width at '{b.flat}'")
-    for n in b.head:
+    for n in _downstream(g, b.flat):
         g.node.remove(n)
     names = []
     prev, fin = b.flat, int(flat[-1])

@@ -16,8 +16,9 @@ import copy
 import numpy as np
 
 from xfer.errors import XferError
-from xfer.graph import finalize, get_metadata, initializers, set_initializer, set_metadata, shapes, simplify
+from xfer.graph import check_runs, finalize, get_metadata, initializers, set_initializer, set_metadata, shapes, simplify
 from xfer.surgery import init
+from xfer.surgery.canon import canonical_head, canonical_input, fold_constants, native_reshapes, retarget_reshapes
 from xfer.surgery.cut import activation_of, dense_layers, feature_nodes, find_boundary, first_conv
 from xfer.surgery.freeze import set_frozen
 from xfer.surgery.head import _set_output_classes, reinit_dense, replace_head
@@ -38,6 +39,14 @@ def _reinit_conv(model, node, activation: str, seed: int) -> list[str]:
         set_initializer(model, node.input[2], np.zeros(w.shape[0], np.float32))
         names.append(node.input[2])
     return names
+
+
+def _reset_batchnorm(model, node) -> None:
+    """A fresh BatchNormalization: scale 1, shift 0, running mean 0, running variance 1."""
+    inits = initializers(model)
+    for name, value in zip(node.input[1:5], (1.0, 0.0, 0.0, 1.0)):
+        if name in inits:
+            set_initializer(model, name, np.full(inits[name].shape, value, inits[name].dtype))
 
 
 def _dense_names(d) -> list[str]:
@@ -69,8 +78,12 @@ def apply(mode: str, source, classes: list[str], channels: int = 1, size: tuple[
     m = copy.deepcopy(source)
     src_meta = get_metadata(m)
     simplify(m)
-    find_boundary(m)  # fail on an uncuttable graph before touching it
+    fold_constants(m)
+    batch = canonical_input(m)
+    canonical_head(m)
+    native = native_reshapes(m)
     retarget_input(m, channels, size, adapt)
+    retarget_reshapes(m, native, batch)
     b = find_boundary(m)
     act = activation_of(b)
     trainable: set[str] = set()
@@ -91,6 +104,8 @@ def apply(mode: str, source, classes: list[str], channels: int = 1, size: tuple[
             for n in m.graph.node:
                 if n.op_type == "Conv":
                     trainable.update(_reinit_conv(m, n, act, seed))
+                elif n.op_type == "BatchNormalization":
+                    _reset_batchnorm(m, n)
             for i, d in enumerate(layers):
                 reinit_dense(m, d, activation=act if i < len(layers) - 1 else "Identity", seed=seed)
                 trainable.update(_dense_names(d))
@@ -101,6 +116,7 @@ def apply(mode: str, source, classes: list[str], channels: int = 1, size: tuple[
         trainable = set(initializers(m)) - feature_inits
 
     m = finalize(m)
+    check_runs(m, channels, size, len(classes))
     all_inits = set(initializers(m))
     frozen = set() if (mode in ("scratch", "finetune") or train_all) else all_inits - trainable
     set_frozen(m, frozen)

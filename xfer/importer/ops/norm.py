@@ -12,14 +12,19 @@ from xfer.importer.registry import FLOATS, register
 
 
 class BatchNorm(nn.Module):
-    """ONNX BatchNormalization; running mean and variance are updated in place while training."""
+    """ONNX BatchNormalization; running mean and variance are updated in place while training.
+
+    A frozen normalisation (its scale does not train) keeps inference behaviour
+    in training mode too, so a frozen feature extractor stays bit-identical.
+    """
 
     def __init__(self, eps: float, momentum: float):
         super().__init__()
         self.eps, self.momentum = eps, momentum
 
     def forward(self, x, scale, bias, mean, var):
-        return F.batch_norm(x, mean, var, scale, bias, self.training, 1.0 - self.momentum, self.eps)
+        training = self.training and scale.requires_grad
+        return F.batch_norm(x, mean, var, scale, bias, training, 1.0 - self.momentum, self.eps)
 
 
 @register("BatchNormalization", since=7, until=15, buffers=(3, 4), types=FLOATS)

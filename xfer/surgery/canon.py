@@ -1,0 +1,234 @@
+"""Canonical form for any ONNX CNN before the transfer passes run.
+
+Third-party CNNs come with a fixed batch of 1, NHWC inputs, weights computed
+from constants, reshapes whose target shapes hard-code the source geometry,
+classifiers that are 1x1 convolutions, global pools written as fixed-kernel
+pools and a softmax at the end. These passes rewrite each into the one shape
+the rest of surgery works on:
+
+    input (N, C, H, W) -> body -> features -> [global pool] -> Flatten -> dense layers -> logits
+
+so that a model rewritten for any input size still runs, at any batch size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import helper
+
+from xfer.errors import XferError
+from xfer.graph import consumers, initializers, producers, remove_dead, set_initializer, shapes, toposort
+from xfer.surgery.cut import ACTIVATIONS, FLATTEN_OPS, GLOBAL_POOLS, PASS_THROUGH, PROBABILITIES, find_boundary
+
+FOLDABLE = ("Reshape", "Unsqueeze", "Squeeze", "Transpose", "Identity", "Constant")
+
+
+def _attr(node, name: str, default=None):
+    a = next((a for a in node.attribute if a.name == name), None)
+    return default if a is None else helper.get_attribute_value(a)
+
+
+def _fold(node, args: list[np.ndarray]) -> np.ndarray | None:
+    op = node.op_type
+    if op == "Constant":
+        from onnx import numpy_helper
+
+        t = _attr(node, "value")
+        return None if t is None else numpy_helper.to_array(t)
+    x = args[0]
+    if op == "Identity":
+        return x
+    if op == "Transpose":
+        return np.transpose(x, _attr(node, "perm"))
+    if op == "Reshape":
+        target = [int(v) for v in args[1]]
+        return x.reshape([x.shape[i] if v == 0 else v for i, v in enumerate(target)])
+    axes = [int(v) for v in args[1]] if len(args) > 1 else _attr(node, "axes")
+    if op == "Squeeze":
+        return np.squeeze(x, axis=tuple(axes) if axes is not None else None)
+    rank = x.ndim + len(axes)
+    for ax in sorted(a % rank for a in axes):
+        x = np.expand_dims(x, ax)
+    return x
+
+
+def fold_constants(model) -> None:
+    """Replace layout ops whose inputs are all constants by initializers (weights computed from weights)."""
+    g = model.graph
+    inits = initializers(model)
+    outputs = {o.name for o in g.output}
+    for n in list(g.node):
+        if n.op_type not in FOLDABLE or any(o in outputs for o in n.output):
+            continue
+        if not all(i in inits for i in n.input if i):
+            continue
+        value = _fold(n, [inits[i] for i in n.input if i])
+        if value is None:
+            continue
+        set_initializer(model, n.output[0], np.ascontiguousarray(value))
+        inits[n.output[0]] = value
+        g.node.remove(n)
+    remove_dead(g)
+
+
+def _set_dim(dim, value) -> None:
+    dim.Clear()
+    if isinstance(value, str):
+        dim.dim_param = value
+    else:
+        dim.dim_value = int(value)
+
+
+def canonical_input(model) -> int | None:
+    """NHWC inputs (read through a Transpose to NCHW) become NCHW; batch dims become symbolic.
+
+    Returns the source's fixed batch size, or None where it was symbolic.
+    """
+    g = model.graph
+    init_names = {t.name for t in g.initializer}
+    real = [i for i in g.input if i.name not in init_names]
+    if len(real) != 1:
+        raise XferError(f"expected a model with one input, got {len(real)}")
+    if len(g.input) != 1:  # IR 3 listed initializers as inputs too
+        del g.input[:]
+        g.input.extend(real)
+        model.ir_version = max(model.ir_version, 4)
+    inp = g.input[0]
+    dims = inp.type.tensor_type.shape.dim
+    if len(dims) != 4:
+        raise XferError(f"expected an image input of rank 4, got rank {len(dims)}")
+    readers = consumers(g).get(inp.name, [])
+    if len(readers) == 1 and readers[0].op_type == "Transpose" and list(_attr(readers[0], "perm", [])) == [0, 3, 1, 2]:
+        t = readers[0]
+        for n in g.node:
+            n.input[:] = [inp.name if i == t.output[0] else i for i in n.input]
+        g.node.remove(t)
+        old = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims]
+        for d, v in zip(dims, (old[0], old[3], old[1], old[2])):
+            _set_dim(d, v)
+    batch = dims[0].dim_value if dims[0].HasField("dim_value") else None
+    _set_dim(dims[0], "N")
+    for o in g.output:
+        if o.type.tensor_type.HasField("shape") and len(o.type.tensor_type.shape.dim):
+            _set_dim(o.type.tensor_type.shape.dim[0], "N")
+    del g.value_info[:]
+    return batch
+
+
+def _global_pool_in_disguise(node, sh: dict) -> str | None:
+    """An AveragePool/MaxPool whose window covers its whole input: a global pool at any input size."""
+    if node.op_type not in ("AveragePool", "MaxPool"):
+        return None
+    src, out = sh.get(node.input[0]), sh.get(node.output[0])
+    k = _attr(node, "kernel_shape")
+    if not src or not out or None in src[2:] or len(out) < 3 or any(v != 1 for v in out[2:]):
+        return None
+    if any(kk < s for kk, s in zip(k, src[2:])):
+        return None
+    return "GlobalAveragePool" if node.op_type == "AveragePool" else "GlobalMaxPool"
+
+
+def canonical_head(model) -> None:
+    """features -> [global pool] -> xfer's Flatten -> the source's dense layers -> logits (no softmax)."""
+    g = model.graph
+    b = find_boundary(model)
+    if b.flatten is not None and b.flatten.name == "xfer_flatten":
+        return
+    sh = shapes(model)
+    inits = initializers(model)
+    prod = producers(g)
+    feat = sh.get(b.features)
+    if feat is not None and len(feat) < 3:
+        raise XferError(f"graph '{g.name}': the classifier reads '{b.features}' of rank {len(feat)}, "
+                        "not a spatial feature map")
+    pooled = prod.get(b.features)
+    disguise = _global_pool_in_disguise(pooled, sh) if pooled is not None else None
+    if disguise:
+        new = helper.make_node(disguise, [pooled.input[0]], [pooled.output[0]], name=pooled.name or pooled.output[0])
+        g.node.insert(list(g.node).index(pooled), new)
+        g.node.remove(pooled)
+    clf = b.classifier
+    x = b.features
+    if b.pool:
+        g.node.append(helper.make_node(b.pool, [x], ["xfer_pooled"], name="xfer_pool"))
+        x = "xfer_pooled"
+    g.node.append(helper.make_node("Flatten", [x], ["xfer_flat"], name="xfer_flatten", axis=1))
+    if clf.op_type == "Conv":
+        w = inits[clf.input[1]]
+        set_initializer(model, clf.input[1], np.ascontiguousarray(w.reshape(w.shape[0], -1)))
+        bias = [clf.input[2]] if len(clf.input) > 2 and clf.input[2] else []
+        gemm = helper.make_node("Gemm", ["xfer_flat", clf.input[1]] + bias, [clf.output[0]],
+                                name=clf.name or clf.output[0], transB=1)
+        g.node.insert(list(g.node).index(clf), gemm)
+        g.node.remove(clf)
+        clf = gemm
+    else:
+        clf.input[0] = "xfer_flat"
+    _drop_tail(model, b)
+    o = g.output[0].type.tensor_type
+    o.ClearField("shape")
+    o.shape.dim.add().dim_param = "N"
+    o.shape.dim.add()
+    toposort(g)
+    remove_dead(g)
+
+
+def _drop_tail(model, b) -> None:
+    """Remove what follows the last dense layer (softmax, activations, pools, reshapes): the head emits logits."""
+    g = model.graph
+    prod = producers(g)
+    out = g.output[0].name
+    inert = PROBABILITIES + ACTIVATIONS + PASS_THROUGH + FLATTEN_OPS + GLOBAL_POOLS
+    t, dropped = out, []
+    while t in prod and prod[t].op_type in inert and prod[t].name != "xfer_flatten":
+        dropped.append(prod[t])
+        t = prod[t].input[0]
+    if not dropped:
+        return
+    last = prod[t]
+    for n in dropped:
+        g.node.remove(n)
+    last.output[:] = [out if o == t else o for o in last.output]
+    for n in g.node:
+        n.input[:] = [out if i == t else i for i in n.input]
+
+
+def native_reshapes(model) -> dict[str, tuple[list, list]]:
+    """Each body Reshape's input and output shape at the source geometry (before retargeting)."""
+    b = find_boundary(model)
+    head = {id(n) for n in b.head}
+    sh = shapes(model)
+    return {n.output[0]: (sh.get(n.input[0]), sh.get(n.output[0])) for n in model.graph.node
+            if n.op_type == "Reshape" and id(n) not in head}
+
+
+def retarget_reshapes(model, native: dict[str, tuple[list, list]], batch: int | None) -> None:
+    """Rewrite body Reshapes whose constant target hard-codes the batch or the source's spatial size.
+
+    The batch entry becomes 0 (copy the input's batch); trailing entries equal
+    to the input's trailing spatial dims follow the new geometry (ShuffleNet's
+    channel shuffle reshapes N x C x H x W to N x g x C/g x H x W).
+    """
+    g = model.graph
+    inits = initializers(model)
+    for n in list(g.node):
+        if n.op_type != "Reshape" or n.output[0] not in native or len(n.input) < 2 or n.input[1] not in inits:
+            continue
+        src, _ = native[n.output[0]]
+        target = [int(v) for v in inits[n.input[1]]]
+        if not src or None in src[1:] or len(target) < 2:
+            continue
+        new = list(target)
+        if batch is not None and target[0] == batch:
+            new[0] = 0
+        if len(src) > 2 and target[-1] == src[-1]:
+            now = shapes(model).get(n.input[0])
+            j = 1
+            while j < len(target) and j <= len(src) - 2 and target[-j] == src[-j] and now and now[-j] is not None:
+                new[-j] = now[-j]
+                j += 1
+        if new != target:
+            name = f"{n.name or n.output[0]}_xfer_shape"
+            set_initializer(model, name, np.array(new, np.int64))
+            n.input[1] = name
+    remove_dead(g)
