@@ -96,6 +96,20 @@ def _surgery(args: argparse.Namespace) -> None:
           f"{d['trainable_params']:,} trainable / {d['frozen_params']:,} frozen parameters")
 
 
+def _zoo(args: argparse.Namespace) -> None:
+    from xfer.graph import save_model
+    from xfer.zoo import ZOO, load_zoo
+
+    if not args.name:
+        print("model-zoo CNNs shipped in the onnx wheel (weights seeded at random): " + ", ".join(ZOO))
+        return
+    out = args.out or f"models/zoo/{args.name}.onnx"
+    model = load_zoo(args.name, args.seed)
+    save_model(model, out)
+    dims = [d.dim_value or d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim]
+    print(f"wrote {out}: {args.name}, input {dims}, {len(model.graph.node)} nodes")
+
+
 def _experiments(args: argparse.Namespace) -> object:
     if args.study == "dan":
         from xfer.report import dan_study
@@ -233,6 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--bench-images", type=positive_int, default=11153,
                     help="images in the baseline comparison (FERG-DB's test split is 11153)")
     dm.set_defaults(func=_lazy("xfer.demo"))
+
+    z = sub.add_parser("zoo", help="write one of the nine model-zoo CNNs shipped in the onnx wheel, runnable",
+                       description="The onnx wheel ships nine classic CNNs (AlexNet ... SqueezeNet) whose weights are "
+                                   "ConstantOfShape generators; this writes one with seeded random weights, ready for "
+                                   "xfer surgery / train --source. Example: xfer zoo squeezenet")
+    z.add_argument("name", nargs="?", help="model name (omit to list them)")
+    z.add_argument("--out", help="output ONNX (default: models/zoo/NAME.onnx)")
+    z.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
+    z.set_defaults(func=_zoo)
 
     i = sub.add_parser("inspect", help="layers, shapes, parameters and metadata of an ONNX model")
     i.add_argument("model")

@@ -356,6 +356,10 @@ def check_runs(model, channels: int, size: tuple[int, int], outputs: int) -> Non
     """Run ``model`` in ONNX Runtime on a batch of 2: a rewritten graph that passes the checker may still not run."""
     import onnxruntime as ort
 
+    for name, shape in shapes(model).items():
+        if any(d is not None and d < 1 for d in shape[1:]):
+            raise XferError(f"input {channels}x{size[0]}x{size[1]} is too small for this model: "
+                            f"'{name}' would have shape {['N', *shape[1:]]}")
     x = np.zeros((2, channels, *size), np.float32)
     try:
         opts = ort.SessionOptions()
