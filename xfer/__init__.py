@@ -1,7 +1,7 @@
 """xfer: move a trained network from one framework and task to another, through ONNX.
 
 Public API: ``to_torch`` / ``write_back`` (ONNX <-> PyTorch, training in
-between) and ``preprocess`` (the fused C++ image kernel).
+between; ``supported_ops`` lists the ops it converts) and ``preprocess`` (the fused C++ image kernel).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from xfer.errors import XferError
 from xfer.preprocess import preprocess, preprocess_reference  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["XferError", "__version__", "preprocess", "preprocess_reference", "to_torch", "write_back"]
+__all__ = ["XferError", "__version__", "preprocess", "preprocess_reference", "supported_ops", "to_torch", "write_back"]
 
 
 def __getattr__(name: str) -> Any:
     # Lazy: `import xfer` stays cheap (the CLI does not pay for torch unless it trains).
-    if name in ("to_torch", "write_back"):
+    if name in ("to_torch", "write_back", "supported_ops"):
         from xfer import importer
 
         return getattr(importer, name)

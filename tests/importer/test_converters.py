@@ -159,3 +159,12 @@ def test_frozen_batchnorm_keeps_its_statistics_in_training_mode():
     before = [b.clone() for b in mod.buffers()]
     mod(torch.from_numpy(inputs[0][1]))
     assert all(torch.equal(a, b) for a, b in zip(before, mod.buffers()))
+
+
+def test_readme_lists_exactly_the_supported_ops():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    listed = re.search(r"<!-- ops -->\n(.*)\n<!-- /ops -->", text).group(1)
+    assert listed == ", ".join(sorted(supported_ops()))
