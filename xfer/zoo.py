@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from xfer.errors import XferError
+from xfer.graph import remove_dead
 
 ZOO = ("bvlc_alexnet", "zfnet512", "vgg19", "resnet50", "inception_v1", "inception_v2", "densenet121",
        "shufflenet", "squeezenet")
@@ -62,5 +63,6 @@ def load_zoo(name: str, seed: int = 0):
     del g.input[:]
     g.input.extend(real_inputs)
     model.ir_version = max(model.ir_version, 7)
+    remove_dead(g)
     onnx.checker.check_model(model)
     return model
