@@ -75,8 +75,8 @@ def test_nan_loss_stops_and_keeps_checkpoint(tmp_path, synth_pack, lenet_onnx, m
     ck = (tmp_path / "frozen.ckpt").read_bytes()
     from xfer import dan
 
-    real = dan.emotion_loss
-    monkeypatch.setattr(dan, "emotion_loss", lambda *a, **k: real(*a, **k) * float("nan"))
+    real = dan.emotion_losses
+    monkeypatch.setattr(dan, "emotion_losses", lambda *a, **k: real(*a, **k) * float("nan"))
     with pytest.raises(XferError, match="training diverged: loss is nan"):
         train.main(args(tmp_path, synth_pack, lenet_onnx, epochs=2, resume=False, name="frozen"))
     assert (tmp_path / "frozen.ckpt").read_bytes() == ck

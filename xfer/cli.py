@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch-size", type=positive_int, default=64)
     tr.add_argument("--lr", type=positive_float, help="default: 3e-3 for reuse, 1e-3 otherwise")
     tr.add_argument("--weight-decay", type=float, default=0.0)
+    tr.add_argument("--val", type=_number(float, lambda v: 0 <= v < 1, "a fraction in [0, 1)"), default=0.0,
+                    help="carve this stratified fraction of the training split as a validation set, reported as "
+                         "val_accuracy (the split hyperparameters are chosen on; default: 0, none)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--split", default="random", help="random (stratified 80/20) or loco:<character>")
     tr.add_argument("--device", choices=["cpu", "cuda"], default="cpu")

@@ -116,16 +116,22 @@ def scheme_targets(votes: np.ndarray, scheme: str, rng: np.random.Generator | No
     raise XferError(f"--label-scheme: expected one of {', '.join(SCHEMES)}, got '{scheme}'")
 
 
-def emotion_loss(logits: torch.Tensor, target: torch.Tensor, scheme: str) -> torch.Tensor:
-    """Cross-entropy for class ids; soft CE for distributions; -log sum p over accepted labels for multilabel."""
+def emotion_losses(logits: torch.Tensor, target: torch.Tensor, scheme: str) -> torch.Tensor:
+    """Per-sample losses: cross-entropy for class ids; soft CE for distributions; -log sum p over accepted
+    labels for multilabel."""
     logp = F.log_softmax(logits, dim=1)
     if scheme in ("majority", "probability", "clean"):
-        return F.nll_loss(logp, target)
+        return F.nll_loss(logp, target, reduction="none")
     if scheme == "crossentropy":
-        return -(target * logp).sum(1).mean()
+        return -(target * logp).sum(1)
     if scheme == "multilabel":
-        return -torch.logsumexp(logp.masked_fill(target <= 0, float("-inf")), dim=1).mean()
+        return -torch.logsumexp(logp.masked_fill(target <= 0, float("-inf")), dim=1)
     raise XferError(f"unknown label scheme '{scheme}'")
+
+
+def emotion_loss(logits: torch.Tensor, target: torch.Tensor, scheme: str) -> torch.Tensor:
+    """The mean of ``emotion_losses``."""
+    return emotion_losses(logits, target, scheme).mean()
 
 
 class TaskLoss:
@@ -141,19 +147,30 @@ class TaskLoss:
         self.labels, self.votes, self.landmarks = labels, votes, landmarks
         self.scheme, self.alpha, self.beta, self.eyes = scheme, alpha, beta, eyes
 
-    def __call__(self, out, idx: torch.Tensor, epoch_rng: np.random.Generator):
-        logits, lm = (out if isinstance(out, (tuple, list)) else (out, None))
+    def targets(self, idx: torch.Tensor, epoch_rng: np.random.Generator) -> torch.Tensor:
+        """Emotion targets of the samples ``idx``, drawn for the whole global batch at once.
+
+        Drawn before the batch is split across ranks, so a random scheme
+        (probability) gives each sample the same draw under N ranks as in one
+        process.
+        """
         ids = idx.numpy()
         if self.scheme == "clean":
-            target = torch.from_numpy(self.labels[ids])
-        else:
-            t = scheme_targets(self.votes[ids], self.scheme, epoch_rng)
-            target = torch.from_numpy(t)
-        loss = self.beta * emotion_loss(logits, target.to(logits.device), self.scheme)
+            return torch.from_numpy(self.labels[ids])
+        return torch.from_numpy(scheme_targets(self.votes[ids], self.scheme, epoch_rng))
+
+    def sample_losses(self, out, idx: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss of each sample: beta x emotion term (+ alpha x landmark NME)."""
+        logits, lm = (out if isinstance(out, (tuple, list)) else (out, None))
+        loss = self.beta * emotion_losses(logits, target.to(logits.device), self.scheme)
         if self.alpha > 0 and lm is not None:
-            true = torch.from_numpy(self.landmarks[ids]).to(lm.device)
-            loss = loss + self.alpha * landmark_nme(lm.reshape(true.shape), true, self.eyes).mean()
+            true = torch.from_numpy(self.landmarks[idx.numpy()]).to(lm.device)
+            loss = loss + self.alpha * landmark_nme(lm.reshape(true.shape), true, self.eyes)
         return loss
+
+    def __call__(self, out, idx: torch.Tensor, epoch_rng: np.random.Generator):
+        """The mean loss over the batch ``idx``."""
+        return self.sample_losses(out, idx, self.targets(idx, epoch_rng)).mean()
 
 
 def logits_of(out) -> torch.Tensor:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from xfer.errors import XferError
+
 
 
 @dataclass
@@ -41,13 +43,35 @@ def init_from_env(device: str) -> Dist:
     import torch
     import torch.distributed as dist
 
+    from datetime import timedelta
+
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     backend = "nccl" if device == "cuda" else "gloo"
     if device == "cuda":
         torch.cuda.set_device(local)
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend, timeout=timedelta(seconds=collective_timeout()))
     return Dist(rank, world, local)
+
+
+def collective_timeout() -> float:
+    """Seconds any collective may wait for the other ranks before the run fails (``XFER_DIST_TIMEOUT``, 300)."""
+    try:
+        value = float(os.environ.get("XFER_DIST_TIMEOUT", "300"))
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise XferError(f"XFER_DIST_TIMEOUT: expected a positive number of seconds, got '{os.environ['XFER_DIST_TIMEOUT']}'")
+    return value
+
+
+def collective_failed(e: BaseException, d: Dist) -> XferError | None:
+    """A clear error for a collective that timed out or lost a peer; None for anything else."""
+    text = str(e)
+    if d.enabled and any(k in text.lower() for k in ("timed out", "timeout", "connection closed", "connection reset")):
+        return XferError(f"rank {d.rank}/{d.world}: waited for the other ranks and gave up "
+                         f"({text.splitlines()[0][:160]}); a rank died or hung (XFER_DIST_TIMEOUT={collective_timeout():g} s)")
+    return None
 
 
 def all_sum(values: list[float], d: Dist) -> list[float]:

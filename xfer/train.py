@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from xfer.errors import XferError
-from xfer.parallel import Dist, all_sum, barrier, finish, init_from_env
+from xfer.parallel import Dist, all_sum, barrier, collective_failed, finish, init_from_env
 
 CKPT_VERSION = 1
 
@@ -37,6 +37,9 @@ class Split:
     train_index: np.ndarray | None = None
     votes: np.ndarray | None = None  # (N, C) annotator votes of the whole data set, when present
     landmarks: np.ndarray | None = None  # (N, K, 2) in [0, 1] of the image size, when present
+    x_val: np.ndarray | None = None  # a validation part carved from the training split (``--val``)
+    y_val: np.ndarray | None = None
+    val_index: np.ndarray | None = None
 
 
 def default_data(progress: bool = True, per_class: int = 150, seed: int = 0) -> Path:
@@ -64,18 +67,28 @@ def tensors(images: np.ndarray, size: tuple[int, int], channels: int, chunk: int
 
 
 def load_split(data: str | None, split: str, size: tuple[int, int], channels: int, seed: int,
-               progress: bool = True) -> Split:
+               progress: bool = True, val: float = 0.0) -> Split:
     """Load, split and normalise the target data with the training split's own mean and std.
 
     Matching the source's input statistics (zero mean, unit variance, as MNIST
     normalisation gives the digits) is what lets transferred filters see
-    familiar inputs.
+    familiar inputs. ``val`` > 0 carves a stratified validation part out of the
+    training split: the part hyperparameters are chosen on, so the test split
+    is never looked at before the final number.
     """
     from xfer.data import ferg
     from xfer.data.pack import load_dataset
 
+    if not 0.0 <= val < 1.0:
+        raise XferError(f"--val: expected a fraction in [0, 1), got {val}")
     pack = load_dataset(data or default_data(progress), progress=progress)
     tr, te = ferg.split(split, pack.labels, pack.groups, pack.group_names, seed)
+    va = np.zeros(0, np.int64)
+    if val > 0:
+        keep, held = ferg.stratified_split(pack.labels[tr], pack.groups[tr], val, seed + 7919)
+        if len(held) == 0 or len(keep) == 0:
+            raise XferError(f"--val {val}: the training split ({len(tr)} images) is too small to carve a validation part")
+        tr, va = tr[keep], tr[held]
     x = tensors(pack.images, size, channels)
     axes = (0, 2, 3)
     mean = x[tr].mean(axis=axes).astype(np.float64)
@@ -87,7 +100,8 @@ def load_split(data: str | None, split: str, size: tuple[int, int], channels: in
         h, w = pack.images.shape[1:3]
         lm = (np.asarray(pack.landmarks, np.float32) / np.array([w, h], np.float32)).astype(np.float32)
     return Split(x[tr], pack.labels[tr], x[te], pack.labels[te], te, list(pack.classes), mean.tolist(), std.tolist(),
-                 tr, None if pack.votes is None else np.asarray(pack.votes), lm)
+                 tr, None if pack.votes is None else np.asarray(pack.votes), lm,
+                 x[va] if len(va) else None, pack.labels[va] if len(va) else None, va if len(va) else None)
 
 
 def augment(x: torch.Tensor, g: torch.Generator, shift: int = 2) -> torch.Tensor:
@@ -108,9 +122,13 @@ def train_one_epoch(model, optimizer, x: np.ndarray, y: np.ndarray, batch_size: 
                     criterion=None) -> dict:
     """One pass over the training set; raises ``XferError`` on a non-finite loss.
 
-    Under data parallelism every rank draws the same global batch and the same
-    augmentation, then keeps its own 1/world slice of it, so N ranks step
-    exactly as one process with the same global batch would.
+    Under data parallelism every rank draws the same global batch, the same
+    augmentation and the same label draws, then keeps its own 1/world slice of
+    it. Each rank's loss is its samples' summed loss over the *global* batch
+    size, times the world size, so DDP's gradient average equals the global
+    batch mean whatever the slice sizes: N ranks step exactly as one process,
+    also for a last batch smaller than the world (a rank with no sample still
+    runs forward and backward, contributing zero gradients).
     """
     from xfer.dan import TaskLoss, logits_of
 
@@ -119,21 +137,22 @@ def train_one_epoch(model, optimizer, x: np.ndarray, y: np.ndarray, batch_size: 
     model.train()
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     order = torch.randperm(len(x), generator=g)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    xt = torch.from_numpy(x)
     total, correct, seen = 0.0, 0, 0
     t0 = time.time()
     for step, i in enumerate(range(0, len(x), batch_size)):
         idx = order[i:i + batch_size]
-        xb, yb = xt[idx], yt[idx]
+        n_global = len(idx)
+        xb = xt[idx]
         if do_augment:
             xb = augment(xb, g)
-        epoch_rng = np.random.default_rng([seed, epoch, step])
+        target = criterion.targets(idx, np.random.default_rng([seed, epoch, step]))
         if d.enabled:
-            xb, yb, idx = xb[d.rank::d.world], yb[d.rank::d.world], idx[d.rank::d.world]
-        xb, yb = xb.to(device), yb.to(device)
-        out = model(xb)
+            xb, target, idx = xb[d.rank::d.world], target[d.rank::d.world], idx[d.rank::d.world]
+        out = model(xb.to(device))
         logits = logits_of(out)
-        loss = criterion(out, idx, epoch_rng)
+        losses = criterion.sample_losses(out, idx, target)
+        loss = losses.sum() * (d.world / n_global)
         bad = not bool(torch.isfinite(loss))
         if d.enabled:
             bad = all_sum([float(bad)], d)[0] > 0
@@ -143,12 +162,12 @@ def train_one_epoch(model, optimizer, x: np.ndarray, y: np.ndarray, batch_size: 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += loss.item() * len(yb)
-        correct += int((logits.argmax(1) == yb).sum())
-        seen += len(yb)
+        total += float(losses.detach().sum())
+        correct += int((logits.argmax(1).cpu() == torch.from_numpy(y[idx.numpy()])).sum())
+        seen += len(idx)
         if pbar is not None:
             pbar.update(1)
-            pbar.set_postfix(epoch=epoch + 1, loss=f"{total / seen:.3f}", acc=f"{correct / seen:.3f}")
+            pbar.set_postfix(epoch=epoch + 1, loss=f"{total / max(seen, 1):.3f}", acc=f"{correct / max(seen, 1):.3f}")
     total, correct, seen = all_sum([total, float(correct), float(seen)], d)
     return {"loss": total / seen, "train_acc": correct / seen, "seconds": time.time() - t0}
 
@@ -195,7 +214,7 @@ def metrics(pred: np.ndarray, y: np.ndarray, classes: list[str]) -> dict:
 
 def _fingerprint(args: argparse.Namespace) -> dict:
     keys = ("mode", "data", "source", "epochs", "batch_size", "lr", "seed", "input_size", "channels", "split",
-            "head", "train_all", "augment", "model", "label_scheme", "alpha", "beta", "width")
+            "head", "train_all", "augment", "model", "label_scheme", "alpha", "beta", "width", "weight_decay", "val")
     return {k: (list(v) if isinstance(v, tuple) else v) for k in keys if (v := getattr(args, k, None)) is not None}
 
 
@@ -250,6 +269,11 @@ def main(args: argparse.Namespace) -> dict:
     d = init_from_env(args.device)
     try:
         return _main(args, d)
+    except RuntimeError as e:
+        err = collective_failed(e, d)
+        if err is None:
+            raise
+        raise err from None
     finally:
         finish(d)
 
@@ -286,7 +310,7 @@ def _main(args: argparse.Namespace, d: Dist) -> dict:
     ckpt_path, onnx_path, metrics_path = out / f"{stem}.ckpt", out / f"{stem}.onnx", out / f"{stem}.metrics.json"
 
     t_data = time.time()
-    data = load_split(args.data, args.split, size, args.channels, args.seed)
+    data = load_split(args.data, args.split, size, args.channels, args.seed, val=getattr(args, "val", 0.0) or 0.0)
     t_data = time.time() - t_data
     graph = build_model(args, data.classes, 0 if data.landmarks is None else data.landmarks.shape[1])
     from xfer.dan import TaskLoss
@@ -334,6 +358,8 @@ def _main(args: argparse.Namespace, d: Dist) -> dict:
                     "lr": optimizer.param_groups[0]["lr"]}
             if "landmark_nme" in ev:
                 row["landmark_nme"] = ev["landmark_nme"]
+            if data.x_val is not None:
+                row["val_acc"] = evaluate(model, data.x_val, data.y_val, data.classes, device)["accuracy"]
             history.append(row)
             if d.main:
                 save_checkpoint(ckpt_path, {"version": CKPT_VERSION, "fingerprint": fp, "epoch": epoch + 1,
@@ -363,6 +389,9 @@ def _main(args: argparse.Namespace, d: Dist) -> dict:
         "timings": {"data_s": t_data, "train_s": t_train, "eval_s": t_eval}, "history": history,
         "settings": fp, "world_size": d.world,
     }
+    if data.x_val is not None:
+        result |= {"val_accuracy": evaluate(model, data.x_val, data.y_val, data.classes, device)["accuracy"],
+                   "val_size": len(data.y_val)}
     write_json(metrics_path, result)
     _print_summary(result)
     print(f"wrote {onnx_path}, {metrics_path}")

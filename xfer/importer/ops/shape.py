@@ -21,7 +21,7 @@ from xfer.importer.registry import ANY, register
 
 def _flatten(x, axis: int):
     ax = axis % x.dim() if x.dim() else 0
-    return x.reshape(int(np.prod(x.shape[:ax])) if ax else 1, -1)
+    return x.reshape(int(np.prod(x.shape[:ax])), int(np.prod(x.shape[ax:])))  # no -1: an empty batch stays (0, k)
 
 
 @register("Flatten", until=25, types=ANY)
