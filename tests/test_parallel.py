@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import onnx
+import pytest
 
 from xfer import bench
 from xfer.graph import initializers
@@ -32,6 +33,28 @@ def test_torchrun_two_ranks_match_one_process(tmp_path, synth_pack, lenet_onnx):
     assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-4
     m = json.loads((tmp_path / "two" / "finetune.metrics.json").read_text())
     assert m["world_size"] == 2
+
+
+@pytest.mark.parametrize("scheme", ["clean", "probability"])
+def test_torchrun_with_a_one_sample_last_batch_matches_one_process(tmp_path, synth_pack, lenet_onnx, scheme):
+    """Odd training-set size, a global batch of n-1: the last batch has 1 sample, so rank 1 gets none."""
+    from xfer import train
+
+    n = len(train.load_split(str(synth_pack), "random", (32, 32), 1, seed=0, progress=False).y_train)
+    common = ["train", "--mode", "finetune", "--data", str(synth_pack), "--source", str(lenet_onnx), "--epochs", "2",
+              "--batch-size", str(n - 1), "--head", "16", "--label-scheme", scheme, "--lr", "3e-3"]
+    env = dict(os.environ, XFER_PROGRESS="0", OMP_NUM_THREADS="1", XFER_DIST_TIMEOUT="60")
+    one = subprocess.run([sys.executable, "-m", "xfer", *common, "--out", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "xfer", *common, "--out", str(tmp_path / "two")], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    a = initializers(onnx.load(tmp_path / "one" / "finetune.onnx"))
+    b = initializers(onnx.load(tmp_path / "two" / "finetune.onnx"))
+    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-4
+    assert any(float(np.abs(a[k] - initializers(onnx.load(lenet_onnx)).get(k, a[k])).max()) > 0 for k in a)
 
 
 def test_bench_workers(trained_frozen, synth_pack):

@@ -107,3 +107,58 @@ def test_loco_split_and_cli(tmp_path, synth_pack, lenet_onnx):
 def test_missing_source(tmp_path, synth_pack):
     with pytest.raises(XferError, match="source model not found"):
         train.main(args(tmp_path, synth_pack, tmp_path / "none.onnx"))
+
+
+def test_resume_with_other_weight_decay_refused(tmp_path, synth_pack, lenet_onnx):
+    train.main(args(tmp_path, synth_pack, lenet_onnx, epochs=1))
+    with pytest.raises(XferError, match="other settings"):
+        train.main(args(tmp_path, synth_pack, lenet_onnx, epochs=1, weight_decay=1e-4, resume=True))
+
+
+def test_validation_part_is_carved_from_the_training_split(tmp_path, synth_pack, lenet_onnx):
+    whole = train.load_split(str(synth_pack), "random", (32, 32), 1, seed=0, progress=False)
+    part = train.load_split(str(synth_pack), "random", (32, 32), 1, seed=0, progress=False, val=0.25)
+    np.testing.assert_array_equal(part.test_index, whole.test_index)
+    assert len(part.y_train) + len(part.y_val) == len(whole.y_train)
+    assert not set(part.val_index) & set(part.train_index)
+    assert not set(part.val_index) & set(part.test_index)
+    assert set(part.y_val.tolist()) == set(whole.y_train.tolist())  # stratified: every class is there
+    m = train.main(args(tmp_path, synth_pack, lenet_onnx, epochs=1, val=0.25))
+    assert m["val_size"] == len(part.y_val) and 0.0 <= m["val_accuracy"] <= 1.0
+    assert "val_acc" in m["history"][0]
+    with pytest.raises(XferError, match="--val"):
+        train.load_split(str(synth_pack), "random", (32, 32), 1, seed=0, progress=False, val=1.5)
+
+
+def test_a_one_sample_batch_and_an_empty_slice_weigh_samples_equally():
+    """The loss each rank back-propagates is its share of the global batch mean, whatever the slice sizes."""
+    import torch
+
+    from xfer.dan import TaskLoss
+    from xfer.parallel import Dist
+
+    y = np.arange(5) % 3
+    criterion = TaskLoss(y)
+    logits = torch.randn(5, 3)
+    idx = torch.arange(5)
+    target = criterion.targets(idx, np.random.default_rng(0))
+    mean = criterion.sample_losses(logits, idx, target).mean()
+    world = 3
+    shares = [criterion.sample_losses(logits[r::world], idx[r::world], target[r::world]).sum() * (world / 5)
+              for r in range(world)]
+    assert float(sum(shares) / world) == pytest.approx(float(mean), rel=1e-6)
+    empty = criterion.sample_losses(logits[:0], idx[:0], target[:0]).sum()
+    assert float(empty) == 0.0 and Dist(0, world).enabled
+
+
+def test_collective_timeout_is_a_clear_error(monkeypatch):
+    from xfer.parallel import Dist, collective_failed, collective_timeout
+
+    monkeypatch.setenv("XFER_DIST_TIMEOUT", "12")
+    assert collective_timeout() == 12.0
+    err = collective_failed(RuntimeError("[gloo] Timed out waiting 12000ms for recv operation"), Dist(1, 2))
+    assert isinstance(err, XferError) and "rank 1/2" in str(err) and "12 s" in str(err)
+    assert collective_failed(RuntimeError("shape mismatch"), Dist(1, 2)) is None
+    monkeypatch.setenv("XFER_DIST_TIMEOUT", "-3")
+    with pytest.raises(XferError, match="XFER_DIST_TIMEOUT"):
+        collective_timeout()

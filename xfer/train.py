@@ -287,8 +287,6 @@ def _main(args: argparse.Namespace, d: Dist) -> dict:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise XferError("--device cuda: PyTorch sees no CUDA device (this torch build is CPU-only or no GPU is present)")
     device = torch.device(f"cuda:{d.local_rank}" if args.device == "cuda" else "cpu")
-    if d.enabled and args.batch_size % d.world:
-        raise XferError(f"--batch-size {args.batch_size} must be a multiple of the {d.world} ranks (it is the global batch)")
     dan = getattr(args, "model", "lenet") == "dan"
     if not dan and args.mode is None:
         raise XferError("--mode is required (scratch, reuse, frozen or finetune) unless --model dan")
