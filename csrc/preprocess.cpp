@@ -17,7 +17,7 @@ namespace py = pybind11;
 namespace xfer {
 namespace {
 
-int g_threads = 0;  // 0: one per hardware thread
+int g_threads = 0;  // 0: cpu::default_threads()
 
 constexpr std::int64_t kMaxSide = 1 << 16;
 
@@ -52,11 +52,15 @@ void check_image_array(const py::array& a, const std::string& what) {
                 strides_str(a) + "; pass numpy.ascontiguousarray(...)");
 }
 
-// Collects views of the input images without copying a byte.
-std::vector<ImageView> collect_images(const py::handle& images) {
+// Collects views of the input images without copying a byte. `keep` receives
+// a reference to every array viewed: the kernels run with the GIL released,
+// so another thread may empty the list meanwhile, and these references are
+// what keeps the pixels alive until the call returns.
+std::vector<ImageView> collect_images(const py::handle& images, std::vector<py::array>& keep) {
   std::vector<ImageView> views;
   if (py::isinstance<py::array>(images)) {
     py::array a = py::reinterpret_borrow<py::array>(images);
+    keep.push_back(a);
     if (a.ndim() != 4)
       value_error("images: expected a 4-D batch (N, H, W, C) or a list of (H, W[, C]) images, got a " +
                   std::to_string(a.ndim()) + "-D array of shape " + shape_str(a));
@@ -94,6 +98,7 @@ std::vector<ImageView> collect_images(const py::handle& images) {
       value_error(what + ": expected 1, 3 or 4 channels, got " + std::to_string(c) + " (shape " + shape_str(a) + ")");
     if (h > kMaxSide || w > kMaxSide) value_error(what + ": image sides above 65536 are not supported, got " + shape_str(a));
     views.push_back({static_cast<const std::uint8_t*>(a.data()), h, w, c});
+    keep.push_back(a);
     ++i;
   }
   return views;
@@ -144,7 +149,7 @@ bool overlaps(const std::vector<ImageView>& views, const float* out, std::size_t
 
 py::array_t<float> preprocess(py::handle images, std::pair<std::int64_t, std::int64_t> size, int channels,
                               std::vector<float> mean, std::vector<float> stdv, const std::string& interp,
-                              py::object out, const std::string& device, int threads) {
+                              py::object out, const std::string& device, int threads, int cuda_device) {
   const Params p = make_params(size, channels, mean, stdv, interp);
   if (device != "cpu" && device != "cuda") value_error("device: expected 'cpu' or 'cuda', got '" + device + "'");
 #ifndef XFER_WITH_CUDA
@@ -152,7 +157,12 @@ py::array_t<float> preprocess(py::handle images, std::pair<std::int64_t, std::in
     throw std::runtime_error("device='cuda': this build of xfer._C has no CUDA kernels (no CUDA compiler was found at build time)");
 #endif
   if (threads < 0) value_error("threads: expected >= 0 (0 = all cores), got " + std::to_string(threads));
-  std::vector<ImageView> views = collect_images(images);
+  if (cuda_device < 0) value_error("cuda_device: expected >= 0, got " + std::to_string(cuda_device));
+#ifndef XFER_WITH_CUDA
+  (void)cuda_device;
+#endif
+  std::vector<py::array> keep;
+  std::vector<ImageView> views = collect_images(images, keep);
   const auto n = static_cast<py::ssize_t>(views.size());
   const std::vector<py::ssize_t> shape{n, channels, p.out_h, p.out_w};
 
@@ -180,14 +190,14 @@ py::array_t<float> preprocess(py::handle images, std::pair<std::int64_t, std::in
   float* dst = result.mutable_data();
   if (overlaps(views, dst, static_cast<std::size_t>(result.nbytes())))
     value_error("out: the output buffer overlaps the input images");
-  const int nthreads = threads > 0 ? threads : g_threads;
+  const int nthreads = threads > 0 ? threads : (g_threads > 0 ? g_threads : cpu::default_threads());
   {
     py::gil_scoped_release release;
     if (device == "cpu") {
       cpu::preprocess(views, p, dst, nthreads);
     } else {
 #ifdef XFER_WITH_CUDA
-      cuda::preprocess(views, p, dst, false);
+      cuda::preprocess(views, p, dst, false, cuda_device);
 #endif
     }
   }
@@ -195,13 +205,24 @@ py::array_t<float> preprocess(py::handle images, std::pair<std::int64_t, std::in
 }
 
 #ifdef XFER_WITH_CUDA
-void preprocess_to_device(py::handle images, std::uintptr_t out_ptr, std::pair<std::int64_t, std::int64_t> size,
-                          int channels, std::vector<float> mean, std::vector<float> stdv, const std::string& interp) {
+void preprocess_to_device(py::handle images, std::uintptr_t out_ptr, std::int64_t out_bytes,
+                          std::pair<std::int64_t, std::int64_t> size, int channels, std::vector<float> mean,
+                          std::vector<float> stdv, const std::string& interp) {
   const Params p = make_params(size, channels, mean, stdv, interp);
-  if (out_ptr == 0) value_error("out_ptr: expected a device pointer, got 0");
-  std::vector<ImageView> views = collect_images(images);
+  if (out_ptr == 0) value_error("out_ptr: expected a CUDA device pointer, got 0");
+  std::vector<py::array> keep;
+  std::vector<ImageView> views = collect_images(images, keep);
+  const std::int64_t needed = static_cast<std::int64_t>(views.size()) * channels * p.out_h * p.out_w *
+                              static_cast<std::int64_t>(sizeof(float));
+  if (out_bytes < needed)
+    value_error("out_bytes: the device buffer holds " + std::to_string(out_bytes) + " bytes, " +
+                std::to_string(views.size()) + " images need " + std::to_string(needed));
+  const int device = cuda::pointer_device(reinterpret_cast<const void*>(out_ptr));
+  if (device < 0)
+    value_error("out_ptr: expected CUDA device memory, got a pointer CUDA does not know as device memory "
+                "(host memory, freed, or from another process)");
   py::gil_scoped_release release;
-  cuda::preprocess(views, p, reinterpret_cast<float*>(out_ptr), true);
+  cuda::preprocess(views, p, reinterpret_cast<float*>(out_ptr), true, device);
 }
 #endif
 
@@ -213,6 +234,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("preprocess", &xfer::preprocess, py::arg("images"), py::arg("size"), py::arg("channels") = 1,
         py::arg("mean") = std::vector<float>{0.0f}, py::arg("std") = std::vector<float>{1.0f},
         py::arg("interp") = "area", py::arg("out") = py::none(), py::arg("device") = "cpu", py::arg("threads") = 0,
+        py::arg("cuda_device") = 0,
         "uint8 HWC images (a 4-D batch or a list) -> float32 NCHW, resized, colour-converted and normalised.");
   m.def("cuda_available", []() {
 #ifdef XFER_WITH_CUDA
@@ -229,15 +251,31 @@ PYBIND11_MODULE(_C, m) {
 #endif
   }, "Number of CUDA devices the CUDA kernels can use (0 without a CUDA build or a GPU).");
 #ifdef XFER_WITH_CUDA
-  m.def("preprocess_to_device", &xfer::preprocess_to_device, py::arg("images"), py::arg("out_ptr"), py::arg("size"),
+  m.def("preprocess_to_device", &xfer::preprocess_to_device, py::arg("images"), py::arg("out_ptr"), py::arg("out_bytes"),
+        py::arg("size"),
         py::arg("channels") = 1, py::arg("mean") = std::vector<float>{0.0f}, py::arg("std") = std::vector<float>{1.0f},
-        py::arg("interp") = "area", "Like preprocess, writing into a device buffer the caller owns (ONNX Runtime IO binding).");
+        py::arg("interp") = "area",
+        "Like preprocess, writing into a CUDA device buffer of out_bytes bytes the caller owns (ONNX Runtime IO "
+        "binding); the pointer must be device memory, and the call runs on the device that owns it.");
 #endif
+  m.def("_check_worker_failure", [](std::int64_t items, int threads, std::int64_t fail_at) {
+    // The kernel's thread pool with a body that throws at item `fail_at`: proves a worker's exception
+    // reaches Python (as MemoryError for bad_alloc) with every thread joined.
+    std::atomic<std::int64_t> done{0};
+    {
+      py::gil_scoped_release release;
+      xfer::cpu::parallel_for<int>(items, threads, [&](std::int64_t item, int&) {
+        if (item == fail_at) throw std::bad_alloc();
+        done.fetch_add(1);
+      });
+    }
+    return done.load();
+  }, py::arg("items"), py::arg("threads"), py::arg("fail_at"));
   m.def("set_num_threads", [](int n) {
     if (n < 0) throw py::value_error("set_num_threads: expected >= 0 (0 = all cores), got " + std::to_string(n));
     xfer::g_threads = n;
-  }, py::arg("n"), "Threads the CPU kernel uses by default (0 = one per hardware thread).");
-  m.def("get_num_threads", []() {
-    return xfer::g_threads > 0 ? xfer::g_threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  });
+  }, py::arg("n"), "Threads the CPU kernel uses by default (0 = the CPUs this process may run on).");
+  m.def("get_num_threads", []() { return xfer::g_threads > 0 ? xfer::g_threads : xfer::cpu::default_threads(); },
+        "Threads the CPU kernel uses by default: set_num_threads' value, or the CPUs this process may use "
+        "(its affinity mask, capped by a cgroup CPU quota).");
 }

@@ -2,8 +2,13 @@
 // images to the float32 NCHW tensor a network takes.
 #pragma once
 
+#include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 namespace xfer {
@@ -40,15 +45,62 @@ struct Taps {
 Taps make_taps(std::int64_t in, std::int64_t out, Interp interp);
 
 namespace cpu {
+// Calls body(item, state) for every item in [0, items) on up to `threads`
+// threads, each with its own default-constructed State (scratch buffers). An
+// exception in any worker (bad_alloc, a failed thread start) stops the others
+// at their next item and is rethrown here after every thread has joined, so it
+// reaches Python as an exception instead of std::terminate.
+template <class State, class Body>
+void parallel_for(std::int64_t items, int threads, Body body) {
+  std::atomic<std::int64_t> next{0};
+  std::mutex failure_lock;
+  std::exception_ptr failure;
+  auto fail = [&](std::exception_ptr e) {
+    std::lock_guard<std::mutex> lock(failure_lock);
+    if (!failure) failure = e;
+    next.store(items);
+  };
+  auto worker = [&]() {
+    try {
+      State state{};
+      for (;;) {
+        const std::int64_t item = next.fetch_add(1);
+        if (item >= items) break;
+        body(item, state);
+      }
+    } catch (...) {
+      fail(std::current_exception());
+    }
+  };
+  const int n = static_cast<int>(std::min<std::int64_t>(std::max(threads, 1), std::max<std::int64_t>(items, 1)));
+  std::vector<std::thread> pool;
+  try {
+    pool.reserve(static_cast<std::size_t>(n - 1));
+    for (int t = 1; t < n; ++t) pool.emplace_back(worker);
+  } catch (...) {
+    fail(std::current_exception());
+  }
+  worker();
+  for (auto& th : pool) th.join();
+  if (failure) std::rethrow_exception(failure);
+}
+
 void preprocess(const std::vector<ImageView>& images, const Params& p, float* out, int threads);
+// The CPUs this process may run on: its affinity mask, capped by a cgroup v2 CPU quota.
+int default_threads();
 }  // namespace cpu
 
 #ifdef XFER_WITH_CUDA
 namespace cuda {
 int device_count();
-// Writes N*out_c*out_h*out_w floats either to host memory (`out_is_device`
-// false) or straight into a device buffer the caller owns (IO binding).
-void preprocess(const std::vector<ImageView>& images, const Params& p, float* out, bool out_is_device);
+// The device that owns `ptr`, or -1 when it is not CUDA device (or managed) memory.
+int pointer_device(const void* ptr);
+// Writes N*out_c*out_h*out_w floats on CUDA device `device`, either to host
+// memory (`out_is_device` false) or straight into a device buffer the caller
+// owns (IO binding). Pixels go up in bounded chunks through pinned staging on
+// two streams, so the host packs chunk k+1 while the GPU copies and computes
+// chunk k; buffers, streams and taps are kept per device between calls.
+void preprocess(const std::vector<ImageView>& images, const Params& p, float* out, bool out_is_device, int device);
 }  // namespace cuda
 #endif
 

@@ -1,5 +1,7 @@
 """The C++ kernel against its numpy specification, OpenCV, and hostile arguments."""
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -116,14 +118,108 @@ def test_read_only_output_rejected():
         preprocess(np.zeros((1, 8, 8, 3), np.uint8), 4, out=out)
 
 
+def _nvcc_found() -> bool:
+    import os
+    import shutil
+
+    if os.environ.get("XFER_CUDA", "AUTO").upper() == "OFF":
+        return False
+    return bool(os.environ.get("CUDACXX") or shutil.which("nvcc") or os.path.exists("/usr/local/cuda/bin/nvcc"))
+
+
 def test_cuda_reports_build():
-    assert isinstance(_C.cuda_available(), bool)
+    """The CUDA kernels are built exactly when CMake can find a CUDA compiler, and say so."""
+    if os.environ.get("XFER_C_LIBRARY"):
+        pytest.skip("a separately built kernel (the AddressSanitizer build) is loaded")
+    assert _C.cuda_available() is _nvcc_found()
+    x = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
     if not _C.cuda_available():
-        with pytest.raises(RuntimeError, match="without|no CUDA"):
-            preprocess(np.zeros((1, 8, 8, 3), np.uint8), 4, device="cuda")
+        with pytest.raises(RuntimeError, match="no CUDA kernels"):
+            preprocess(x, 4, device="cuda")
     elif _C.cuda_device_count() == 0:
         with pytest.raises(RuntimeError, match="no CUDA device"):
-            preprocess(np.zeros((1, 8, 8, 3), np.uint8), 4, device="cuda")
+            preprocess(x, 4, device="cuda")
+    else:
+        np.testing.assert_allclose(preprocess(x, 4, device="cuda"), preprocess(x, 4), atol=1e-5)
+
+
+def test_worker_exception_reaches_python_with_threads_joined():
+    assert _C._check_worker_failure(1000, 4, 10**9) == 1000
+    for threads in (1, 2, 8):
+        with pytest.raises(MemoryError):
+            _C._check_worker_failure(1000, threads, 500)
+
+
+def test_threads_default_to_the_cpus_this_process_may_use():
+    assert _C.get_num_threads() == min(len(os.sched_getaffinity(0)), os.cpu_count())
+    import subprocess
+    import sys
+
+    code = "from xfer.preprocess import _C; print(_C.get_num_threads())"
+    r = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], capture_output=True, text=True)
+    if r.returncode == 0:
+        assert r.stdout.strip() == "1"
+
+
+def test_threads_calls_on_lists_that_other_threads_mutate():
+    """The kernel holds the list's arrays for the whole call: emptying the list meanwhile frees nothing it reads."""
+    import gc
+    import threading
+
+    base = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    want = preprocess(base[None], (16, 16), 1)[0]
+    shared = [base.copy() for _ in range(12)]
+    stop = threading.Event()
+    errors: list[str] = []
+
+    def mutate():  # each replaced array is freed at once (and, at 360 kB, unmapped by the allocator)
+        while not stop.is_set():
+            for i in range(len(shared)):
+                shared[i] = base.copy()
+            gc.collect()
+
+    def run():
+        for _ in range(30):
+            got = preprocess(shared, (16, 16), 1, threads=2)
+            if not all(np.array_equal(g, want) for g in got):
+                errors.append("an output differs from the image's reference: freed pixels were read")
+
+    mutators = [threading.Thread(target=mutate) for _ in range(2)]
+    workers = [threading.Thread(target=run) for _ in range(3)]
+    for t in mutators + workers:
+        t.start()
+    for t in workers:
+        t.join()
+    stop.set()
+    for t in mutators:
+        t.join()
+    assert not errors, errors[:3]
+
+
+@pytest.mark.needs_cuda
+def test_preprocess_to_device_checks_pointer_and_size():
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("this torch build has no CUDA")
+    x = np.random.default_rng(0).integers(0, 256, (5, 40, 30, 3), dtype=np.uint8)
+    buf = torch.empty((5, 1, 8, 8), dtype=torch.float32, device="cuda")
+    _C.preprocess_to_device(x, buf.data_ptr(), buf.numel() * 4, (8, 8), 1, [0.5], [0.25], "area")
+    np.testing.assert_allclose(buf.cpu().numpy(), preprocess(x, 8, 1, 0.5, 0.25), atol=1e-5)
+    with pytest.raises(ValueError, match="out_bytes"):
+        _C.preprocess_to_device(x, buf.data_ptr(), buf.numel() * 4 - 4, (8, 8), 1, [0.5], [0.25], "area")
+    host = np.zeros((5, 1, 8, 8), np.float32)
+    with pytest.raises(ValueError, match="device memory"):
+        _C.preprocess_to_device(x, host.ctypes.data, host.nbytes, (8, 8), 1, [0.5], [0.25], "area")
+
+
+@pytest.mark.needs_cuda
+def test_cuda_chunks_and_mixed_sizes_match_reference():
+    rng = np.random.default_rng(3)
+    big = rng.integers(0, 256, (300, 256, 256, 3), dtype=np.uint8)  # 59 MB: more than one 32 MB upload chunk
+    np.testing.assert_allclose(preprocess(big, 32, 1, device="cuda"), preprocess(big, 32, 1), atol=1e-4)
+    mixed = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(20, 30), (20, 30), (41, 17), (8, 8)]]
+    np.testing.assert_allclose(preprocess(mixed, 8, 3, device="cuda"), preprocess(mixed, 8, 3), atol=1e-4)
 
 
 def test_threads_agree():

@@ -138,13 +138,16 @@ def run(model_path: str | os.PathLike[str], data: str | None = None, images: int
     gpu = "CUDAExecutionProvider" in providers and cuda_available()
     if device == "cuda" and not gpu:
         raise XferError("--device cuda: needs onnxruntime-gpu with a CUDA device and xfer._C built with CUDA")
-    use_gpu = gpu and device != "cpu"
+    gpu_sess, gpu_note = (cuda_session(model_bytes) if gpu and device != "cpu" else (None, None))
+    if device == "cuda" and gpu_sess is None:
+        raise XferError(f"--device cuda: {gpu_note}")
+    use_gpu = gpu_sess is not None
     cores = os.cpu_count() or 1
+    device_note = ("CUDA kernel + ONNX Runtime CUDA EP with IO binding" if use_gpu else
+                   "CPU: " + (gpu_note or ("no CUDA device or onnxruntime-gpu found" if not gpu else "as asked")))
     report: dict = {"model": str(model_path), "images": n, "data": note, "input_shape": shape,
-                    "device": "cuda" if use_gpu else "cpu",
-                    "device_note": ("CUDA kernel + ONNX Runtime CUDA EP with IO binding" if use_gpu else
-                                    "CPU: " + ("no CUDA device or onnxruntime-gpu found" if not gpu else "as asked")),
-                    "env": environment(), "paths": {}}
+                    "device": "cuda" if use_gpu else "cpu", "device_note": device_note, "env": environment(),
+                    "paths": {}}
     paths = report["paths"]
 
     x = np.empty((n, channels, *size), np.float32)
@@ -168,7 +171,7 @@ def run(model_path: str | os.PathLike[str], data: str | None = None, images: int
                                                "preprocess_s": paths["kernel"]["median_s"],
                                                "inference_s": paths["ort_inference"]["median_s"]}
     if use_gpu:
-        paths["cuda_kernel+ort_cuda"] = _gpu_pass(model_bytes, x_u8, y, size, channels, mean, std, tune["batch"], repeat)
+        paths["cuda_kernel+ort_cuda"] = _gpu_pass(gpu_sess, x_u8, y, size, channels, mean, std, tune["batch"], repeat)
 
     t_copy = _copy_floor(x_u8, repeat)
     paths["copy"] = _stats(t_copy, n) | {"bytes": int(x_u8.nbytes), "gb_per_s": x_u8.nbytes / statistics.median(t_copy) / 1e9}
@@ -235,22 +238,44 @@ def _naive(model, x_u8, y, size, channels, mean, std, per_image_limit: int, repe
                                 "note": f"timed on {k} images, scaled to {n}" if k < n else "timed on all images"}}
 
 
-def _gpu_pass(model_bytes, x_u8, y, size, channels, mean, std, batch: int, repeat: int) -> dict:
+def cuda_session(model_bytes: bytes):
+    """An ONNX Runtime session on the CUDA execution provider, or (None, why) when the provider did not load.
+
+    ORT falls back to the CPU silently when the CUDA provider cannot load (a
+    missing cuDNN, say); what counts is the session's actual providers.
+    """
+    import onnxruntime as ort
+
+    try:
+        sess = ort.InferenceSession(model_bytes, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    except Exception as e:  # ORT's own error types for a provider that fails to initialise
+        return None, f"ONNX Runtime's CUDA execution provider failed ({str(e).splitlines()[0][:160]})"
+    if "CUDAExecutionProvider" not in sess.get_providers():
+        return None, (f"ONNX Runtime did not load its CUDA execution provider (loaded: {', '.join(sess.get_providers())}; "
+                      "are the CUDA and cuDNN libraries onnxruntime-gpu needs installed?)")
+    return sess, None
+
+
+def _gpu_pass(sess, x_u8, y, size, channels, mean, std, batch: int, repeat: int) -> dict:
     """CUDA kernel writes straight into the buffer ONNX Runtime's CUDA EP reads (IO binding)."""
     import onnxruntime as ort
 
     from xfer import _C
 
-    sess = ort.InferenceSession(model_bytes, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
     name, out_name = sess.get_inputs()[0].name, sess.get_outputs()[0].name
     n = len(x_u8)
+    buffers: dict[int, object] = {}  # device input buffers by batch length, allocated once and reused
 
     def one_pass():
         preds = np.empty(n, np.int64)
         for i in range(0, n, batch):
             chunk = x_u8[i:i + batch]
-            buf = ort.OrtValue.ortvalue_from_shape_and_type((len(chunk), channels, *size), np.float32, "cuda", 0)
-            _C.preprocess_to_device(chunk, buf.data_ptr(), size, channels, list(mean), list(std), "area")
+            shape = (len(chunk), channels, *size)
+            if len(chunk) not in buffers:
+                buffers[len(chunk)] = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, "cuda", 0)
+            buf = buffers[len(chunk)]
+            _C.preprocess_to_device(chunk, buf.data_ptr(), int(np.prod(shape)) * 4, size, channels, list(mean),
+                                    list(std), "area")
             binding = sess.io_binding()
             binding.bind_ortvalue_input(name, buf)
             binding.bind_output(out_name, "cpu")

@@ -57,10 +57,15 @@ def preprocess(images, size: int | Sequence[int] = (32, 32), channels: int = 1,
     ``images`` is a C-contiguous uint8 batch (N, H, W, C) or a list of (H, W[, C])
     arrays of any sizes, C in {1, 3, 4} (alpha is ignored). Output values are
     ``(pixel / 255 - mean) / std``. ``out`` receives the result without a copy.
+    ``device`` is "cpu", "cuda" or "cuda:N"; ``threads`` (CPU) 0 uses the CPUs this
+    process may run on (its affinity mask and CPU quota, not the machine's core count).
     Bad arguments raise ``TypeError``/``ValueError`` saying what was expected.
     """
-    return _C.preprocess(images, _size(size), int(channels), _floats(mean), _floats(std), interp, out, device,
-                         int(threads))
+    kind, _, index = device.partition(":")
+    if kind == "cuda" and index and not index.isdigit():
+        raise ValueError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got '{device}'")
+    return _C.preprocess(images, _size(size), int(channels), _floats(mean), _floats(std), interp, out, kind,
+                         int(threads), int(index or 0))
 
 
 def cuda_available() -> bool:

@@ -5,6 +5,12 @@
 #include <atomic>
 #include <cmath>
 #include <thread>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#ifdef __linux__
+#include <sched.h>
+#endif
 
 #include "preprocess.h"
 
@@ -132,10 +138,29 @@ void process_rows(const ImageView& im, const Params& p, const Taps& ty, const Ta
 
 }  // namespace
 
+int default_threads() {
+  int n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+#ifdef __linux__
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) n = std::max(1, CPU_COUNT(&set));
+  if (std::FILE* f = std::fopen("/sys/fs/cgroup/cpu.max", "r")) {
+    char quota[32] = {0};
+    long long period = 0;
+    if (std::fscanf(f, "%31s %lld", quota, &period) == 2 && std::strcmp(quota, "max") != 0 && period > 0) {
+      const long long q = std::atoll(quota);
+      if (q > 0) n = std::max(1, std::min(n, static_cast<int>((q + period - 1) / period)));
+    }
+    std::fclose(f);
+  }
+#endif
+  return n;
+}
+
 void preprocess(const std::vector<ImageView>& images, const Params& p, float* out, int threads) {
   const std::int64_t n = static_cast<std::int64_t>(images.size());
   if (n == 0) return;
-  if (threads < 1) threads = std::max(1u, std::thread::hardware_concurrency());
+  if (threads < 1) threads = default_threads();
   // Work items are (image, block of output rows): whole images when there are
   // enough of them, row blocks when a few large images must still use every thread.
   const std::int64_t blocks = n >= threads ? 1 : std::min<std::int64_t>(p.out_h, (4 * threads + n - 1) / n);
@@ -152,37 +177,24 @@ void preprocess(const std::vector<ImageView>& images, const Params& p, float* ou
     tx0 = make_taps(images[0].w, p.out_w, p.interp);
   }
 
-  std::atomic<std::int64_t> next{0};
-  auto worker = [&]() {
+  struct Scratch {
     std::vector<float> acc, v;
     Taps ty, tx;
     std::int64_t taps_for = -1;
-    for (;;) {
-      const std::int64_t item = next.fetch_add(1);
-      if (item >= items) break;
-      const std::int64_t i = item / blocks, b = item % blocks;
-      const ImageView& im = images[static_cast<std::size_t>(i)];
-      if (!uniform && taps_for != i) {
-        ty = make_taps(im.h, p.out_h, p.interp);
-        tx = make_taps(im.w, p.out_w, p.interp);
-        taps_for = i;
-      }
-      const Taps& Ty = uniform ? ty0 : ty;
-      const Taps& Tx = uniform ? tx0 : tx;
-      const std::int64_t y0 = p.out_h * b / blocks, y1 = p.out_h * (b + 1) / blocks;
-      process_rows(im, p, Ty, Tx, y0, y1, out + i * image_floats, acc, v);
-    }
   };
-  const int nthreads = static_cast<int>(std::min<std::int64_t>(threads, items));
-  if (nthreads <= 1) {
-    worker();
-    return;
-  }
-  std::vector<std::thread> pool;
-  pool.reserve(static_cast<std::size_t>(nthreads - 1));
-  for (int t = 1; t < nthreads; ++t) pool.emplace_back(worker);
-  worker();
-  for (auto& th : pool) th.join();
+  parallel_for<Scratch>(items, threads, [&](std::int64_t item, Scratch& st) {
+    const std::int64_t i = item / blocks, b = item % blocks;
+    const ImageView& im = images[static_cast<std::size_t>(i)];
+    if (!uniform && st.taps_for != i) {
+      st.ty = make_taps(im.h, p.out_h, p.interp);
+      st.tx = make_taps(im.w, p.out_w, p.interp);
+      st.taps_for = i;
+    }
+    const Taps& Ty = uniform ? ty0 : st.ty;
+    const Taps& Tx = uniform ? tx0 : st.tx;
+    const std::int64_t y0 = p.out_h * b / blocks, y1 = p.out_h * (b + 1) / blocks;
+    process_rows(im, p, Ty, Tx, y0, y1, out + i * image_floats, st.acc, st.v);
+  });
 }
 
 }  // namespace cpu
