@@ -36,6 +36,10 @@ def main() -> int:
     print()
     for name, value, ok in checks:
         print(f"  {'met ' if ok else 'MISS'}  {name}: {value:.3f}")
+    missed = [name for name, _, ok in checks if not ok]
+    if missed:
+        print(f"bench_test_pass: {len(missed)} check(s) missed: {'; '.join(missed)}", file=sys.stderr)
+        return 1
     return 0
 
 

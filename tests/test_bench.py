@@ -19,7 +19,16 @@ def test_bench_report(trained_frozen, synth_pack, tmp_path, capsys):
         assert saved["paths"][path]["median_s"] > 0, path
     assert saved["accuracy_matches_train"] is True
     assert saved["ort"]["threads"] == 1 and saved["ort"]["batch"] in (16, 64)
-    assert saved["device"] == "cpu" or saved["env"]["cuda_kernel_built"]
+    import onnxruntime as ort
+
+    from xfer.preprocess import cuda_available
+
+    gpu = "CUDAExecutionProvider" in ort.get_available_providers() and cuda_available()
+    if not gpu:
+        assert saved["device"] == "cpu" and saved["device_note"].startswith("CPU")
+        assert "cuda_kernel+ort_cuda" not in saved["paths"]
+    else:  # CUDA is used, or the report says why ORT's CUDA provider did not load
+        assert saved["device"] == "cuda" or "CUDA execution provider" in saved["device_note"]
     assert {"kernel_vs_opencv_speedup", "end_to_end_vs_naive_batched"} <= set(saved["ratios"])
     text = capsys.readouterr().out
     assert "kernel + ONNX Runtime (xfer)" in text and "matches xfer train" in text
@@ -42,3 +51,26 @@ def test_opencv_and_pil_paths_agree_with_kernel():
 def test_missing_model(tmp_path):
     with pytest.raises(XferError, match="model not found"):
         bench.main(argparse.Namespace(model=str(tmp_path / "x.onnx"), workers=1))
+
+
+def test_cuda_session_reports_a_provider_that_did_not_load(monkeypatch):
+    import onnxruntime as ort
+
+    class CpuOnly:
+        def __init__(self, *a, **k):
+            pass
+
+        def get_providers(self):
+            return ["CPUExecutionProvider"]
+
+    monkeypatch.setattr(ort, "InferenceSession", CpuOnly)
+    sess, why = bench.cuda_session(b"model")
+    assert sess is None and "did not load its CUDA execution provider" in why and "CPUExecutionProvider" in why
+
+
+@pytest.mark.needs_cuda
+def test_cuda_pass_matches_cpu_pass_prediction_for_prediction(trained_frozen, synth_pack):
+    rep = bench.run(trained_frozen, str(synth_pack), repeat=1, baselines=False, threads=[1], batches=[16],
+                    device="cuda")
+    assert rep["device"] == "cuda"
+    assert rep["paths"]["cuda_kernel+ort_cuda"]["agrees_with_cpu"] == 1.0

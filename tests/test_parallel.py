@@ -63,4 +63,5 @@ def test_bench_workers(trained_frozen, synth_pack):
                                         workers=2, out=None))
     one, two = rep["paths"]["kernel+ort"], rep["paths"]["kernel+ort x2"]
     assert one["accuracy"] == two["accuracy"]
-    assert rep["ratios"]["scaling_1_to_2"] > 0 and two["workers"] == 2
+    assert two["workers"] == 2
+    assert rep["ratios"]["scaling_1_to_2"] == pytest.approx(one["median_s"] / two["median_s"])

@@ -167,11 +167,13 @@ def run(model_path: str | os.PathLike[str], data: str | None = None, images: int
         return infer(sess, x, tune["batch"])
 
     t_all, pred = _timed(kernel_ort, repeat)
+    pred_cpu = pred
     paths["kernel+ort"] = _stats(t_all, n) | {"accuracy": float((pred == y).mean()),
                                                "preprocess_s": paths["kernel"]["median_s"],
                                                "inference_s": paths["ort_inference"]["median_s"]}
     if use_gpu:
-        paths["cuda_kernel+ort_cuda"] = _gpu_pass(gpu_sess, x_u8, y, size, channels, mean, std, tune["batch"], repeat)
+        paths["cuda_kernel+ort_cuda"] = _gpu_pass(gpu_sess, x_u8, y, size, channels, mean, std, tune["batch"], repeat,
+                                                  pred_cpu)
 
     t_copy = _copy_floor(x_u8, repeat)
     paths["copy"] = _stats(t_copy, n) | {"bytes": int(x_u8.nbytes), "gb_per_s": x_u8.nbytes / statistics.median(t_copy) / 1e9}
@@ -256,8 +258,11 @@ def cuda_session(model_bytes: bytes):
     return sess, None
 
 
-def _gpu_pass(sess, x_u8, y, size, channels, mean, std, batch: int, repeat: int) -> dict:
-    """CUDA kernel writes straight into the buffer ONNX Runtime's CUDA EP reads (IO binding)."""
+def _gpu_pass(sess, x_u8, y, size, channels, mean, std, batch: int, repeat: int, pred_cpu: np.ndarray) -> dict:
+    """CUDA kernel writes straight into the buffer ONNX Runtime's CUDA EP reads (IO binding).
+
+    ``agrees_with_cpu`` is the share of images whose prediction equals the CPU pass's.
+    """
     import onnxruntime as ort
 
     from xfer import _C
@@ -284,7 +289,7 @@ def _gpu_pass(sess, x_u8, y, size, channels, mean, std, batch: int, repeat: int)
         return preds
 
     times, pred = _timed(one_pass, repeat)
-    return _stats(times, n) | {"accuracy": float((pred == y).mean())}
+    return _stats(times, n) | {"accuracy": float((pred == y).mean()), "agrees_with_cpu": float((pred == pred_cpu).mean())}
 
 
 def ratios(paths: dict) -> dict:
