@@ -18,9 +18,14 @@ from torch import nn
 
 from xfer.errors import XferError
 from xfer.importer import ops  # noqa: F401  (registers the converters)
-from xfer.importer.registry import REGISTRY, convert_node, node_label, register, spec_for, supported_ops
+from xfer.importer.registry import REGISTRY, convert_node, node_label, register, spec_for
 
 __all__ = ["REGISTRY", "OnnxModule", "register", "supported_ops", "to_torch", "write_back"]
+
+
+def supported_ops() -> frozenset[str]:
+    """The ONNX op types (default domain) the importer converts."""
+    return frozenset(REGISTRY)
 
 
 def check_types(model, specs) -> None:

@@ -53,13 +53,6 @@ def register(*op_types: str, since: int = 1, until: int, buffers: tuple[int, ...
     return deco
 
 
-def supported_ops() -> frozenset[str]:
-    """The ONNX op types (default domain) the importer converts."""
-    from xfer.importer import ops  # noqa: F401  (the converters register on import)
-
-    return frozenset(REGISTRY)
-
-
 def attributes(node) -> dict[str, Any]:
     out = {}
     for a in node.attribute:
