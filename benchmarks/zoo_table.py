@@ -3,7 +3,7 @@
 For each model: import parity with ONNX Runtime at its native input (max |torch - ORT| over the output's
 range, on the pre-softmax logits), whether surgery succeeds in each of the four modes at 64x64x3 (the
 rewritten graph is run in ONNX Runtime at a batch of 2 before it counts), and the seconds of one
-training epoch (xfer.train.train_one_epoch, 256 images of 64x64x3, batch 32) in frozen and finetune mode.
+training epoch (xfer.loop.train_one_epoch, 256 images of 64x64x3, batch 32) in frozen and finetune mode.
 
     .venv/bin/python benchmarks/zoo_table.py [--images 256] [--out reports/zoo.json]
 
@@ -27,7 +27,7 @@ from xfer.errors import XferError
 from xfer.importer import to_torch
 from xfer.io import write_text
 from xfer.surgery import MODES, apply
-from xfer.train import train_one_epoch
+from xfer.loop import train_one_epoch
 from xfer.zoo import ZOO, load_zoo
 
 CLASSES = [str(i) for i in range(7)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -62,7 +61,9 @@ def lenet_onnx(lenet_mxnet) -> Path:
     from xfer import convert
 
     out = lenet_mxnet.parent / "lenet5.onnx"
-    convert.main(argparse.Namespace(model=str(lenet_mxnet), out=str(out), tolerance=1e-5))
+    from xfer.config import ConvertConfig
+
+    convert.main(ConvertConfig(model=str(lenet_mxnet), out=str(out)))
     return out
 
 
@@ -85,8 +86,8 @@ def trained_frozen(synth_pack, lenet_onnx, tmp_path_factory) -> Path:
     from xfer import train
 
     out = tmp_path_factory.mktemp("trained")
-    train.main(argparse.Namespace(mode="frozen", data=str(synth_pack), source=str(lenet_onnx), epochs=1, batch_size=32,
-                                  lr=1e-3, weight_decay=0.0, seed=0, split="random", device="cpu", augment=True,
-                                  resume=False, name=None, out=str(out), input_size=[32], channels=1, head=[64, 32],
-                                  train_all=False))
+    from xfer.config import TrainConfig
+
+    train.main(TrainConfig(mode="frozen", data=str(synth_pack), source=str(lenet_onnx), epochs=1, batch_size=32,
+                           lr=1e-3, out=str(out), head=(64, 32)))
     return out / "frozen.onnx"

@@ -1,18 +1,17 @@
-import argparse
 import json
 
 import numpy as np
 import pytest
 
 from xfer import bench
+from xfer.config import BenchConfig
 from xfer.errors import XferError
 
 
 def test_bench_report(trained_frozen, synth_pack, tmp_path, capsys):
     out = tmp_path / "b.json"
-    rep = bench.main(argparse.Namespace(model=str(trained_frozen), data=str(synth_pack), images=None, repeat=1,
-                                        per_image_limit=5, threads=[1], batch=[16, 64], no_baselines=False,
-                                        device="auto", workers=1, out=str(out)))
+    rep = bench.main(BenchConfig(model=str(trained_frozen), data=str(synth_pack), repeat=1, per_image_limit=5,
+                                 threads=(1,), batch=(16, 64), out=str(out)))
     saved = json.loads(out.read_text())
     assert saved["images"] == rep["images"] == 42
     for path in ("kernel", "copy", "kernel+ort", "opencv+ort", "naive_batched", "naive_per_image"):
@@ -50,7 +49,7 @@ def test_opencv_and_pil_paths_agree_with_kernel():
 
 def test_missing_model(tmp_path):
     with pytest.raises(XferError, match="model not found"):
-        bench.main(argparse.Namespace(model=str(tmp_path / "x.onnx"), workers=1))
+        bench.main(BenchConfig(model=str(tmp_path / "x.onnx")))
 
 
 def test_cuda_session_reports_a_provider_that_did_not_load(monkeypatch):

@@ -1,4 +1,3 @@
-import argparse
 import shutil
 
 import onnx
@@ -6,7 +5,9 @@ import pytest
 
 from xfer import convert
 from xfer.errors import XferError
-from xfer.graph import get_metadata, load_model
+from xfer.config import ConvertConfig
+from xfer.graph import load_model
+from xfer.meta import read_meta
 
 
 def test_parity_and_cleanup(lenet_mxnet, lenet_onnx):
@@ -18,9 +19,9 @@ def test_parity_and_cleanup(lenet_mxnet, lenet_onnx):
     assert not {i.name for i in model.graph.initializer} & {i.name for i in model.graph.input}
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("Flatten") == 1 and ops.count("Gemm") == 3 and ops.count("Conv") == 2
-    meta = get_metadata(model)
-    assert meta["xfer.classes"] == [str(i) for i in range(10)]
-    assert meta["xfer.input_shape"] == [1, 28, 28]
+    meta = read_meta(model)
+    assert meta.classes == [str(i) for i in range(10)]
+    assert meta.input_shape == [1, 28, 28]
     _, block = convert.load_mxnet(f"{lenet_mxnet}-symbol.json", f"{lenet_mxnet}-0000.params")
     assert convert.parity(block, model, (1, 28, 28), n=64, seed=1) <= 1e-5
 
@@ -44,7 +45,7 @@ def test_mismatched_params(lenet_mxnet, tmp_path):
 
 def test_missing_model(tmp_path):
     with pytest.raises(XferError, match="no such file"):
-        convert.main(argparse.Namespace(model=str(tmp_path / "x"), out=str(tmp_path / "x.onnx"), tolerance=1e-5))
+        convert.main(ConvertConfig(model=str(tmp_path / "x"), out=str(tmp_path / "x.onnx")))
 
 
 @pytest.mark.parametrize("content,match", [(b"", "empty file"), (b"\x00garbage\xff" * 7, "not an ONNX model")])

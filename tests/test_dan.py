@@ -1,4 +1,3 @@
-import argparse
 import json
 import math
 
@@ -8,6 +7,7 @@ import pytest
 import torch
 
 from xfer import dan
+from xfer.config import StudyConfig, TrainConfig
 from xfer.data.synth import LANDMARK_NAMES, simulate_votes
 from xfer.errors import XferError
 from xfer.importer import to_torch
@@ -80,9 +80,8 @@ def test_pack_carries_votes(synth_pack):
 def test_study_end_to_end(synth_pack, tmp_path):
     from xfer.report import dan_study
 
-    args = argparse.Namespace(name="dan", data=str(synth_pack), seeds=[0], epochs=1, batch_size=16, lr=1e-3,
-                              device="cpu", input_size=[32, 32], channels=1, head=[64], alpha=1.0, width=0.125,
-                              out=str(tmp_path))
+    args = StudyConfig(name="dan", study="dan", data=str(synth_pack), seeds=(0,), epochs=1, batch_size=16, lr=1e-3,
+                       head=(64,), alpha=1.0, width=0.125, out=str(tmp_path))
     res = dan_study.main(args)
     assert set(res["summary"]) == {"single-task", "multi-task", "scheme:majority", "scheme:multilabel",
                                    "scheme:probability", "scheme:crossentropy"}
@@ -96,10 +95,8 @@ def test_study_end_to_end(synth_pack, tmp_path):
 def test_dan_benches_with_the_same_pass(synth_pack, tmp_path):
     from xfer import bench, train
 
-    a = argparse.Namespace(mode=None, model="dan", data=str(synth_pack), source=None, epochs=1, batch_size=16, lr=1e-3,
-                           weight_decay=0.0, seed=0, split="random", device="cpu", augment=True, resume=False, name=None,
-                           out=str(tmp_path), input_size=[32], channels=1, head=[64], train_all=False,
-                           label_scheme="majority", alpha=1.0, beta=1.0, width=0.125)
+    a = TrainConfig(model="dan", data=str(synth_pack), epochs=1, batch_size=16, lr=1e-3, out=str(tmp_path),
+                    input_size=(32,), head=(64,), label_scheme="majority", alpha=1.0, width=0.125)
     r = train.main(a)
     assert r["mode"] == "dan" and r["landmark_nme"] is not None
     rep = bench.run(tmp_path / "dan.onnx", str(synth_pack), repeat=1, per_image_limit=3, threads=[1], batches=[32])

@@ -1,11 +1,11 @@
-import argparse
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
 from xfer import bench, optimize
-from xfer.graph import get_metadata
+from xfer.config import OptimizeConfig
+from xfer.meta import read_meta
 from xfer.preprocess import preprocess
 
 
@@ -15,12 +15,12 @@ def run(m, x):
 
 def test_fold_is_exact_padding_included(trained_frozen):
     m = onnx.load(trained_frozen)
-    meta = get_metadata(m)
+    meta = read_meta(m)
     folded = optimize.fold_normalization(m)
-    assert get_metadata(folded)["xfer.folded"] is True
+    assert read_meta(folded).folded is True
     assert "Pad" in [n.op_type for n in folded.graph.node]  # LeNet-5's conv1 pads by 2
     imgs = np.random.default_rng(0).integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
-    normalised = preprocess(imgs, 32, 1, meta["xfer.mean"], meta["xfer.std"])
+    normalised = preprocess(imgs, 32, 1, meta.mean, meta.std)
     raw = preprocess(imgs, 32, 1)  # the folded model takes pixel / 255
     np.testing.assert_allclose(run(folded, raw), run(m, normalised), atol=1e-4, rtol=1e-4)
 
@@ -30,11 +30,10 @@ def test_optimize_cli_and_bench(trained_frozen, synth_pack, tmp_path):
 
     src = tmp_path / "m.onnx"
     shutil.copy(trained_frozen, src)
-    out = optimize.main(argparse.Namespace(model=str(src), fold=True, int8=True, data=str(synth_pack), calibration=32,
-                                           int8_convs=False))
+    out = optimize.main(OptimizeConfig(model=str(src), fold=True, int8=True, data=str(synth_pack), calibration=32))
     q = onnx.load(out["int8"])
     assert any(n.op_type == "QuantizeLinear" for n in q.graph.node)
-    assert get_metadata(q)["xfer.folded"] is True
+    assert read_meta(q).folded is True
     base = bench.run(src, str(synth_pack), repeat=1, baselines=False, threads=[1], batches=[64])
     fold = bench.run(out["fold"], str(synth_pack), repeat=1, baselines=False, threads=[1], batches=[64])
     quant = bench.run(out["int8"], str(synth_pack), repeat=1, baselines=False, threads=[1], batches=[64])

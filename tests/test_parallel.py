@@ -1,6 +1,5 @@
 """Data-parallel training under torchrun, and the sharded test pass."""
 
-import argparse
 import json
 import os
 import subprocess
@@ -10,7 +9,8 @@ import numpy as np
 import onnx
 import pytest
 
-from xfer import bench
+from xfer import sharded
+from xfer.config import BenchConfig
 from xfer.graph import initializers
 
 
@@ -58,9 +58,8 @@ def test_torchrun_with_a_one_sample_last_batch_matches_one_process(tmp_path, syn
 
 
 def test_bench_workers(trained_frozen, synth_pack):
-    rep = bench.main(argparse.Namespace(model=str(trained_frozen), data=str(synth_pack), images=200, repeat=2,
-                                        per_image_limit=5, threads=None, batch=[64], no_baselines=True, device="cpu",
-                                        workers=2, out=None))
+    rep = sharded.main(BenchConfig(model=str(trained_frozen), data=str(synth_pack), images=200, repeat=2,
+                                   per_image_limit=5, batch=(64,), no_baselines=True, device="cpu", workers=2))
     one, two = rep["paths"]["kernel+ort"], rep["paths"]["kernel+ort x2"]
     assert one["accuracy"] == two["accuracy"]
     assert two["workers"] == 2

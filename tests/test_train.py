@@ -1,4 +1,3 @@
-import argparse
 import json
 
 import numpy as np
@@ -6,17 +5,17 @@ import onnx
 import pytest
 
 from xfer import train
+from xfer.config import TrainConfig
 from xfer.errors import XferError
-from xfer.graph import get_metadata, initializers
+from xfer.graph import initializers
+from xfer.meta import read_meta
 
 
 def args(tmp_path, pack, source, **kw):
-    a = dict(mode="frozen", data=str(pack), source=str(source), epochs=2, batch_size=32, lr=1e-3, weight_decay=0.0,
-             seed=0, split="random", device="cpu", augment=True, resume=False, name=None, out=str(tmp_path),
-             input_size=[32], channels=1, head=[64, 32], train_all=False, model="lenet", label_scheme="clean",
-             alpha=1.0, beta=1.0, width=0.25)
+    a = dict(mode="frozen", data=str(pack), source=str(source), epochs=2, batch_size=32, lr=1e-3, out=str(tmp_path),
+             input_size=(32,), head=(64, 32))
     a.update(kw)
-    return argparse.Namespace(**a)
+    return TrainConfig(**a)
 
 
 @pytest.mark.parametrize("mode", ["frozen", "reuse"])
@@ -27,7 +26,7 @@ def test_frozen_bit_identical_trainable_changed(tmp_path, synth_pack, lenet_onnx
     before = initializers(init_graph)
     trained = onnx.load(tmp_path / f"{mode}.onnx")
     after = initializers(trained)
-    frozen = set(get_metadata(trained)["xfer.frozen"])
+    frozen = set(read_meta(trained).frozen)
     assert frozen
     for k, v in before.items():
         if k in frozen:
@@ -37,7 +36,7 @@ def test_frozen_bit_identical_trainable_changed(tmp_path, synth_pack, lenet_onnx
     m = json.loads((tmp_path / f"{mode}.metrics.json").read_text())
     assert m["test_size"] == len(m["predictions"]) and len(m["confusion"]) == 7
     assert 0.0 <= m["test_accuracy"] <= 1.0 and len(m["history"]) == 2
-    assert m["test_accuracy"] == get_metadata(trained)["xfer.test_accuracy"]
+    assert m["test_accuracy"] == read_meta(trained).test_accuracy
 
 
 def test_resume_after_interrupt_matches_unbroken_run(tmp_path, synth_pack, lenet_onnx, monkeypatch):

@@ -9,7 +9,6 @@ copy of the input bytes gives the memory-bandwidth floor.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import statistics
@@ -19,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from xfer.config import BenchConfig
 from xfer.errors import XferError
 
 
@@ -103,13 +103,13 @@ def load_test_images(model, data: str | None, images: int | None) -> tuple[np.nd
     """The model's own test split (from its metadata), optionally cycled up to ``images`` images."""
     from xfer.data import ferg
     from xfer.data.pack import load_dataset
-    from xfer.graph import get_metadata
-    from xfer.train import default_data
+    from xfer.data.split import default_data
+    from xfer.meta import read_meta
 
-    meta = get_metadata(model)
+    meta = read_meta(model)
     pack = load_dataset(data or default_data())
-    spec = str(meta.get("xfer.split", "random"))
-    seed = int(meta.get("xfer.seed", 0))
+    spec = meta.split or "random"
+    seed = meta.split_seed or 0
     _, te = ferg.split(spec, pack.labels, pack.groups, pack.group_names, seed)
     note = f"test split {spec} (seed {seed}): {len(te)} images"
     if images and images != len(te):
@@ -124,11 +124,12 @@ def run(model_path: str | os.PathLike[str], data: str | None = None, images: int
     """Time the test pass; returns the JSON-able report."""
     import onnxruntime as ort
 
-    from xfer.graph import get_metadata, input_spec, load_model
+    from xfer.graph import input_spec, load_model
+    from xfer.meta import read_meta
     from xfer.preprocess import cuda_available, preprocess
 
     model = load_model(model_path)
-    meta = get_metadata(model)
+    meta = read_meta(model)
     channels, size, mean, std = input_spec(model, model_path)
     shape = [channels, *size]
     x_u8, y, note = load_test_images(model, data, images)
@@ -190,7 +191,7 @@ def run(model_path: str | os.PathLike[str], data: str | None = None, images: int
         paths.update(_naive(model, x_u8, y, size, channels, mean, std, per_image_limit, repeat))
 
     report["ratios"] = ratios(paths)
-    train_acc = meta.get("xfer.test_accuracy")
+    train_acc = meta.test_accuracy
     report["train_accuracy"] = train_acc
     if train_acc is not None and not images:
         report["accuracy_matches_train"] = abs(paths["kernel+ort"]["accuracy"] - float(train_acc)) < 1e-9
@@ -357,22 +358,25 @@ def print_report(rep: dict) -> None:
               f"{rep['train_accuracy']:.4f}")
 
 
-def main(args: argparse.Namespace) -> dict:
+def check_model_path(path: str) -> None:
+    if not Path(path).is_file():
+        raise XferError(f"{path}: model not found (train one with `xfer train --mode frozen`)")
+
+
+def save_report(rep: dict, cfg: BenchConfig) -> dict:
+    """Write the report JSON (default: MODEL.bench.json) and print it as a table."""
     from xfer.io import write_json
 
-    if args.model is None:
-        args.model = "models/frozen.onnx"
-    if not Path(args.model).is_file():
-        raise XferError(f"{args.model}: model not found (train one with `xfer train --mode frozen`)")
-    if args.workers > 1:
-        from xfer.parallel import bench_sharded
-
-        rep = bench_sharded(args)
-    else:
-        rep = run(args.model, args.data, args.images, args.repeat, args.per_image_limit, args.threads, args.batch,
-                  not args.no_baselines, args.device)
-    out = Path(args.out or Path(args.model).with_suffix(".bench.json"))
+    out = Path(cfg.out or Path(cfg.model_path).with_suffix(".bench.json"))
     write_json(out, rep)
     print_report(rep)
     print(f"wrote {out}")
     return rep
+
+
+def main(cfg: BenchConfig) -> dict:
+    """``xfer bench``: the timed test pass in one process (``xfer.sharded`` runs ``--workers N``)."""
+    check_model_path(cfg.model_path)
+    rep = run(cfg.model_path, cfg.data, cfg.images, cfg.repeat, cfg.per_image_limit, cfg.threads, cfg.batch,
+              not cfg.no_baselines, cfg.device)
+    return save_report(rep, cfg)

@@ -1,17 +1,22 @@
-"""The ``xfer`` command: parse arguments, run one stage, print one line for anything the user can fix."""
+"""The ``xfer`` command: the only module that knows argparse.
+
+It turns arguments into the typed configs of ``xfer.config``, runs one stage,
+and prints one line for anything the user can fix (``XferError``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from typing import Callable, Sequence
 
+from xfer import config as C
 from xfer.errors import XferError
 
-DEFAULT_SOURCE_PREFIX = "models/lenet5"
-DEFAULT_SOURCE = "models/lenet5.onnx"
-DEFAULT_SYNTH = "data/ferg-synth"
-DEFAULT_PACK = "data/ferg-synth.xpack"
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after every option's help; descriptions and examples keep their line breaks."""
 
 
 def _number(cast, ok, what: str):
@@ -32,15 +37,21 @@ def _number(cast, ok, what: str):
 positive_int = _number(int, lambda v: v >= 1, "a positive integer")
 nonneg_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _number(float, lambda v: v > 0, "a positive number")
+nonneg_float = _number(float, lambda v: v >= 0, "a number >= 0")
+fraction = _number(float, lambda v: 0 <= v < 1, "a fraction in [0, 1)")
 
 
-def _lazy(module: str) -> Callable[[argparse.Namespace], object]:
+def _stage(module: str, make: type) -> Callable[[argparse.Namespace], object]:
+    """Run ``module.main`` on the config ``make`` builds from the parsed arguments (modules load lazily)."""
     def run(args: argparse.Namespace) -> object:
-        import importlib
-
-        return importlib.import_module(module).main(args)
+        return importlib.import_module(module).main(make.from_object(args))
 
     return run
+
+
+def _command(sub, name: str, help: str, example: str, description: str | None = None) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=(description or help[0].upper() + help[1:] + "."),
+                          epilog=f"example:\n  {example}", formatter_class=_Formatter)
 
 
 def _data_synth(args: argparse.Namespace) -> None:
@@ -62,37 +73,17 @@ def _data_pack(args: argparse.Namespace) -> None:
           f"{len(p.group_names)} groups{extra}")
 
 
-def _model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input-size", type=positive_int, nargs="+", default=[32, 32], metavar="S",
-                   help="input H W (or one number for square)")
-    p.add_argument("--channels", type=int, choices=[1, 3], default=1, help="1 = gray, 3 = RGB input")
-    p.add_argument("--head", type=positive_int, nargs="+", default=[1000, 500, 200],
-                   help="hidden widths of the new head (frozen, finetune)")
-    p.add_argument("--train-all", action="store_true", help="reuse: train every layer, not only the re-created ones")
-
-
-def parse_input_size(values) -> tuple[int, int]:
-    """``--input-size S`` or ``--input-size H W``."""
-    s = list(values)
-    if len(s) not in (1, 2):
-        raise XferError(f"--input-size: expected S or H W, got {len(s)} numbers")
-    if min(s) < 1:
-        raise XferError(f"--input-size: expected positive sizes, got {s}")
-    return (s[0], s[0]) if len(s) == 1 else (s[0], s[1])
-
-
 def _surgery(args: argparse.Namespace) -> None:
     from xfer.graph import load_model, save_model
     from xfer.inspect_model import describe
     from xfer.surgery import apply
 
-    size = parse_input_size(args.input_size)
-    classes = [c.strip() for c in args.classes.split(",") if c.strip()]
-    model = apply(args.mode, load_model(args.source), classes, args.channels, size, tuple(args.head), args.train_all)
-    out = args.out or f"models/{args.mode}.init.onnx"
+    cfg = C.SurgeryConfig.from_object(args).but(classes=tuple(c.strip() for c in args.classes.split(",") if c.strip()))
+    model = apply(cfg.mode, load_model(cfg.source), list(cfg.classes), cfg.channels, cfg.size, cfg.head, cfg.train_all)
+    out = cfg.out or f"{C.DEFAULT_MODELS}/{cfg.mode}.init.onnx"
     save_model(model, out)
     d = describe(model)
-    print(f"wrote {out}: mode {args.mode}, input {[args.channels, *size]}, {len(classes)} classes, "
+    print(f"wrote {out}: mode {cfg.mode}, input {[cfg.channels, *cfg.size]}, {len(cfg.classes)} classes, "
           f"{d['trainable_params']:,} trainable / {d['frozen_params']:,} frozen parameters")
 
 
@@ -103,166 +94,204 @@ def _zoo(args: argparse.Namespace) -> None:
     if not args.name:
         print("model-zoo CNNs shipped in the onnx wheel (weights seeded at random): " + ", ".join(ZOO))
         return
-    out = args.out or f"models/zoo/{args.name}.onnx"
+    out = args.out or f"{C.DEFAULT_MODELS}/zoo/{args.name}.onnx"
     model = load_zoo(args.name, args.seed)
     save_model(model, out)
     dims = [d.dim_value or d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim]
     print(f"wrote {out}: {args.name}, input {dims}, {len(model.graph.node)} nodes")
 
 
+def _bench(args: argparse.Namespace) -> object:
+    cfg = C.BenchConfig.from_object(args)
+    return importlib.import_module("xfer.sharded" if cfg.workers > 1 else "xfer.bench").main(cfg)
+
+
 def _experiments(args: argparse.Namespace) -> object:
-    if args.study == "dan":
-        from xfer.report import dan_study
-        from xfer.train import default_data
-
-        args.data = args.data or str(default_data())
-        return dan_study.main(args)
-    from xfer.report import experiments
-
-    return experiments.main(args)
+    cfg = C.StudyConfig.from_object(args)
+    return importlib.import_module("xfer.report.dan_study" if cfg.study == "dan" else "xfer.report.experiments").main(cfg)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="xfer", description="Move a trained network across frameworks and tasks through ONNX.")
-    p.add_argument("--debug", action="store_true", help="show full tracebacks")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input-size", type=positive_int, nargs="+", default=list(C.DEFAULT_INPUT_SIZE), metavar="S",
+                   help="input H W of the new model (one number for a square)")
+    p.add_argument("--channels", type=int, choices=[1, 3], default=1, help="input channels: 1 = gray, 3 = RGB")
+    p.add_argument("--head", type=positive_int, nargs="+", default=list(C.DEFAULT_HEAD), metavar="W",
+                   help="hidden widths of the new head (frozen, finetune)")
+    p.add_argument("--train-all", action="store_true", help="reuse: train every layer, not only the re-created ones")
 
-    d = sub.add_parser("data", help="make or pack data sets")
+
+def _data_parsers(sub) -> None:
+    d = sub.add_parser("data", help="make or pack data sets", formatter_class=_Formatter,
+                       description="Make or pack data sets.",
+                       epilog="examples:\n  xfer data synth --out data/ferg-synth\n  xfer data pack data/ferg-synth")
     dsub = d.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    s = dsub.add_parser("synth", help="render a synthetic FERG-DB (same layout, 256x256 RGB, landmarks)")
-    s.add_argument("--out", default=DEFAULT_SYNTH)
+    s = _command(dsub, "synth", "render a synthetic FERG-DB (same layout, 256x256 RGB, landmarks, votes)",
+                 "xfer data synth --out data/ferg-synth --per-class 150")
+    s.add_argument("--out", default=C.DEFAULT_SYNTH, help="output folder")
     s.add_argument("--per-class", type=positive_int, default=150, help="images per (character, emotion)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="rendering seed (same seed, byte-identical files)")
     s.add_argument("--workers", type=nonneg_int, default=0, help="processes (0: one per core)")
     s.set_defaults(func=_data_synth)
-    k = dsub.add_parser("pack", help="decode an image tree once into memory-mappable arrays")
+    k = _command(dsub, "pack", "decode an image tree once into memory-mappable arrays", "xfer data pack data/ferg-synth")
     k.add_argument("src", help="FERG-DB or class-per-folder tree")
     k.add_argument("--out", help="pack folder (default: SRC.xpack)")
-    k.add_argument("--size", type=positive_int, nargs=2, metavar=("H", "W"), help="resize every image to H x W")
+    k.add_argument("--size", type=positive_int, nargs=2, metavar=("H", "W"),
+                   help="resize every image to H x W (default: keep each image's size; all must agree)")
     k.set_defaults(func=_data_pack)
 
-    t = sub.add_parser("pretrain", help="train LeNet-5 on digits in MXNet")
-    t.add_argument("--mnist", help="folder with MNIST IDX files (default: embedded scikit-learn digits)")
-    t.add_argument("--epochs", type=positive_int, default=15)
-    t.add_argument("--batch-size", type=positive_int, default=64)
-    t.add_argument("--lr", type=positive_float, default=2e-3)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--activation", choices=["relu", "tanh", "sigmoid"], default="relu")
-    t.add_argument("--out", default=DEFAULT_SOURCE_PREFIX, help="output prefix (PREFIX-symbol.json, PREFIX-0000.params)")
-    t.set_defaults(func=_lazy("xfer.pretrain"))
 
-    c = sub.add_parser("convert", help="export the MXNet model to ONNX and check parity")
-    c.add_argument("--model", default=DEFAULT_SOURCE_PREFIX, help="MXNet prefix")
-    c.add_argument("--out", default=DEFAULT_SOURCE)
-    c.add_argument("--tolerance", type=positive_float, default=1e-5)
-    c.set_defaults(func=_lazy("xfer.convert"))
-
-    sg = sub.add_parser("surgery", help="rewrite an ONNX model for a transfer mode")
-    sg.add_argument("--mode", required=True, choices=["scratch", "reuse", "frozen", "finetune"])
-    sg.add_argument("--source", default=DEFAULT_SOURCE)
-    sg.add_argument("--classes", default=",".join(["anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"]),
-                    help="comma-separated class names (default: the 7 FERG-DB emotions)")
+def _source_parsers(sub) -> None:
+    t = _command(sub, "pretrain", "train LeNet-5 on digits in MXNet", "xfer pretrain --mnist ~/mnist --epochs 15")
+    t.add_argument("--mnist", help="folder with MNIST IDX files (default: the embedded scikit-learn digits)")
+    t.add_argument("--epochs", type=positive_int, default=15, help="training epochs")
+    t.add_argument("--batch-size", type=positive_int, default=C.DEFAULT_BATCH, help="minibatch size")
+    t.add_argument("--lr", type=positive_float, default=2e-3, help="Adam learning rate")
+    t.add_argument("--seed", type=int, default=0, help="initialisation and shuffling seed")
+    t.add_argument("--activation", choices=["relu", "tanh", "sigmoid"], default="relu", help="LeNet-5's activation")
+    t.add_argument("--out", default=C.DEFAULT_SOURCE_PREFIX, help="output prefix (PREFIX-symbol.json, PREFIX-0000.params)")
+    t.set_defaults(func=_stage("xfer.pretrain", C.PretrainConfig))
+    c = _command(sub, "convert", "export the MXNet model to ONNX and check parity", "xfer convert --out models/lenet5.onnx")
+    c.add_argument("--model", default=C.DEFAULT_SOURCE_PREFIX, help="MXNet prefix (PREFIX-symbol.json, PREFIX-0000.params)")
+    c.add_argument("--out", default=C.DEFAULT_SOURCE, help="output ONNX file")
+    c.add_argument("--tolerance", type=positive_float, default=1e-5, help="max |MXNet - ONNX Runtime| accepted")
+    c.set_defaults(func=_stage("xfer.convert", C.ConvertConfig))
+    z = _command(sub, "zoo", "write one of the nine model-zoo CNNs shipped in the onnx wheel, runnable",
+                 "xfer zoo squeezenet", "The onnx wheel ships nine classic CNNs (AlexNet ... SqueezeNet) whose weights "
+                 "are ConstantOfShape generators;\nthis writes one with seeded random weights, ready for "
+                 "`xfer surgery` / `xfer train --source`.")
+    z.add_argument("name", nargs="?", help="model name (omit to list them)")
+    z.add_argument("--out", help="output ONNX (default: models/zoo/NAME.onnx)")
+    z.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    z.set_defaults(func=_zoo)
+    sg = _command(sub, "surgery", "rewrite an ONNX model for a transfer mode",
+                  "xfer surgery --mode frozen --source models/lenet5.onnx --input-size 32")
+    sg.add_argument("--mode", required=True, choices=C.MODES, help="transfer mode")
+    sg.add_argument("--source", default=C.DEFAULT_SOURCE, help="ONNX model to transfer from")
+    sg.add_argument("--classes", default=",".join(_emotions()), help="comma-separated class names")
     _model_options(sg)
-    sg.add_argument("--out", help="output ONNX (default: models/<mode>.init.onnx)")
+    sg.add_argument("--out", help="output ONNX (default: models/MODE.init.onnx)")
     sg.set_defaults(func=_surgery)
 
-    tr = sub.add_parser("train", help="train a transfer mode in PyTorch and write the weights back to ONNX")
-    tr.add_argument("--mode", choices=["scratch", "reuse", "frozen", "finetune"],
-                    help="transfer mode (required unless --model dan)")
+
+def _emotions() -> tuple[str, ...]:
+    from xfer.data.ferg import EMOTIONS
+
+    return EMOTIONS
+
+
+def _train_parser(sub) -> None:
+    tr = _command(sub, "train", "train a transfer mode in PyTorch and write the weights back to ONNX",
+                  "xfer train --mode frozen --epochs 30   # on the synthetic FERG-DB, from models/lenet5.onnx")
+    tr.add_argument("--mode", choices=C.MODES, help="transfer mode (required unless --model dan)")
     tr.add_argument("--model", choices=["lenet", "dan"], default="lenet",
                     help="lenet: transfer the source model; dan: the multi-task landmark + emotion network")
-    tr.add_argument("--label-scheme", choices=["clean", "majority", "multilabel", "probability", "crossentropy"],
-                    default="clean", help="emotion targets: the folder labels, or a FER+ scheme over annotator votes")
-    tr.add_argument("--alpha", type=float, default=1.0, help="dan: weight of the landmark loss (0 = single-task)")
-    tr.add_argument("--beta", type=float, default=1.0, help="weight of the emotion loss")
+    tr.add_argument("--label-scheme", choices=C.LABEL_SCHEMES, default="clean",
+                    help="emotion targets: the folder labels, or a FER+ scheme over annotator votes")
+    tr.add_argument("--alpha", type=nonneg_float, default=1.0, help="dan: weight of the landmark loss (0 = single-task)")
+    tr.add_argument("--beta", type=nonneg_float, default=1.0, help="weight of the emotion loss")
     tr.add_argument("--width", type=positive_float, default=0.25, help="dan: backbone width multiplier of 64-128-256-512")
     tr.add_argument("--data", help="FERG-DB tree, class-per-folder tree or .xpack (default: the synthetic FERG-DB)")
-    tr.add_argument("--source", help=f"ONNX model to transfer from (default: {DEFAULT_SOURCE})")
-    tr.add_argument("--epochs", type=positive_int, default=30)
-    tr.add_argument("--batch-size", type=positive_int, default=64)
-    tr.add_argument("--lr", type=positive_float, help="default: 3e-3 for reuse, 1e-3 otherwise")
-    tr.add_argument("--weight-decay", type=float, default=0.0)
-    tr.add_argument("--val", type=_number(float, lambda v: 0 <= v < 1, "a fraction in [0, 1)"), default=0.0,
-                    help="carve this stratified fraction of the training split as a validation set, reported as "
-                         "val_accuracy (the split hyperparameters are chosen on; default: 0, none)")
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--source", help=f"ONNX model to transfer from (default: {C.DEFAULT_SOURCE})")
+    tr.add_argument("--epochs", type=positive_int, default=C.DEFAULT_EPOCHS, help="training epochs")
+    tr.add_argument("--batch-size", type=positive_int, default=C.DEFAULT_BATCH, help="global minibatch size")
+    tr.add_argument("--lr", type=positive_float,
+                    help="Adam learning rate (default: " + ", ".join(f"{m} {v:g}" for m, v in C.MODE_LR.items())
+                         + f", otherwise {C.DEFAULT_LR:g}; chosen on a validation split)")
+    tr.add_argument("--weight-decay", type=nonneg_float, default=0.0, help="Adam weight decay")
+    tr.add_argument("--val", type=fraction, default=0.0,
+                    help="carve this stratified fraction of the training split as a validation set (reported as "
+                         "val_accuracy; the split to choose hyperparameters on)")
+    tr.add_argument("--seed", type=int, default=0, help="seed of the split, the fresh weights and the shuffling")
     tr.add_argument("--split", default="random", help="random (stratified 80/20) or loco:<character>")
-    tr.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    tr.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where PyTorch trains")
     tr.add_argument("--no-augment", dest="augment", action="store_false", help="no random flips and shifts")
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint of the same run")
     tr.add_argument("--name", help="output stem (default: the mode)")
-    tr.add_argument("--out", default="models", help="output folder")
+    tr.add_argument("--out", default=C.DEFAULT_MODELS, help="output folder")
     _model_options(tr)
-    tr.set_defaults(func=_lazy("xfer.train"))
+    tr.set_defaults(func=_stage("xfer.train", C.TrainConfig))
 
-    b = sub.add_parser("bench", help="the timed test pass: C++ kernel + ONNX Runtime beside the baselines")
+
+def _bench_parsers(sub) -> None:
+    b = _command(sub, "bench", "the timed test pass: C++ kernel + ONNX Runtime beside the baselines",
+                 "xfer bench models/frozen.onnx --images 11153")
     b.add_argument("model", nargs="?", help="trained ONNX model (default: models/frozen.onnx)")
     b.add_argument("--data", help="the data the model was trained on (default: the synthetic FERG-DB)")
-    b.add_argument("--images", type=positive_int, help="cycle the test split to this many images (FERG-DB's is 11153)")
+    b.add_argument("--images", type=positive_int, help="cycle the test split to this many images (default: the split)")
     b.add_argument("--repeat", type=positive_int, default=5, help="timed runs per path (after one warm-up)")
     b.add_argument("--per-image-limit", type=positive_int, default=2000,
                    help="images timed on the naive one-at-a-time path (scaled to the full count)")
-    b.add_argument("--threads", type=positive_int, nargs="+", help="ONNX Runtime intra-op thread counts to try")
-    b.add_argument("--batch", type=positive_int, nargs="+", help="inference batch sizes to try")
+    b.add_argument("--threads", type=positive_int, nargs="+", help="ONNX Runtime intra-op thread counts to try "
+                                                                   "(default: 1, 2 and all cores)")
+    b.add_argument("--batch", type=positive_int, nargs="+", help="inference batch sizes to try (default: 256 1024 4096)")
     b.add_argument("--no-baselines", action="store_true", help="time only xfer's own path")
-    b.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    b.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto: CUDA when onnxruntime-gpu, a GPU and the CUDA kernel are all there")
     b.add_argument("--workers", type=positive_int, default=1, help="shard the test pass over N processes")
     b.add_argument("--out", help="report JSON (default: MODEL.bench.json)")
-    b.set_defaults(func=_lazy("xfer.bench"))
-
-    o = sub.add_parser("optimize", help="fold the normalisation into the first conv and/or quantise to int8")
-    o.add_argument("model")
+    b.set_defaults(func=_bench)
+    o = _command(sub, "optimize", "fold the normalisation into the first conv and/or quantise to int8",
+                 "xfer optimize models/frozen.onnx --fold --int8")
+    o.add_argument("model", help="trained ONNX model")
     o.add_argument("--fold", action="store_true", help="move (x - mean) / std into the first convolution")
     o.add_argument("--int8", action="store_true", help="static int8 quantisation calibrated on training images")
-    o.add_argument("--data", help="the data the model was trained on (for calibration)")
+    o.add_argument("--data", help="the data the model was trained on, for calibration (default: the synthetic FERG-DB)")
     o.add_argument("--calibration", type=positive_int, default=512, help="calibration images")
     o.add_argument("--int8-convs", action="store_true", help="quantise the convolutions too (costs accuracy here)")
-    o.set_defaults(func=_lazy("xfer.optimize"))
+    o.set_defaults(func=_stage("xfer.optimize", C.OptimizeConfig))
 
-    e = sub.add_parser("experiments", help="the full study: modes x seeds x protocols -> train -> bench -> report")
+
+def _study_parsers(sub) -> None:
+    e = _command(sub, "experiments", "the full study: modes x seeds x protocols -> train -> bench -> report",
+                 "xfer experiments --modes frozen finetune --seeds 0 1 2 --protocols random")
     e.add_argument("--name", default="study", help="report folder name under --out")
-    e.add_argument("--data", help="target data (default: the synthetic FERG-DB)")
-    e.add_argument("--source", help=f"ONNX model to transfer from (default: {DEFAULT_SOURCE})")
-    e.add_argument("--modes", nargs="+", choices=["reuse", "scratch", "frozen", "finetune"],
-                   default=["reuse", "scratch", "frozen", "finetune"])
-    e.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    e.add_argument("--protocols", nargs="+", choices=["random", "loco"], default=["random", "loco"])
-    e.add_argument("--epochs", type=positive_int, default=30)
-    e.add_argument("--batch-size", type=positive_int, default=64)
-    e.add_argument("--lr", type=positive_float, help="default: each mode's own (see xfer train --help)")
-    e.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    e.add_argument("--bench-images", type=positive_int, help="cycle the baseline comparison to this many images")
-    e.add_argument("--per-image-limit", type=positive_int, default=2000)
-    e.add_argument("--bench-threads", type=positive_int, nargs="+")
-    e.add_argument("--out", default="reports")
     e.add_argument("--study", choices=["transfer", "dan"], default="transfer",
                    help="transfer: the four modes (Table 1); dan: single/multi-task DAN and the FER+ label schemes")
-    e.add_argument("--alpha", type=float, default=1.0, help="dan study: landmark loss weight of the multi-task runs")
+    e.add_argument("--data", help="target data (default: the synthetic FERG-DB)")
+    e.add_argument("--source", help=f"ONNX model to transfer from (default: {C.DEFAULT_SOURCE})")
+    e.add_argument("--modes", nargs="+", choices=C.MODES, default=list(C.MODES), help="transfer modes to run")
+    e.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (LOCO: seed k holds out character k)")
+    e.add_argument("--protocols", nargs="+", choices=C.PROTOCOLS, default=list(C.PROTOCOLS),
+                   help="random: stratified 80/20; loco: leave one character out")
+    e.add_argument("--epochs", type=positive_int, default=C.DEFAULT_EPOCHS, help="training epochs per run")
+    e.add_argument("--batch-size", type=positive_int, default=C.DEFAULT_BATCH, help="minibatch size")
+    e.add_argument("--lr", type=positive_float, help="learning rate (default: each mode's own, see xfer train --help)")
+    e.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where PyTorch trains")
+    e.add_argument("--bench-images", type=positive_int, help="cycle the baseline comparison to this many images "
+                                                             "(default: the test split)")
+    e.add_argument("--per-image-limit", type=positive_int, default=2000, help="images timed on the naive per-image path")
+    e.add_argument("--bench-threads", type=positive_int, nargs="+", help="ONNX Runtime thread counts to try")
+    e.add_argument("--out", default=C.DEFAULT_REPORTS, help="reports folder")
+    e.add_argument("--alpha", type=nonneg_float, default=1.0, help="dan study: landmark loss weight of multi-task runs")
     e.add_argument("--width", type=positive_float, default=0.25, help="dan study: backbone width multiplier")
     _model_options(e)
     e.set_defaults(func=_experiments)
+    dm = _command(sub, "demo", "from nothing to a finished report on the embedded default data", "xfer demo")
+    dm.add_argument("--name", default="demo", help="report folder name under reports/")
+    dm.add_argument("--mnist", help="real MNIST IDX folder for pretraining (default: the embedded digits)")
+    dm.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds per mode and protocol")
+    dm.add_argument("--epochs", type=positive_int, default=20, help="training epochs per run")
+    dm.add_argument("--bench-images", type=positive_int, default=C.FERG_TEST_IMAGES,
+                    help="images in the baseline comparison (FERG-DB's test split)")
+    dm.set_defaults(func=_stage("xfer.demo", C.DemoConfig))
+    i = _command(sub, "inspect", "layers, shapes, parameters and metadata of an ONNX model",
+                 "xfer inspect models/lenet5.onnx")
+    i.add_argument("model", help="ONNX model")
+    i.set_defaults(func=_stage("xfer.inspect_model", C.InspectConfig))
 
-    dm = sub.add_parser("demo", help="from nothing to a finished report on the embedded default data")
-    dm.add_argument("--name", default="demo")
-    dm.add_argument("--mnist", help="real MNIST IDX folder for pretraining (default: embedded digits)")
-    dm.add_argument("--seeds", type=int, nargs="+", default=[0])
-    dm.add_argument("--epochs", type=positive_int, default=20)
-    dm.add_argument("--bench-images", type=positive_int, default=11153,
-                    help="images in the baseline comparison (FERG-DB's test split is 11153)")
-    dm.set_defaults(func=_lazy("xfer.demo"))
 
-    z = sub.add_parser("zoo", help="write one of the nine model-zoo CNNs shipped in the onnx wheel, runnable",
-                       description="The onnx wheel ships nine classic CNNs (AlexNet ... SqueezeNet) whose weights are "
-                                   "ConstantOfShape generators; this writes one with seeded random weights, ready for "
-                                   "xfer surgery / train --source. Example: xfer zoo squeezenet")
-    z.add_argument("name", nargs="?", help="model name (omit to list them)")
-    z.add_argument("--out", help="output ONNX (default: models/zoo/NAME.onnx)")
-    z.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
-    z.set_defaults(func=_zoo)
-
-    i = sub.add_parser("inspect", help="layers, shapes, parameters and metadata of an ONNX model")
-    i.add_argument("model")
-    i.set_defaults(func=_lazy("xfer.inspect_model"))
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="xfer", formatter_class=_Formatter,
+                                description="Move a trained network across frameworks and tasks through ONNX.",
+                                epilog="example:\n  xfer demo        # the whole study on the embedded data\n"
+                                       "  xfer COMMAND --help")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _data_parsers(sub)
+    _source_parsers(sub)
+    _train_parser(sub)
+    _bench_parsers(sub)
+    _study_parsers(sub)
     return p
 
 

@@ -6,7 +6,6 @@ MXNet 1.9.1's exporter imports ``onnx.mapping``, which current onnx removed;
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -17,7 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from xfer.errors import XferError
-from xfer.graph import finalize, set_metadata, simplify
+from xfer.config import ConvertConfig
+from xfer.graph import finalize, simplify
+from xfer.meta import write_meta
 
 INPUT = "input"
 OUTPUT = "logits"
@@ -128,9 +129,9 @@ def _postprocess(model, meta: dict[str, object]):
         dim.Clear()
         dim.dim_param = "N"
     _pin_opset(model)
-    g.name = str(meta.pop("source_name", "lenet5"))
+    g.name = "lenet5"
     model.producer_name = "xfer"
-    set_metadata(model, meta)
+    write_meta(model, **meta)
     simplify(model)
     return finalize(model)
 
@@ -170,7 +171,7 @@ def parity(block, model, input_shape: tuple[int, ...], n: int = 64, seed: int = 
     return float(np.abs(ref - got).max())
 
 
-def main(args: argparse.Namespace) -> dict:
+def main(args: ConvertConfig) -> dict:
     from xfer.io import write_bytes
 
     prefix = str(args.model)
@@ -178,9 +179,9 @@ def main(args: argparse.Namespace) -> dict:
     info_path = Path(f"{prefix}.json")
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     input_shape = tuple(info.get("input_shape", [1, 28, 28]))
-    meta = {"xfer.source": f"mxnet:{sym.name}", "xfer.mode": "source", "xfer.classes": info.get("classes", [str(i) for i in range(10)]),
-            "xfer.input_shape": list(input_shape), "xfer.mean": info.get("mean", [0.0]), "xfer.std": info.get("std", [1.0]),
-            "xfer.frozen": [], "xfer.dataset": info.get("source", "unknown"), "source_name": "lenet5"}
+    meta = {"source": f"mxnet:{sym.name}", "mode": "source", "classes": info.get("classes", [str(i) for i in range(10)]),
+            "input_shape": list(input_shape), "mean": info.get("mean", [0.0]), "std": info.get("std", [1.0]),
+            "frozen": [], "dataset": info.get("source", "unknown")}
     model = export(sym, params, input_shape, meta)
     _, block = load_mxnet(sym, params, input_shape, info.get("input_name", "data"))
     diff = parity(block, model, input_shape)

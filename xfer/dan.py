@@ -34,7 +34,8 @@ def build_dan(input_shape: tuple[int, int, int], classes: list[str], n_landmarks
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from xfer.graph import finalize, set_metadata
+    from xfer.graph import finalize
+    from xfer.meta import write_meta
     from xfer.surgery import init
 
     c, h, w = input_shape
@@ -80,9 +81,8 @@ def build_dan(input_shape: tuple[int, int, int], classes: list[str], n_landmarks
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], producer_name="xfer")
     m.ir_version = 8
     m = finalize(m)
-    set_metadata(m, {"xfer.mode": "dan", "xfer.classes": list(classes), "xfer.input_shape": [c, h, w],
-                     "xfer.frozen": [], "xfer.source": "xfer.dan", "xfer.landmarks": n_landmarks,
-                     "xfer.widths": widths, "xfer.seed": seed})
+    write_meta(m, mode="dan", classes=list(classes), input_shape=[c, h, w], frozen=[], source="xfer.dan",
+               landmarks=n_landmarks, widths=widths, init_seed=seed)
     onnx.checker.check_model(m)
     return m
 

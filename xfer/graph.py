@@ -12,32 +12,6 @@ import numpy as np
 
 from xfer.errors import XferError
 
-META_PREFIX = "xfer."
-
-
-def set_metadata(model, meta: dict[str, Any]) -> None:
-    """Replace or add ``metadata_props`` entries (values JSON-encoded unless already strings)."""
-    existing = {p.key: p for p in model.metadata_props}
-    for k, v in meta.items():
-        value = v if isinstance(v, str) else json.dumps(v)
-        if k in existing:
-            existing[k].value = value
-        else:
-            p = model.metadata_props.add()
-            p.key, p.value = k, value
-
-
-def get_metadata(model) -> dict[str, Any]:
-    """``metadata_props`` as a dict with JSON values decoded."""
-    out: dict[str, Any] = {}
-    for p in model.metadata_props:
-        try:
-            out[p.key] = json.loads(p.value)
-        except json.JSONDecodeError:
-            out[p.key] = p.value
-    return out
-
-
 def load_model(path_or_model, check: bool = True):
     """Load an ONNX model from a path (clear errors for missing, truncated or non-ONNX files) or pass one through."""
     import onnx
@@ -389,9 +363,11 @@ class InputSpec(NamedTuple):
 
 def input_spec(model, where: object = "model") -> InputSpec:
     """The input spec recorded in ``model``'s metadata; ``XferError`` naming ``where`` when it is missing."""
-    meta = get_metadata(model)
-    shape = meta.get("xfer.input_shape")
+    from xfer.meta import read_meta
+
+    meta = read_meta(model)
+    shape = meta.input_shape
     if not shape or len(shape) != 3:
         raise XferError(f"{where}: no xfer.input_shape in the model's metadata (train it with `xfer train`)")
-    return InputSpec(int(shape[0]), (int(shape[1]), int(shape[2])), list(meta.get("xfer.mean", [0.0])),
-                     list(meta.get("xfer.std", [1.0])))
+    mean, std = meta.normalisation
+    return InputSpec(int(shape[0]), (int(shape[1]), int(shape[2])), mean, std)

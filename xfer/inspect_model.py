@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
-
-from xfer.graph import get_metadata, initializers, load_model, shapes
+from xfer.config import InspectConfig
+from xfer.graph import initializers, load_model, shapes
+from xfer.meta import meta_dict, read_meta
 
 
 def describe(model) -> dict:
     """A JSON-able summary: nodes with output shapes and parameter counts, totals, metadata."""
     inits = initializers(model)
     sh = shapes(model)
-    meta = get_metadata(model)
-    frozen = set(meta.get("xfer.frozen", []) or [])
+    meta = read_meta(model)
+    frozen = set(meta.frozen or [])
     layers = []
     for n in model.graph.node:
         params = [i for i in n.input if i in inits]
@@ -23,14 +23,14 @@ def describe(model) -> dict:
     n_frozen = int(sum(a.size for k, a in inits.items() if k in frozen))
     io_shapes = {v.name: sh.get(v.name) for v in list(model.graph.input) + list(model.graph.output)}
     return {"opset": model.opset_import[0].version, "inputs": io_shapes, "layers": layers, "params": total,
-            "frozen_params": n_frozen, "trainable_params": total - n_frozen, "metadata": meta}
+            "frozen_params": n_frozen, "trainable_params": total - n_frozen, "metadata": meta_dict(meta)}
 
 
 def _fmt_shape(s) -> str:
     return "?" if s is None else "(" + ", ".join("N" if d is None else str(d) for d in s) + ")"
 
 
-def main(args: argparse.Namespace) -> dict:
+def main(args: InspectConfig) -> dict:
     from xfer.report.tables import print_table
 
     model = load_model(args.model)

@@ -9,12 +9,12 @@
 
 from __future__ import annotations
 
-import argparse
 import copy
 from pathlib import Path
 
 import numpy as np
 
+from xfer.config import OptimizeConfig
 from xfer.errors import XferError
 
 
@@ -22,12 +22,12 @@ def fold_normalization(model):
     """A copy of ``model`` that takes ``pixel / 255`` and applies the recorded mean/std inside its first conv."""
     from onnx import helper
 
-    from xfer.graph import finalize, get_metadata, initializers, input_spec, set_initializer, set_metadata
+    from xfer.graph import finalize, initializers, input_spec, set_initializer
+    from xfer.meta import read_meta, write_meta
     from xfer.surgery.cut import first_conv
 
     m = copy.deepcopy(model)
-    meta = get_metadata(m)
-    if meta.get("xfer.folded"):
+    if read_meta(m).folded:
         raise XferError("the normalisation is already folded into this model")
     spec = input_spec(m)
     c = spec.channels
@@ -64,8 +64,7 @@ def fold_normalization(model):
             if a.name == "pads":
                 a.ints[:] = [0] * len(a.ints)
     m = finalize(m)
-    set_metadata(m, {"xfer.mean": [0.0] * c, "xfer.std": [1.0] * c, "xfer.folded": True,
-                     "xfer.folded_from": {"mean": mean.tolist(), "std": std.tolist()}})
+    write_meta(m, mean=[0.0] * c, std=[1.0] * c, folded=True, folded_from={"mean": mean.tolist(), "std": std.tolist()})
     return m
 
 
@@ -81,7 +80,9 @@ def quantize_int8(model, calibration: np.ndarray, convs: bool = False):
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    from xfer.graph import get_metadata, set_metadata
+    from dataclasses import asdict
+
+    from xfer.meta import read_meta, write_meta
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -97,15 +98,16 @@ def quantize_int8(model, calibration: np.ndarray, convs: bool = False):
         quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8, nodes_to_exclude=exclude)
         q = onnx.load(dst)
-    meta = get_metadata(model)
+    meta = read_meta(model)
     del q.metadata_props[:]
-    set_metadata(q, meta | {"xfer.quantized": "int8" if convs else "int8 (convolutions in float)",
-                            "xfer.calibration_images": int(len(calibration))})
+    write_meta(q, **asdict(meta))
+    write_meta(q, quantized="int8" if convs else "int8 (convolutions in float)", calibration_images=int(len(calibration)))
     return q
 
 
-def main(args: argparse.Namespace) -> dict:
-    from xfer.graph import finalize, get_metadata, input_spec, load_model, save_model
+def main(args: OptimizeConfig) -> dict:
+    from xfer.graph import finalize, input_spec, load_model, save_model
+    from xfer.meta import read_meta
 
     model = load_model(args.model)
     stem = Path(args.model)
@@ -120,13 +122,12 @@ def main(args: argparse.Namespace) -> dict:
         from xfer.data import ferg
         from xfer.data.pack import load_dataset
         from xfer.preprocess import preprocess
-        from xfer.train import default_data
+        from xfer.data.split import default_data
 
-        meta = get_metadata(model)
+        meta = read_meta(model)
         spec = input_spec(model, args.model)
         pack = load_dataset(args.data or default_data())
-        tr, _ = ferg.split(str(meta.get("xfer.split", "random")), pack.labels, pack.groups, pack.group_names,
-                           int(meta.get("xfer.seed", 0)))
+        tr, _ = ferg.split(meta.split or "random", pack.labels, pack.groups, pack.group_names, meta.split_seed or 0)
         pick = np.random.default_rng(0).choice(tr, size=min(args.calibration, len(tr)), replace=False)
         calib = preprocess(np.ascontiguousarray(pack.images[np.sort(pick)]), spec.size, spec.channels, spec.mean,
                            spec.std)

@@ -6,13 +6,13 @@ from scratch and transfer better, and every downstream pass handles either.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from pathlib import Path
 
 import numpy as np
 
+from xfer.config import PretrainConfig
 from xfer.errors import XferError
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -129,7 +129,7 @@ def save(net, prefix: str | os.PathLike[str], info: dict) -> tuple[Path, Path, P
     return sym, params, meta
 
 
-def main(args: argparse.Namespace) -> dict:
+def main(args: PretrainConfig) -> dict:
     from xfer.data.digits import load_digits
 
     digits = load_digits(args.mnist, seed=args.seed)

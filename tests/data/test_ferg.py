@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from xfer.data.ferg import EMOTIONS, loco_split, scan_ferg, split, stratified_split
-from xfer.data.folders import scan
+from xfer.data.ferg import scan
 from xfer.errors import XferError
 
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from xfer.data.folders import load_image, scan
+from xfer.data.ferg import scan
+from xfer.data.folders import load_image
 from xfer.data.pack import is_pack, load_dataset, load_pack, pack_folder
 from xfer.errors import XferError
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from xfer.data.ferg import CHARACTERS, EMOTIONS, scan_ferg
-from xfer.data.synth import LANDMARK_NAMES, generate, read_landmarks, render_face
+from xfer.data.sidecars import read_landmarks
+from xfer.data.synth import LANDMARK_NAMES, generate, render_face
 from xfer.errors import XferError
 
 
@@ -62,7 +63,7 @@ def test_bad_arguments(tmp_path):
 def test_bad_sidecars(tmp_path):
     (tmp_path / "votes.csv").write_text("path,anger,disgust,fear,joy,neutral,sadness,surprise\na.png,1,0,0,0,0,0,x\n")
     with pytest.raises(XferError, match=r"votes.csv:2: vote counts must be integers"):
-        from xfer.data.synth import read_votes
+        from xfer.data.sidecars import read_votes
 
         read_votes(tmp_path)
     (tmp_path / "landmarks.csv").write_text("path,intensity,a_x,a_y\na.png,0.5,1\n")

@@ -1,4 +1,3 @@
-import argparse
 import json
 import re
 import shutil
@@ -6,6 +5,8 @@ import subprocess
 from html.parser import HTMLParser
 
 import pytest
+
+from xfer.config import StudyConfig
 
 from xfer.report import experiments
 
@@ -28,10 +29,8 @@ class Collector(HTMLParser):
 @pytest.fixture(scope="module")
 def tiny_study(synth_pack, lenet_onnx, tmp_path_factory):
     out = tmp_path_factory.mktemp("reports")
-    args = argparse.Namespace(name="tiny", data=str(synth_pack), source=str(lenet_onnx), modes=["frozen", "reuse"],
-                              seeds=[0], protocols=["random", "loco"], epochs=1, batch_size=32, lr=1e-3, device="cpu",
-                              input_size=[32, 32], channels=1, head=[32, 16], train_all=False, bench_images=None,
-                              per_image_limit=5, bench_threads=[1], out=str(out))
+    args = StudyConfig(name="tiny", data=str(synth_pack), source=str(lenet_onnx), modes=("frozen", "reuse"), seeds=(0,),
+                       epochs=1, batch_size=32, lr=1e-3, head=(32, 16), per_image_limit=5, bench_threads=(1,), out=str(out))
     results = experiments.main(args)
     return out / "tiny", results
 
@@ -64,8 +63,8 @@ def test_rerun_reuses_finished_runs(tiny_study, synth_pack, lenet_onnx, monkeypa
 
     monkeypatch.setattr(train, "main", lambda *a, **k: pytest.fail("finished run was retrained"))
     step = experiments.Step("random", "frozen", 0, "random")
-    args = argparse.Namespace(data=str(synth_pack), source=str(lenet_onnx), epochs=1, batch_size=32, lr=1e-3,
-                              device="cpu", input_size=[32, 32], channels=1, head=[32, 16], bench_threads=[1])
+    args = StudyConfig(data=str(synth_pack), source=str(lenet_onnx), epochs=1, batch_size=32, lr=1e-3, head=(32, 16),
+                       bench_threads=(1,))
     r = experiments.run_step(step, args, root)
     assert r["bench_accuracy"] == r["test_accuracy"]
 

@@ -5,7 +5,8 @@ import pytest
 
 from xfer.data.ferg import EMOTIONS
 from xfer.errors import XferError
-from xfer.graph import get_metadata, initializers
+from xfer.graph import initializers
+from xfer.meta import read_meta
 from xfer.surgery import MODES, apply, get_frozen, replace_head, retarget_input
 from xfer.surgery.inputs import adapt_channels
 
@@ -23,9 +24,9 @@ def test_recipes_run_in_ort(cnn, mode, channels, size):
     onnx.checker.check_model(m)
     y = run(m, np.zeros((2, channels, size, size), np.float32))
     assert y.shape == (2, 7)
-    meta = get_metadata(m)
-    assert meta["xfer.mode"] == mode and meta["xfer.classes"] == list(EMOTIONS)
-    assert meta["xfer.input_shape"] == [channels, size, size]
+    meta = read_meta(m)
+    assert meta.mode == mode and meta.classes == list(EMOTIONS)
+    assert meta.input_shape == [channels, size, size] and meta.init_seed == 0
     frozen = get_frozen(m)
     inits = initializers(m)
     src = initializers(cnn)

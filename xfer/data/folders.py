@@ -124,11 +124,3 @@ def scan_folders(root: str | os.PathLike[str]) -> ImageIndex:
         labels += [k] * len(files)
     return ImageIndex(root, paths, np.asarray(labels, np.int64), [c.name for c in classes],
                       np.zeros(len(paths), np.int64), ["all"], "folders")
-
-
-def scan(root: str | os.PathLike[str]) -> ImageIndex:
-    """Scan a FERG-DB tree or, when it is not one, a class-per-folder tree."""
-    from xfer.data import ferg
-
-    root = check_root(root)
-    return ferg.scan_ferg(root) if ferg.looks_like_ferg(root) else scan_folders(root)

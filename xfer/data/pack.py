@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from xfer.data.folders import ImageIndex, load_image, scan
+from xfer.data.ferg import scan
+from xfer.data.folders import ImageIndex, load_image
 from xfer.errors import XferError
 from xfer.io import atomic_dir
 
@@ -53,7 +54,7 @@ def _decode(path: Path, size: tuple[int, int] | None) -> np.ndarray:
 def decode_index(index: ImageIndex, size: tuple[int, int] | None = None, workers: int | None = None,
                  progress: bool = True) -> Pack:
     """Decode every image of ``index`` into one array (PIL releases the GIL while decoding)."""
-    from xfer.data.synth import read_landmarks, read_votes
+    from xfer.data.sidecars import read_landmarks, read_votes
     from xfer.progress import bar
 
     if len(index) == 0:

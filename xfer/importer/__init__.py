@@ -62,9 +62,9 @@ class OnnxModule(nn.Module):
         super().__init__()
         from onnx import numpy_helper
 
-        from xfer.graph import get_metadata
+        from xfer.meta import read_meta
 
-        frozen = set(frozen if frozen is not None else (get_metadata(model).get("xfer.frozen") or []))
+        frozen = set(frozen if frozen is not None else (read_meta(model).frozen or []))
         g = model.graph
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
         specs = [spec_for(n, self.opset) for n in g.node]

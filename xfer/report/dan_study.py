@@ -7,42 +7,43 @@ import -> train -> write-back path) and is scored on the clean test labels
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from pathlib import Path
 
+from xfer.config import StudyConfig, TrainConfig
 from xfer.dan import SCHEMES
 
 VARIANTS = [("single-task", 0.0, "clean"), ("multi-task", None, "clean")] + [(f"scheme:{s}", None, s) for s in SCHEMES]
 
 
-def _args(args: argparse.Namespace, seed: int, alpha: float, scheme: str, name: str, out: Path) -> argparse.Namespace:
-    return argparse.Namespace(mode=None, model="dan", data=args.data, source=None, epochs=args.epochs or 30,
-                              batch_size=args.batch_size, lr=args.lr or 1e-3, weight_decay=0.0, seed=seed, split="random",
-                              device=args.device, augment=False, resume=True, name=name, out=str(out),
-                              input_size=list(args.input_size), channels=args.channels, head=list(args.head),
-                              train_all=False, label_scheme=scheme, alpha=alpha, beta=1.0, width=args.width)
+def _config(args: StudyConfig, seed: int, alpha: float, scheme: str, name: str, out: Path) -> TrainConfig:
+    return TrainConfig(model="dan", data=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       seed=seed, device=args.device, augment=False, resume=True, name=name, out=str(out),
+                       input_size=args.input_size, channels=args.channels, head=args.head, label_scheme=scheme,
+                       alpha=alpha, beta=1.0, width=args.width)
 
 
-def main(args: argparse.Namespace) -> dict:
+def main(args: StudyConfig) -> dict:
     from xfer import train
+    from xfer.data.split import default_data
     from xfer.io import write_json
     from xfer.progress import bar
     from xfer.report.render import write_dan_report
 
+    args = args.but(data=args.data or str(default_data()))
     root = Path(args.out) / args.name
     out = root / "runs"
     plan = [(v, s) for v in VARIANTS for s in args.seeds]
     runs = []
     t0 = time.time()
     print(f"DAN study '{args.name}': {len(plan)} runs ({len(VARIANTS)} variants x seeds {args.seeds}), "
-          f"{args.epochs or 30} epochs each -> {root}")
+          f"{args.epochs} epochs each -> {root}")
     with bar(len(plan), "dan study", "run", disable=False) as pb:
         for k, ((label, alpha, scheme), seed) in enumerate(plan, start=1):
             a = args.alpha if alpha is None else alpha
             name = f"{label.replace(':', '-')}-s{seed}"
-            result = train.train_or_reuse(_args(args, seed, a, scheme, name, out))
+            result = train.train_or_reuse(_config(args, seed, a, scheme, name, out))
             runs.append({"variant": label, "seed": seed, "alpha": a, "scheme": scheme,
                          "test_accuracy": result["test_accuracy"], "landmark_nme": result.get("landmark_nme"),
                          "history": result["history"], "model": result["model"]})
@@ -60,7 +61,7 @@ def main(args: argparse.Namespace) -> dict:
                           "acc_std": statistics.pstdev(accs) if len(accs) > 1 else 0.0,
                           "nme_mean": statistics.mean(nmes) if nmes else None,
                           "nme_std": (statistics.pstdev(nmes) if len(nmes) > 1 else 0.0) if nmes else None}
-    results = {"name": args.name, "study": "dan", "settings": {"seeds": args.seeds, "epochs": args.epochs or 30,
+    results = {"name": args.name, "study": "dan", "settings": {"seeds": list(args.seeds), "epochs": args.epochs,
                "alpha": args.alpha, "width": args.width, "input_size": list(args.input_size), "data": args.data},
                "summary": summary, "runs": runs, "wall_s": time.time() - t0}
     write_json(root / "results.json", results)

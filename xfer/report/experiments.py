@@ -8,18 +8,18 @@ interrupted study resumes where it stopped.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from xfer.config import MODES, StudyConfig, TrainConfig, default_lr
 from xfer.errors import XferError
 
 # Table 1 of the study: experiment -> (test accuracy, mean test time in seconds).
 STUDY = {"reuse": (0.157, 189.45), "scratch": (0.132, 190.16), "frozen": (0.715, 477.38), "finetune": (0.157, 461.37)}
-STUDY_ORDER = ("reuse", "scratch", "frozen", "finetune")
+STUDY_ORDER = MODES
 
 
 @dataclass
@@ -51,24 +51,19 @@ def make_plan(modes: list[str], seeds: list[int], protocols: list[str], group_na
     return steps
 
 
-def _train_args(step: Step, args: argparse.Namespace, out: Path) -> argparse.Namespace:
-    from xfer.train import DEFAULT_EPOCHS, default_lr
-
-    return argparse.Namespace(mode=step.mode, data=args.data, source=args.source,
-                              epochs=args.epochs or DEFAULT_EPOCHS,
-                              batch_size=args.batch_size, lr=args.lr or default_lr(step.mode), weight_decay=0.0,
-                              seed=step.seed,
-                              split=step.split, device=args.device, augment=True, resume=True, name=step.name,
-                              out=str(out), input_size=list(args.input_size), channels=args.channels,
-                              head=list(args.head), train_all=False)
+def _train_config(step: Step, args: StudyConfig, out: Path) -> TrainConfig:
+    return TrainConfig(mode=step.mode, data=args.data, source=args.source_path, epochs=args.epochs,
+                       batch_size=args.batch_size, lr=args.lr or default_lr(step.mode), weight_decay=0.0, seed=step.seed,
+                       split=step.split, device=args.device, augment=True, resume=True, name=step.name, out=str(out),
+                       input_size=args.input_size, channels=args.channels, head=args.head, train_all=args.train_all)
 
 
-def run_step(step: Step, args: argparse.Namespace, root: Path) -> dict:
+def run_step(step: Step, args: StudyConfig, root: Path) -> dict:
     """Train (or reuse a finished run with the same settings), then time its test pass."""
     from xfer import bench, train
 
     out = root / "runs" / step.protocol
-    result = train.train_or_reuse(_train_args(step, args, out))
+    result = train.train_or_reuse(_train_config(step, args, out))
     model_path = out / f"{step.name}.onnx"
     rep = bench.run(model_path, args.data, repeat=3, baselines=False, threads=args.bench_threads)
     p = rep["paths"]["kernel+ort"]
@@ -101,21 +96,17 @@ def summarize(runs: list[dict]) -> dict:
     return summary
 
 
-def main(args: argparse.Namespace) -> dict:
+def main(args: StudyConfig) -> dict:
     from xfer import bench
     from xfer.data.pack import load_dataset
     from xfer.io import write_json
     from xfer.progress import bar
     from xfer.report.render import write_report
-    from xfer.train import default_data
+    from xfer.data.split import default_data
 
-    if args.source is None:
-        from xfer.cli import DEFAULT_SOURCE
-
-        args.source = DEFAULT_SOURCE
-    if not Path(args.source).is_file():
-        raise XferError(f"{args.source}: source model not found (run `xfer pretrain` and `xfer convert` first)")
-    args.data = args.data or str(default_data())
+    if not Path(args.source_path).is_file():
+        raise XferError(f"{args.source_path}: source model not found (run `xfer pretrain` and `xfer convert` first)")
+    args = args.but(data=args.data or str(default_data()), source=args.source_path)
     pack = load_dataset(args.data)
     steps = make_plan(args.modes, args.seeds, args.protocols, pack.group_names)
     root = Path(args.out) / args.name
@@ -123,7 +114,7 @@ def main(args: argparse.Namespace) -> dict:
     runs = []
     t0 = time.time()
     print(f"experiments '{args.name}': {len(steps)} runs ({', '.join(args.modes)} x seeds {args.seeds} x "
-          f"{', '.join(args.protocols)}), {args.epochs or 30} epochs each -> {root}")
+          f"{', '.join(args.protocols)}), {args.epochs} epochs each -> {root}")
     with bar(len(steps), "experiments", "run", disable=False) as pb:
         for k, step in enumerate(steps, start=1):
             pb.set_description(f"step {k}/{len(steps)}: {step.protocol} {step.mode} seed {step.seed}")
@@ -141,7 +132,8 @@ def main(args: argparse.Namespace) -> dict:
     bench_rep = bench.run(showcase["model"], args.data, images=args.bench_images, repeat=3,
                           per_image_limit=args.per_image_limit, threads=args.bench_threads)
     results = {"name": args.name, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-               "settings": {"modes": args.modes, "seeds": args.seeds, "protocols": args.protocols, "epochs": args.epochs,
+               "settings": {"modes": list(args.modes), "seeds": list(args.seeds), "protocols": list(args.protocols),
+                            "epochs": args.epochs,
                             "batch_size": args.batch_size, "lr": args.lr, "input_size": list(args.input_size),
                             "channels": args.channels, "head": list(args.head), "data": args.data, "source": args.source},
                "data": {"images": len(pack), "classes": pack.classes, "groups": pack.group_names, "layout": pack.layout,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from xfer.errors import XferError
-from xfer.graph import get_metadata, set_metadata
+from xfer.meta import read_meta, write_meta
 
 
 def set_frozen(model, names) -> None:
@@ -12,8 +12,8 @@ def set_frozen(model, names) -> None:
     unknown = [n for n in names if n not in known]
     if unknown:
         raise XferError(f"cannot freeze '{unknown[0]}': no such initializer")
-    set_metadata(model, {"xfer.frozen": names})
+    write_meta(model, frozen=names)
 
 
 def get_frozen(model) -> set[str]:
-    return set(get_metadata(model).get("xfer.frozen") or [])
+    return set(read_meta(model).frozen or [])

@@ -16,7 +16,9 @@ import copy
 import numpy as np
 
 from xfer.errors import XferError
-from xfer.graph import check_runs, finalize, get_metadata, initializers, set_initializer, set_metadata, shapes, simplify
+from xfer.config import DEFAULT_HEAD, MODES
+from xfer.graph import check_runs, finalize, initializers, set_initializer, shapes, simplify
+from xfer.meta import read_meta, write_meta
 from xfer.surgery import init
 from xfer.surgery.canon import canonical_head, canonical_input, fold_constants, native_reshapes, retarget_reshapes
 from xfer.surgery.cut import activation_of, dense_layers, feature_nodes, find_boundary, first_conv
@@ -24,8 +26,6 @@ from xfer.surgery.freeze import set_frozen
 from xfer.surgery.head import _set_output_classes, reinit_dense, replace_head
 from xfer.surgery.inputs import retarget_input
 
-MODES = ("scratch", "reuse", "frozen", "finetune")
-DEFAULT_HEAD = (1000, 500, 200)
 
 
 def _reinit_conv(model, node, activation: str, seed: int) -> list[str]:
@@ -76,7 +76,7 @@ def apply(mode: str, source, classes: list[str], channels: int = 1, size: tuple[
     if len(classes) < 2:
         raise XferError(f"need at least 2 classes, got {len(classes)}")
     m = copy.deepcopy(source)
-    src_meta = get_metadata(m)
+    src_meta = read_meta(m)
     simplify(m)
     fold_constants(m)
     batch = canonical_input(m)
@@ -120,11 +120,8 @@ def apply(mode: str, source, classes: list[str], channels: int = 1, size: tuple[
     all_inits = set(initializers(m))
     frozen = set() if (mode in ("scratch", "finetune") or train_all) else all_inits - trainable
     set_frozen(m, frozen)
-    set_metadata(m, {
-        "xfer.mode": mode, "xfer.classes": list(classes), "xfer.input_shape": [channels, *size],
-        "xfer.transfer_from": src_meta.get("xfer.source", "unknown"), "xfer.head": list(head) if mode in ("frozen", "finetune") else [],
-        "xfer.seed": seed, "xfer.train_all": bool(train_all),
-        "xfer.mean": src_meta.get("xfer.mean", [0.0]), "xfer.std": src_meta.get("xfer.std", [1.0]),
-    })
+    write_meta(m, mode=mode, classes=list(classes), input_shape=[channels, *size],
+               transfer_from=src_meta.source or "unknown", head=list(head) if mode in ("frozen", "finetune") else [],
+               init_seed=seed, train_all=bool(train_all), mean=src_meta.mean or [0.0], std=src_meta.std or [1.0])
     m.graph.name = f"{m.graph.name}-{mode}"
     return m
