@@ -4,9 +4,12 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.xfer-installed
-SOURCES := pyproject.toml CMakeLists.txt $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cuda/*.cu)
+# The editable install maps the package's modules when it is made: adding or removing a module reinstalls.
+MODULES := $(VENV)/.xfer-modules
+$(shell mkdir -p $(VENV) && find xfer -name '*.py' | sort > $(MODULES).new && (cmp -s $(MODULES).new $(MODULES) || mv $(MODULES).new $(MODULES)); rm -f $(MODULES).new)
+SOURCES := pyproject.toml CMakeLists.txt $(MODULES) $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cuda/*.cu)
 
-.PHONY: demo test install bench clean asan
+.PHONY: demo test lint install bench clean asan
 
 $(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,8 +22,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/xfer demo
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check xfer tests benchmarks
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_test_pass.py

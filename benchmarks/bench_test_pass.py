@@ -13,7 +13,6 @@ from xfer import bench
 from xfer.errors import XferError
 
 
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("model", nargs="?", default="reports/demo/runs/random/frozen-s0.onnx")

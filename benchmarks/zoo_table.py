@@ -26,8 +26,8 @@ from onnx import helper
 from xfer.errors import XferError
 from xfer.importer import to_torch
 from xfer.io import write_text
-from xfer.surgery import MODES, apply
 from xfer.loop import train_one_epoch
+from xfer.surgery import MODES, apply
 from xfer.zoo import ZOO, load_zoo
 
 CLASSES = [str(i) for i in range(7)]
@@ -86,7 +86,7 @@ def main() -> int:
               + f"  epoch frozen {row.get('frozen_epoch_s')} s, finetune {row.get('finetune_epoch_s')} s", flush=True)
     print()
     print("| model | params (M) | import parity (max err / range) | scratch | reuse | frozen | finetune "
-          f"| s/epoch frozen | s/epoch finetune |")
+          "| s/epoch frozen | s/epoch finetune |")
     print("|---|---:|---:|:-:|:-:|:-:|:-:|---:|---:|")
     for r in rows:
         marks = " | ".join("✓" if r[m] == "ok" else "✗" for m in MODES)

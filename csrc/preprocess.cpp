@@ -236,6 +236,8 @@ PYBIND11_MODULE(_C, m) {
         py::arg("interp") = "area", py::arg("out") = py::none(), py::arg("device") = "cpu", py::arg("threads") = 0,
         py::arg("cuda_device") = 0,
         "uint8 HWC images (a 4-D batch or a list) -> float32 NCHW, resized, colour-converted and normalised.");
+  m.def("gray_weights", []() { return std::vector<float>{xfer::kGrayR, xfer::kGrayG, xfer::kGrayB}; },
+        "The BT.601 (R, G, B) weights the kernels convert colour to gray with.");
   m.def("cuda_available", []() {
 #ifdef XFER_WITH_CUDA
     return true;

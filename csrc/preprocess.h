@@ -15,6 +15,10 @@ namespace xfer {
 
 enum class Interp { Area, Bilinear };
 
+// ITU-R BT.601 luma weights (R, G, B) for colour -> gray: the one definition the CPU and CUDA kernels use
+// (xfer.preprocess.GRAY_WEIGHTS is the Python one; a test checks they agree through _C.gray_weights()).
+constexpr float kGrayR = 0.299f, kGrayG = 0.587f, kGrayB = 0.114f;
+
 // A view of one C-contiguous HWC uint8 image; the kernels never own pixels.
 struct ImageView {
   const std::uint8_t* data;

@@ -74,7 +74,7 @@ VARIANTS = [
 ]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def zoo_model(name: str) -> onnx.ModelProto:
     """A model-zoo CNN from the onnx wheel with seeded weights (loaded once per test session)."""
     from xfer.zoo import load_zoo
@@ -108,7 +108,7 @@ def make_nhwc_cnn(size: int = 16, classes: int = 5, seed: int = 0) -> onnx.Model
     return m
 
 
-def export_small_resnet(path, size: int = 16) -> "object":
+def export_small_resnet(path, size: int = 16) -> object:
     """A small ResNet built from torch.nn, written by PyTorch's own exporter (dynamic batch, view(x.size(0), -1))."""
     import torch
     from torch import nn

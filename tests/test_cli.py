@@ -32,3 +32,62 @@ def test_pack_cli(synth_root, tmp_path, capsys):
     out = tmp_path / "p.xpack"
     assert main(["data", "pack", str(synth_root), "--out", str(out)]) == 0
     assert "126 images" in capsys.readouterr().out
+
+
+def _subparsers(parser):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield name, sub
+                for inner, deeper in _subparsers(sub):
+                    yield f"{name} {inner}", deeper
+
+
+def test_every_option_has_help_with_its_default_and_every_command_an_example():
+    import argparse
+
+    from xfer.cli import _Formatter, build_parser
+
+    commands = dict(_subparsers(build_parser()))
+    assert {"train", "bench", "surgery", "zoo", "experiments", "demo", "data synth", "data pack"} <= set(commands)
+    fmt = _Formatter("xfer")
+    for name, sub in commands.items():
+        assert "example" in (sub.epilog or ""), f"xfer {name}: no example in --help"
+        for action in sub._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            where = f"xfer {name} {'/'.join(action.option_strings) or action.dest}"
+            assert action.help, f"{where}: no help text"
+            if action.option_strings and action.default not in (None, False):
+                assert "default" in fmt._get_help_string(action), f"{where}: the default is not shown"
+
+
+def test_train_help_reads_like_a_manual():
+    r = run("train", "--help")
+    assert r.returncode == 0
+    assert "--epochs EPOCHS training epochs (default: 30)" in " ".join(r.stdout.split())
+    assert "example:" in r.stdout and "xfer train --mode frozen" in r.stdout
+
+
+def test_configs_validate_themselves():
+    import pytest
+
+    from xfer.config import BenchConfig, StudyConfig, TrainConfig
+    from xfer.errors import XferError
+
+    with pytest.raises(XferError, match="--mode is required"):
+        TrainConfig()
+    with pytest.raises(XferError, match="--mode"):
+        TrainConfig(mode="distill")
+    with pytest.raises(XferError, match="--val"):
+        TrainConfig(mode="frozen", val=1.0)
+    with pytest.raises(XferError, match="--input-size"):
+        TrainConfig(mode="frozen", input_size=(32, 32, 3))
+    with pytest.raises(XferError, match="--modes"):
+        StudyConfig(modes=("frozen", "magic"))
+    with pytest.raises(XferError, match="--repeat"):
+        BenchConfig(repeat=0)
+    cfg = TrainConfig(mode="reuse")
+    assert cfg.learning_rate == 3e-3 and cfg.size == (32, 32) and cfg.but(lr=0.1).learning_rate == 0.1

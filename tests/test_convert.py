@@ -4,8 +4,8 @@ import onnx
 import pytest
 
 from xfer import convert
-from xfer.errors import XferError
 from xfer.config import ConvertConfig
+from xfer.errors import XferError
 from xfer.graph import load_model
 from xfer.meta import read_meta
 

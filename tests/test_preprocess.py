@@ -229,3 +229,10 @@ def test_threads_agree():
         np.testing.assert_array_equal(preprocess(x, (9, 11), 3, threads=t), a)
     big = np.random.default_rng(1).integers(0, 256, (1, 300, 200, 3), dtype=np.uint8)
     np.testing.assert_array_equal(preprocess(big, 64, 1, threads=1), preprocess(big, 64, 1, threads=4))
+
+
+def test_gray_weights_agree_between_cpp_and_python():
+    from xfer.preprocess import GRAY_WEIGHTS
+
+    np.testing.assert_allclose(_C.gray_weights(), GRAY_WEIGHTS, rtol=0, atol=1e-7)
+    assert sum(GRAY_WEIGHTS) == pytest.approx(1.0)

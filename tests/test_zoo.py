@@ -14,14 +14,13 @@ import pytest
 import torch
 from onnx import helper
 
+from cnn_zoo import export_small_resnet, make_cnn, make_nhwc_cnn, zoo_model
+from test_errors import assert_clean_error, xfer
 from xfer.errors import XferError
 from xfer.graph import initializers
 from xfer.importer import to_torch
 from xfer.surgery import MODES, apply, get_frozen
 from xfer.zoo import ZOO, load_zoo
-
-from cnn_zoo import export_small_resnet, make_cnn, make_nhwc_cnn, zoo_model
-from test_errors import assert_clean_error, xfer
 
 CLASSES = ["a", "b", "c", "d", "e", "f", "g"]
 

@@ -13,8 +13,8 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -66,7 +66,7 @@ def tune_ort(model_bytes: bytes, x: np.ndarray, threads: list[int], batches: lis
     for t in threads:
         sess = session(model_bytes, t)
         for b in batches:
-            times, _ = _timed(lambda: infer(sess, sample, b), repeat=2)
+            times, _ = _timed(lambda sess=sess, b=b: infer(sess, sample, b), repeat=2)
             trials.append({"threads": t, "batch": b, "images_per_s": len(sample) / min(times)})
     best = max(trials, key=lambda r: r["images_per_s"])
     return {"threads": best["threads"], "batch": best["batch"], "trials": trials}
@@ -126,7 +126,7 @@ def run(model_path: str | os.PathLike[str], data: str | None = None, images: int
 
     from xfer.graph import input_spec, load_model
     from xfer.meta import read_meta
-    from xfer.preprocess import cuda_available, preprocess
+    from xfer.preprocess import preprocess
 
     model = load_model(model_path)
     meta = read_meta(model)
@@ -135,17 +135,9 @@ def run(model_path: str | os.PathLike[str], data: str | None = None, images: int
     x_u8, y, note = load_test_images(model, data, images)
     n = len(x_u8)
     model_bytes = model.SerializeToString()
-    providers = ort.get_available_providers()
-    gpu = "CUDAExecutionProvider" in providers and cuda_available()
-    if device == "cuda" and not gpu:
-        raise XferError("--device cuda: needs onnxruntime-gpu with a CUDA device and xfer._C built with CUDA")
-    gpu_sess, gpu_note = (cuda_session(model_bytes) if gpu and device != "cpu" else (None, None))
-    if device == "cuda" and gpu_sess is None:
-        raise XferError(f"--device cuda: {gpu_note}")
+    gpu_sess, device_note = _pick_device(model_bytes, device)
     use_gpu = gpu_sess is not None
     cores = os.cpu_count() or 1
-    device_note = ("CUDA kernel + ONNX Runtime CUDA EP with IO binding" if use_gpu else
-                   "CPU: " + (gpu_note or ("no CUDA device or onnxruntime-gpu found" if not gpu else "as asked")))
     report: dict = {"model": str(model_path), "images": n, "data": note, "input_shape": shape,
                     "device": "cuda" if use_gpu else "cpu", "device_note": device_note, "env": environment(),
                     "paths": {}}
@@ -180,15 +172,7 @@ def run(model_path: str | os.PathLike[str], data: str | None = None, images: int
     paths["copy"] = _stats(t_copy, n) | {"bytes": int(x_u8.nbytes), "gb_per_s": x_u8.nbytes / statistics.median(t_copy) / 1e9}
 
     if baselines:
-        t_cv, _ = _timed(lambda: opencv_preprocess(x_u8, size, channels, mean, std), repeat)
-        paths["opencv"] = _stats(t_cv, n)
-
-        def cv_ort():
-            return infer(sess, opencv_preprocess(x_u8, size, channels, mean, std), tune["batch"])
-
-        t_cvo, pred = _timed(cv_ort, max(1, repeat // 2))
-        paths["opencv+ort"] = _stats(t_cvo, n) | {"accuracy": float((pred == y).mean())}
-        paths.update(_naive(model, x_u8, y, size, channels, mean, std, per_image_limit, repeat))
+        paths.update(_baselines(model, sess, tune["batch"], x_u8, y, size, channels, mean, std, per_image_limit, repeat))
 
     report["ratios"] = ratios(paths)
     train_acc = meta.test_accuracy
@@ -196,6 +180,23 @@ def run(model_path: str | os.PathLike[str], data: str | None = None, images: int
     if train_acc is not None and not images:
         report["accuracy_matches_train"] = abs(paths["kernel+ort"]["accuracy"] - float(train_acc)) < 1e-9
     return report
+
+
+def _baselines(model, sess, batch: int, x_u8, y, size, channels, mean, std, per_image_limit: int,
+               repeat: int) -> dict:
+    """OpenCV per image (alone and feeding ONNX Runtime), and the naive PIL + PyTorch paths."""
+    n = len(x_u8)
+    paths = {}
+    t_cv, _ = _timed(lambda: opencv_preprocess(x_u8, size, channels, mean, std), repeat)
+    paths["opencv"] = _stats(t_cv, n)
+
+    def cv_ort():
+        return infer(sess, opencv_preprocess(x_u8, size, channels, mean, std), batch)
+
+    t_cvo, pred = _timed(cv_ort, max(1, repeat // 2))
+    paths["opencv+ort"] = _stats(t_cvo, n) | {"accuracy": float((pred == y).mean())}
+    paths.update(_naive(model, x_u8, y, size, channels, mean, std, per_image_limit, repeat))
+    return paths
 
 
 def _copy_floor(x: np.ndarray, repeat: int) -> list[float]:
@@ -239,6 +240,23 @@ def _naive(model, x_u8, y, size, channels, mean, std, per_image_limit: int, repe
                                 "images_per_s": n / per_image_s, "measured_images": k,
                                 "accuracy": float((pred_p == y[:k]).mean()),
                                 "note": f"timed on {k} images, scaled to {n}" if k < n else "timed on all images"}}
+
+
+def _pick_device(model_bytes: bytes, device: str):
+    """(a CUDA session or None, the sentence the report gives for the choice)."""
+    import onnxruntime as ort
+
+    from xfer.preprocess import cuda_available
+
+    gpu = "CUDAExecutionProvider" in ort.get_available_providers() and cuda_available()
+    if device == "cuda" and not gpu:
+        raise XferError("--device cuda: needs onnxruntime-gpu with a CUDA device and xfer._C built with CUDA")
+    gpu_sess, why = cuda_session(model_bytes) if gpu and device != "cpu" else (None, None)
+    if device == "cuda" and gpu_sess is None:
+        raise XferError(f"--device cuda: {why}")
+    if gpu_sess is not None:
+        return gpu_sess, "CUDA kernel + ONNX Runtime CUDA EP with IO binding"
+    return None, "CPU: " + (why or ("no CUDA device or onnxruntime-gpu found" if not gpu else "as asked"))
 
 
 def cuda_session(model_bytes: bytes):

@@ -9,14 +9,23 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from xfer import config as C
 from xfer.errors import XferError
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown after every option's help; descriptions and examples keep their line breaks."""
+    """Defaults shown after every option's help; descriptions and examples keep their line breaks.
+
+    Flags (default False) and options whose help already says what an absent value means are left as written.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.default in (None, False) or "default" in text:
+            return text
+        return super()._get_help_string(action)
 
 
 def _number(cast, ok, what: str):

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from xfer.errors import XferError
 from xfer.config import ConvertConfig
+from xfer.errors import XferError
 from xfer.graph import finalize, simplify
 from xfer.meta import write_meta
 
@@ -31,7 +31,7 @@ def _install_onnx_mapping() -> None:
     if hasattr(onnx, "mapping") and hasattr(onnx.mapping, "NP_TYPE_TO_TENSOR_TYPE"):
         return
     to_np = {}
-    for name, code in TensorProto.DataType.items():
+    for _name, code in TensorProto.DataType.items():
         if code == TensorProto.UNDEFINED:
             continue
         try:

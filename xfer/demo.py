@@ -10,8 +10,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from xfer.config import (DEFAULT_REPORTS, DEFAULT_SOURCE, DEFAULT_SOURCE_PREFIX, ConvertConfig, DemoConfig,
-                         PretrainConfig, StudyConfig)
+from xfer.config import (
+    DEFAULT_REPORTS,
+    DEFAULT_SOURCE,
+    DEFAULT_SOURCE_PREFIX,
+    ConvertConfig,
+    DemoConfig,
+    PretrainConfig,
+    StudyConfig,
+)
 
 
 def main(args: DemoConfig) -> dict:

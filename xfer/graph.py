@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from xfer.errors import XferError
+
 
 def load_model(path_or_model, check: bool = True):
     """Load an ONNX model from a path (clear errors for missing, truncated or non-ONNX files) or pass one through."""

@@ -48,18 +48,23 @@ class ModelMeta:
 
 
 KEYS = {f.name: PREFIX + f.name for f in fields(ModelMeta)}
+LEGACY_SEED = PREFIX + "seed"
 
 
 def read_meta(model) -> ModelMeta:
     """The model's ``xfer.*`` metadata (absent keys are None; unknown ``xfer.*`` keys are ignored)."""
     values: dict[str, Any] = {}
-    by_key = {v: k for k, v in KEYS.items()}
+    by_key = {v: k for k, v in KEYS.items()} | {LEGACY_SEED: LEGACY_SEED}
     for p in model.metadata_props:
         if p.key in by_key:
             try:
                 values[by_key[p.key]] = json.loads(p.value)
             except json.JSONDecodeError:
                 values[by_key[p.key]] = p.value
+    legacy = values.pop(LEGACY_SEED, None)  # models written before the two seeds had keys of their own
+    if legacy is not None:
+        values.setdefault("init_seed", legacy)
+        values.setdefault("split_seed", legacy)
     return ModelMeta(**values)
 
 

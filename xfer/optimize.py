@@ -76,11 +76,10 @@ def quantize_int8(model, calibration: np.ndarray, convs: bool = False):
     the FC head (99.8% of the weights) quantises at a cost of ~0.4.
     """
     import tempfile
+    from dataclasses import asdict
 
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    from dataclasses import asdict
 
     from xfer.meta import read_meta, write_meta
 
@@ -121,8 +120,8 @@ def main(args: OptimizeConfig) -> dict:
     if args.int8:
         from xfer.data import ferg
         from xfer.data.pack import load_dataset
-        from xfer.preprocess import preprocess
         from xfer.data.split import default_data
+        from xfer.preprocess import preprocess
 
         meta = read_meta(model)
         spec = input_spec(model, args.model)

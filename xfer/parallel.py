@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from xfer.errors import XferError
 
 
-
 @dataclass
 class Dist:
     rank: int = 0
@@ -35,10 +34,10 @@ def init_from_env(device: str) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
+    from datetime import timedelta
+
     import torch
     import torch.distributed as dist
-
-    from datetime import timedelta
 
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     backend = "nccl" if device == "cuda" else "gloo"

@@ -106,7 +106,7 @@ void emit_row(const float* v, std::int64_t c_in, const Params& p, float* out_row
     } else {
       for (std::int64_t x = 0; x < W; ++x) {
         const float* px = v + x * c_in;
-        out_row[x] = (0.299f * px[0] + 0.587f * px[1] + 0.114f * px[2]) * s + b;
+        out_row[x] = (kGrayR * px[0] + kGrayG * px[1] + kGrayB * px[2]) * s + b;
       }
     }
   } else {

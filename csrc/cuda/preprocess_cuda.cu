@@ -56,7 +56,7 @@ __global__ void preprocess_kernel(const unsigned char* __restrict__ in, float* _
   const long long plane = static_cast<long long>(p.out_h) * p.out_w;
   float* o = out + static_cast<long long>(n) * p.out_c * plane + static_cast<long long>(oy) * p.out_w + ox;
   if (p.out_c == 1) {
-    const float g = p.in_c == 1 ? acc[0] : 0.299f * acc[0] + 0.587f * acc[1] + 0.114f * acc[2];
+    const float g = p.in_c == 1 ? acc[0] : kGrayR * acc[0] + kGrayG * acc[1] + kGrayB * acc[2];
     o[0] = g * p.scale[0] + p.bias[0];
   } else {
     for (int c = 0; c < 3; ++c) o[c * plane] = acc[p.in_c == 1 ? 0 : c] * p.scale[c] + p.bias[c];

@@ -2,8 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from xfer.data.ferg import EMOTIONS, loco_split, scan_ferg, split, stratified_split
-from xfer.data.ferg import scan
+from xfer.data.ferg import EMOTIONS, loco_split, scan, scan_ferg, split, stratified_split
 from xfer.errors import XferError
 
 

@@ -8,10 +8,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from cnn_zoo import VARIANTS, make_cnn
 from xfer import to_torch, write_back
 from xfer.surgery import MODES, apply
-
-from cnn_zoo import VARIANTS, make_cnn
 
 
 def ort_run(m, x):

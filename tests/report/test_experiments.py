@@ -7,7 +7,6 @@ from html.parser import HTMLParser
 import pytest
 
 from xfer.config import StudyConfig
-
 from xfer.report import experiments
 
 
@@ -78,5 +77,5 @@ def test_report_renders_in_chromium(tiny_study, tmp_path):
                         "--enable-logging=stderr", "--v=0", f"--screenshot={shot}", "--window-size=1200,3000",
                         (root / "report.html").as_uri()], capture_output=True, text=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 10_000
-    console_errors = [l for l in r.stderr.splitlines() if "CONSOLE" in l and "ERROR" in l.upper()]
+    console_errors = [line for line in r.stderr.splitlines() if "CONSOLE" in line and "ERROR" in line.upper()]
     assert not console_errors, console_errors

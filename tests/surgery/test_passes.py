@@ -3,14 +3,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from cnn_zoo import make_cnn
 from xfer.data.ferg import EMOTIONS
 from xfer.errors import XferError
 from xfer.graph import initializers
 from xfer.meta import read_meta
 from xfer.surgery import MODES, apply, get_frozen, replace_head, retarget_input
 from xfer.surgery.inputs import adapt_channels
-
-from cnn_zoo import make_cnn
 
 
 def run(m, x):

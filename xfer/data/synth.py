@@ -129,33 +129,20 @@ def _shade(color, k: float) -> tuple[int, int, int]:
     return tuple(int(np.clip(v * k, 0, 255)) for v in color)
 
 
-def render_face(character: str, emotion: str, rng: np.random.Generator,
-                intensity: float | None = None) -> tuple[np.ndarray, np.ndarray, float]:
-    """Render one 256x256 RGB image; return (image, landmarks (K, 2) in pixels, intensity)."""
-    from PIL import Image, ImageDraw, ImageFilter
+def _background(rng: np.random.Generator, side: int):
+    """A random colour with a soft vertical gradient, as a PIL image and its drawing context."""
+    from PIL import Image, ImageDraw
 
-    c = CHARACTER_STYLES[character]
-    if intensity is None:
-        intensity = float(rng.uniform(0.35, 1.0))
-    e = expression_params(emotion, intensity)
-    S = SIZE * SUPERSAMPLE
-
-    # Background: a random colour with a soft vertical gradient.
     bg0 = rng.integers(40, 235, 3)
     bg1 = np.clip(bg0 + rng.integers(-50, 50, 3), 0, 255)
-    grad = np.linspace(0, 1, S)[:, None, None]
+    grad = np.linspace(0, 1, side)[:, None, None]
     bg = (bg0 * (1 - grad) + bg1 * grad).astype(np.uint8)
-    img = Image.fromarray(np.broadcast_to(bg, (S, S, 3)).copy())
-    draw = ImageDraw.Draw(img)
+    img = Image.fromarray(np.broadcast_to(bg, (side, side, 3)).copy())
+    return img, ImageDraw.Draw(img)
 
-    scale = SIZE * 0.4 * rng.uniform(0.9, 1.06)
-    center = np.array([SIZE / 2, SIZE / 2 + 8]) + rng.uniform(-8, 8, 2)
-    angle = math.radians(rng.uniform(-10, 10))
-    cv = _Canvas(draw, center, scale, angle)
-    skin = _shade(c.skin, rng.uniform(0.95, 1.05))
-    line = _shade(c.skin, 0.35)
 
-    # Hair behind the head.
+def _hair_back(cv: _Canvas, c: Character) -> None:
+    """Hair behind the head."""
     if c.hair_style == "bob":
         cv.poly(_ellipse(0, -0.05, c.head_w * 1.18, c.head_h * 1.08), fill=c.hair)
     elif c.hair_style == "curly":
@@ -165,12 +152,9 @@ def render_face(character: str, emotion: str, rng: np.random.Generator,
     elif c.hair_style == "bun":
         cv.poly(_ellipse(0, -c.head_h * 1.12, 0.38, 0.32), fill=c.hair)
 
-    outline = _head_outline(c)
-    cv.poly(_ellipse(-c.head_w, 0.05, 0.16, 0.26), fill=_shade(skin, 0.9))   # ears
-    cv.poly(_ellipse(c.head_w, 0.05, 0.16, 0.26), fill=_shade(skin, 0.9))
-    cv.poly(outline, fill=skin, outline=line, width=0.025)
 
-    # Hair on top of the head.
+def _hair_top(cv: _Canvas, c: Character) -> None:
+    """Hair on top of the head."""
     if c.hair_style in ("bob", "bun"):
         cv.poly(_ellipse(0, -c.head_h * 0.62, c.head_w * 1.02, c.head_h * 0.42, a0=math.pi, a1=2 * math.pi), fill=c.hair)
     elif c.hair_style == "spiky":
@@ -191,17 +175,20 @@ def render_face(character: str, emotion: str, rng: np.random.Generator,
         cv.poly(_ellipse(-c.head_w * 0.92, -0.2, 0.14, 0.35), fill=c.hair)
         cv.poly(_ellipse(c.head_w * 0.92, -0.2, 0.14, 0.35), fill=c.hair)
 
-    # Cheeks: raised, rosy when the cheek cue is on.
+
+def _cheeks(cv: _Canvas, e: dict, skin) -> None:
+    """Raised, rosy cheeks when the cheek cue is on."""
     if e["cheek"] > 0.05:
         blush = tuple(int(v) for v in np.array(skin) * (1 - 0.45 * e["cheek"]) + np.array([235, 90, 90]) * 0.45 * e["cheek"])
         for sx in (-1, 1):
             cv.poly(_ellipse(sx * 0.55, 0.3 - 0.06 * e["cheek"], 0.2, 0.12), fill=blush)
 
-    eye_y = -0.1
-    gap = c.eye_gap
+
+def _eyes_and_brows(cv: _Canvas, c: Character, e: dict, landmarks: dict) -> None:
+    """Eyes open by the aperture cue; brows by height, inner-end tilt and one-sided raise."""
+    eye_y, gap = -0.1, c.eye_gap
     eye_rx = {"round": 0.17, "almond": 0.2, "big": 0.21}[c.eye_style]
     eye_ry = {"round": 0.15, "almond": 0.1, "big": 0.18}[c.eye_style]
-    landmarks: dict[str, tuple[float, float]] = {}
     for side, sx in (("l", -1), ("r", 1)):
         ex = sx * gap
         ry = eye_ry * max(0.12, e["eye_open"])
@@ -216,8 +203,6 @@ def render_face(character: str, emotion: str, rng: np.random.Generator,
         landmarks[f"eye_{side}_inner"] = inner
         landmarks[f"eye_{side}_top"] = (ex, eye_y - ry)
         landmarks[f"eye_{side}_bottom"] = (ex, eye_y + ry)
-
-        # Brows: height, inner-end tilt, and one-sided raise.
         by = eye_y - eye_ry - 0.14 - e["brow_y"] - (e["brow_asym"] if sx > 0 else 0.0)
         b_outer = (ex + sx * eye_rx * 1.1, by + 0.02 - 0.5 * e["brow_tilt"])
         b_inner = (ex - sx * eye_rx * 1.05, by - e["brow_tilt"])
@@ -227,7 +212,8 @@ def render_face(character: str, emotion: str, rng: np.random.Generator,
         landmarks[f"brow_{side}_mid"] = (ex, by - 0.025 - 0.125 * e["brow_tilt"])
         landmarks[f"brow_{side}_inner"] = b_inner
 
-    # Nose.
+
+def _nose(cv: _Canvas, c: Character, skin, line, landmarks: dict) -> None:
     nose_y = 0.22
     if c.nose_style == "button":
         cv.poly(_ellipse(0, nose_y, 0.09, 0.07), fill=_shade(skin, 0.85), outline=line, width=0.012)
@@ -242,7 +228,9 @@ def render_face(character: str, emotion: str, rng: np.random.Generator,
     landmarks["nostril_l"] = nl
     landmarks["nostril_r"] = nr
 
-    # Mouth: corners from width, curve and asymmetry; lips part by mouth_open.
+
+def _mouth(cv: _Canvas, e: dict, landmarks: dict) -> None:
+    """Corners from width, curve and asymmetry; the lips part by the opening cue."""
     my = 0.58
     mw = 0.3 * e["mouth_w"]
     left = (-mw, my - e["mouth_curve"])
@@ -265,6 +253,8 @@ def render_face(character: str, emotion: str, rng: np.random.Generator,
     landmarks["mouth_top"] = tuple(mouth_top)
     landmarks["mouth_bottom"] = tuple(mouth_bot)
 
+
+def _outline_landmarks(outline: np.ndarray, c: Character, landmarks: dict) -> None:
     jaw_i = np.argmin(np.abs(outline[:, 1] - c.head_h * 0.55) + (outline[:, 0] > 0) * 10)
     jaw_r = np.argmin(np.abs(outline[:, 1] - c.head_h * 0.55) + (outline[:, 0] < 0) * 10)
     landmarks["jaw_l"] = tuple(outline[jaw_i])
@@ -273,7 +263,11 @@ def render_face(character: str, emotion: str, rng: np.random.Generator,
     landmarks["temple_l"] = (-c.head_w * 0.95, -0.3)
     landmarks["temple_r"] = (c.head_w * 0.95, -0.3)
 
-    # Down to 256x256 (anti-aliased), then lighting, blur and noise in float.
+
+def _photograph(img, rng: np.random.Generator) -> np.ndarray:
+    """Down to 256x256 (anti-aliased), then lighting, blur and noise in float."""
+    from PIL import Image, ImageFilter
+
     img = img.resize((SIZE, SIZE), Image.BOX)
     if rng.random() < 0.3:
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
@@ -286,7 +280,36 @@ def render_face(character: str, emotion: str, rng: np.random.Generator,
     tint = rng.uniform(0.92, 1.08, 3).astype(np.float32)
     noise = rng.standard_normal(a.shape, dtype=np.float32) * np.float32(rng.uniform(0, 6))
     a = a * light[:, :, None] * tint + noise
-    out = np.clip(a, 0, 255).round().astype(np.uint8)
+    return np.clip(a, 0, 255).round().astype(np.uint8)
+
+
+def render_face(character: str, emotion: str, rng: np.random.Generator,
+                intensity: float | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Render one 256x256 RGB image; return (image, landmarks (K, 2) in pixels, intensity)."""
+    c = CHARACTER_STYLES[character]
+    if intensity is None:
+        intensity = float(rng.uniform(0.35, 1.0))
+    e = expression_params(emotion, intensity)
+    img, draw = _background(rng, SIZE * SUPERSAMPLE)
+    scale = SIZE * 0.4 * rng.uniform(0.9, 1.06)
+    center = np.array([SIZE / 2, SIZE / 2 + 8]) + rng.uniform(-8, 8, 2)
+    angle = math.radians(rng.uniform(-10, 10))
+    cv = _Canvas(draw, center, scale, angle)
+    skin = _shade(c.skin, rng.uniform(0.95, 1.05))
+    line = _shade(c.skin, 0.35)
+    _hair_back(cv, c)
+    outline = _head_outline(c)
+    cv.poly(_ellipse(-c.head_w, 0.05, 0.16, 0.26), fill=_shade(skin, 0.9))   # ears
+    cv.poly(_ellipse(c.head_w, 0.05, 0.16, 0.26), fill=_shade(skin, 0.9))
+    cv.poly(outline, fill=skin, outline=line, width=0.025)
+    _hair_top(cv, c)
+    _cheeks(cv, e, skin)
+    landmarks: dict[str, tuple[float, float]] = {}
+    _eyes_and_brows(cv, c, e, landmarks)
+    _nose(cv, c, skin, line, landmarks)
+    _mouth(cv, e, landmarks)
+    _outline_landmarks(outline, c, landmarks)
+    out = _photograph(img, rng)
     pts = cv.map([landmarks[n] for n in LANDMARK_NAMES]).astype(np.float32)
     return out, pts, intensity
 

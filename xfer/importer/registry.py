@@ -10,8 +10,9 @@ semantics or stops with a one-line reason.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from onnx import TensorProto, helper
 

@@ -99,10 +99,10 @@ def summarize(runs: list[dict]) -> dict:
 def main(args: StudyConfig) -> dict:
     from xfer import bench
     from xfer.data.pack import load_dataset
+    from xfer.data.split import default_data
     from xfer.io import write_json
     from xfer.progress import bar
     from xfer.report.render import write_report
-    from xfer.data.split import default_data
 
     if not Path(args.source_path).is_file():
         raise XferError(f"{args.source_path}: source model not found (run `xfer pretrain` and `xfer convert` first)")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xfer.config import DEFAULT_LR, MODE_LR
 from xfer.report import plots
 from xfer.report.tables import markdown_table
 
@@ -15,6 +16,10 @@ ORDER = ("reuse", "scratch", "frozen", "finetune")
 PROTOCOL_TITLES = {"random": "random stratified 80/20 split (the study's protocol)",
                    "loco": "leave one character out (the test character is never seen in training)"}
 
+
+
+def _default_lrs() -> str:
+    return ", ".join(f"{v:g} for {m}" for m, v in MODE_LR.items()) + f", {DEFAULT_LR:g} otherwise"
 
 def _figures(results: dict, pack) -> dict[str, tuple[str, bytes]]:
     """name -> (caption, png bytes)."""
@@ -112,7 +117,8 @@ def write_report(results: dict, root: Path, pack) -> tuple[Path, Path]:
     s = results["settings"]
     intro = (f"LeNet-5 trained on digits in MXNet, converted to ONNX, rewritten for each transfer mode and trained in "
              f"PyTorch on {results['data']['images']} images ({results['data']['layout']} layout, source "
-             f"{results['data']['source']}); {len(s['seeds'])} seed(s) {s['seeds']}, {s['epochs']} epochs, learning rate {s['lr'] or '3e-3 for reuse, 1e-3 otherwise'}, input "
+             f"{results['data']['source']}); {len(s['seeds'])} seed(s) {s['seeds']}, {s['epochs']} epochs, learning rate "
+             f"{s['lr'] or _default_lrs()} (chosen on a validation split carved from the training data), input "
              f"{s['channels']}x{s['input_size'][0]}x{s['input_size'][-1]}. Test time is the timed test pass "
              f"(C++ kernel preprocess + ONNX Runtime) over the whole test split, decode excluded.")
     md = [f"# xfer experiments: {results['name']}", "", intro, ""]

@@ -15,8 +15,8 @@ import copy
 
 import numpy as np
 
-from xfer.errors import XferError
 from xfer.config import DEFAULT_HEAD, MODES
+from xfer.errors import XferError
 from xfer.graph import check_runs, finalize, initializers, set_initializer, shapes, simplify
 from xfer.meta import read_meta, write_meta
 from xfer.surgery import init
@@ -25,7 +25,6 @@ from xfer.surgery.cut import activation_of, dense_layers, feature_nodes, find_bo
 from xfer.surgery.freeze import set_frozen
 from xfer.surgery.head import _set_output_classes, reinit_dense, replace_head
 from xfer.surgery.inputs import retarget_input
-
 
 
 def _reinit_conv(model, node, activation: str, seed: int) -> list[str]:

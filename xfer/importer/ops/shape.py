@@ -15,7 +15,6 @@ from onnx import numpy_helper
 from torch import nn
 
 from xfer.importer.ops.common import Lambda, ints, torch_pad, unsupported
-from xfer.importer.ops.elementwise import TORCH_DTYPES
 from xfer.importer.registry import ANY, register
 
 

@@ -1,0 +1,39 @@
+"""Type stub of xfer's compiled module (csrc/preprocess.cpp)."""
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+def preprocess(
+    images: npt.NDArray[np.uint8] | Sequence[npt.NDArray[np.uint8]],
+    size: tuple[int, int],
+    channels: int = 1,
+    mean: Sequence[float] = ...,
+    std: Sequence[float] = ...,
+    interp: str = "area",
+    out: npt.NDArray[np.float32] | None = None,
+    device: str = "cpu",
+    threads: int = 0,
+    cuda_device: int = 0,
+) -> npt.NDArray[np.float32]:
+    """uint8 HWC images (a 4-D batch or a list) -> float32 NCHW, resized, colour-converted and normalised."""
+
+def preprocess_to_device(
+    images: npt.NDArray[np.uint8] | Sequence[npt.NDArray[np.uint8]],
+    out_ptr: int,
+    out_bytes: int,
+    size: tuple[int, int],
+    channels: int = 1,
+    mean: Sequence[float] = ...,
+    std: Sequence[float] = ...,
+    interp: str = "area",
+) -> None:
+    """CUDA builds only: write into a CUDA device buffer of out_bytes bytes (ONNX Runtime IO binding)."""
+
+def gray_weights() -> list[float]: ...
+def cuda_available() -> bool: ...
+def cuda_device_count() -> int: ...
+def set_num_threads(n: int) -> None: ...
+def get_num_threads() -> int: ...
+def _check_worker_failure(items: int, threads: int, fail_at: int) -> int: ...
