@@ -66,10 +66,10 @@ def main(args: StudyConfig) -> dict:
                "summary": summary, "runs": runs, "wall_s": time.time() - t0}
     write_json(root / "results.json", results)
     html, md = write_dan_report(results, root)
-    from xfer.report.tables import print_table
+    from xfer.report.tables import print_table, spread
 
     print_table(["variant", "accuracy (clean test labels)", "landmark NME"],
-                [[k, f"{v['acc_mean']:.3f} ± {v['acc_std']:.3f}",
-                  "-" if v["nme_mean"] is None else f"{v['nme_mean']:.4f} ± {v['nme_std']:.4f}"] for k, v in summary.items()])
+                [[k, spread(v["acc_mean"], v["acc_std"], v["n"]),
+                  "-" if v["nme_mean"] is None else spread(v["nme_mean"], v["nme_std"], v["n"], 4)] for k, v in summary.items()])
     print(f"wrote {root / 'results.json'}, {md}, {html}")
     return results

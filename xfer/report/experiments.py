@@ -113,7 +113,7 @@ def main(args: StudyConfig) -> dict:
     root.mkdir(parents=True, exist_ok=True)
     runs = []
     t0 = time.time()
-    print(f"experiments '{args.name}': {len(steps)} runs ({', '.join(args.modes)} x seeds {args.seeds} x "
+    print(f"experiments '{args.name}': {len(steps)} runs ({', '.join(args.modes)} x seeds {list(args.seeds)} x "
           f"{', '.join(args.protocols)}), {args.epochs} epochs each -> {root}")
     with bar(len(steps), "experiments", "run", disable=False) as pb:
         for k, step in enumerate(steps, start=1):
@@ -149,7 +149,7 @@ def main(args: StudyConfig) -> dict:
 
 
 def _print_table1(results: dict) -> None:
-    from xfer.report.tables import print_table
+    from xfer.report.tables import print_table, spread
 
     for protocol, modes in results["summary"].items():
         print(f"\nTable 1 ({protocol} split): mode, test accuracy, mean test time (xfer vs the study)")
@@ -159,6 +159,6 @@ def _print_table1(results: dict) -> None:
                 continue
             s = modes[mode]
             sa, st = STUDY[mode]
-            rows.append([STUDY_ORDER.index(mode) + 1, mode, f"{s['acc_mean']:.3f} ± {s['acc_std']:.3f}",
-                         f"{s['time_mean']:.3f} ± {s['time_std']:.3f}", s["test_size"], f"{sa:.3f}", f"{st:.2f}"])
-        print_table(["#", "mode", "accuracy", "test time s", "test images", "study acc", "study time s"], rows)
+            rows.append([STUDY_ORDER.index(mode) + 1, mode, s["n"], spread(s["acc_mean"], s["acc_std"], s["n"]),
+                         spread(s["time_mean"], s["time_std"], s["n"]), s["test_size"], f"{sa:.3f}", f"{st:.2f}"])
+        print_table(["#", "mode", "seeds", "accuracy", "test time s", "test images", "study acc", "study time s"], rows)

@@ -10,7 +10,7 @@ import numpy as np
 
 from xfer.config import DEFAULT_LR, MODE_LR
 from xfer.report import plots
-from xfer.report.tables import markdown_table
+from xfer.report.tables import markdown_table, spread
 
 ORDER = ("reuse", "scratch", "frozen", "finetune")
 PROTOCOL_TITLES = {"random": "random stratified 80/20 split (the study's protocol)",
@@ -52,14 +52,15 @@ def _figures(results: dict, pack) -> dict[str, tuple[str, bytes]]:
 
 def _table1(results: dict, protocol: str) -> tuple[list[str], list[list[str]]]:
     study = results["study"]
-    header = ["#", "mode", "test accuracy (mean ± std)", "test time, s (mean ± std)", "images/s", "study accuracy",
-              "study time, s"]
+    header = ["#", "mode", "seeds", "test accuracy (mean ± std)", "test time, s (mean ± std)", "images/s",
+              "study accuracy", "study time, s"]
     rows = []
     for i, mode in enumerate(ORDER, start=1):
         s = results["summary"][protocol].get(mode)
         if s is None:
             continue
-        rows.append([str(i), mode, f"{s['acc_mean']:.3f} ± {s['acc_std']:.3f}", f"{s['time_mean']:.3f} ± {s['time_std']:.3f}",
+        rows.append([str(i), mode, str(s["n"]), spread(s["acc_mean"], s["acc_std"], s["n"]),
+                     spread(s["time_mean"], s["time_std"], s["n"]),
                      f"{s['images_per_s']:,.0f}", f"{study[mode]['accuracy']:.3f}", f"{study[mode]['test_time_s']:.2f}"])
     return header, rows
 
@@ -174,8 +175,8 @@ def write_dan_report(results: dict, root: Path) -> tuple[Path, Path]:
 
     s = results["summary"]
     header = ["variant", "test accuracy (clean labels, mean ± std)", "landmark NME (mean ± std)", "seeds"]
-    rows = [[k, f"{v['acc_mean']:.3f} ± {v['acc_std']:.3f}",
-             "-" if v["nme_mean"] is None else f"{v['nme_mean']:.4f} ± {v['nme_std']:.4f}", str(v["n"])]
+    rows = [[k, spread(v["acc_mean"], v["acc_std"], v["n"]),
+             "-" if v["nme_mean"] is None else spread(v["nme_mean"], v["nme_std"], v["n"], 4), str(v["n"])]
             for k, v in s.items()]
     by_variant: dict[str, list] = {}
     for r in results["runs"]:

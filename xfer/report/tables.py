@@ -6,6 +6,11 @@ from collections.abc import Sequence
 from typing import Any
 
 
+def spread(mean: float, std: float, n: int, digits: int = 3) -> str:
+    """``mean ± std`` over ``n`` runs; the mean alone for one run (a spread of one number is not zero, it is unknown)."""
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if n >= 2 else f"{mean:.{digits}f}"
+
+
 def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[str(h) for h in header]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
