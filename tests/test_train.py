@@ -161,3 +161,32 @@ def test_collective_timeout_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("XFER_DIST_TIMEOUT", "-3")
     with pytest.raises(XferError, match="XFER_DIST_TIMEOUT"):
         collective_timeout()
+
+
+def _photo_folder(root):
+    """A class-per-folder set (not FERG-DB): 3 classes of coloured 40x40 RGB images."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(["cat", "dog", "owl"]):
+        (root / name).mkdir(parents=True)
+        for i in range(10):
+            a = (rng.random((40, 40, 3)) * 80).astype(np.uint8)
+            a[..., c] += 150
+            Image.fromarray(a).save(root / name / f"{i}.png")
+    return root
+
+
+def test_class_per_folder_data_is_labelled_as_classes(tmp_path, lenet_onnx, capsys):
+    data = _photo_folder(tmp_path / "photos")
+    m = train.main(TrainConfig(mode="frozen", data=str(data), source=str(lenet_onnx), epochs=1, batch_size=8,
+                               out=str(tmp_path / "out"), head=(16,)))
+    assert m["class_word"] == "class" and m["classes"] == ["cat", "dog", "owl"]
+    out = capsys.readouterr().out
+    import re
+
+    assert re.search(r"^class\s+accuracy$", out, re.M), out
+    assert "emotion" not in out
+    with pytest.raises(XferError, match="needs FERG-DB data"):
+        train.main(TrainConfig(mode="frozen", data=str(data), source=str(lenet_onnx), epochs=1, split="loco:aia",
+                               out=str(tmp_path / "out")))

@@ -192,6 +192,7 @@ def _write(run: _Run, final: dict, timings: dict) -> dict:
         "predictions": final["predictions"], "trainable_params": int(sum(p.numel() for p in run.params)),
         "frozen_params": int(sum(p.numel() for p in model.parameters() if not p.requires_grad)),
         "timings": timings, "history": run.history, "settings": run.fp, "world_size": run.d.world,
+        "layout": data.layout, "class_word": data.class_word,
     }
     if data.x_val is not None:
         result |= {"val_accuracy": evaluate(model, data.x_val, data.y_val, data.classes, run.device)["accuracy"],
@@ -246,4 +247,4 @@ def _print_summary(r: dict) -> None:
     print(f"{r['name']}: test accuracy {r['test_accuracy']:.4f} on {r['test_size']} images "
           f"({r['trainable_params']:,} trainable / {r['frozen_params']:,} frozen parameters, "
           f"{r['timings']['train_s']:.1f}s training)")
-    print_table(["emotion", "accuracy"], [[k, "-" if v is None else f"{v:.3f}"] for k, v in r["per_class"].items()])
+    print_table([r.get("class_word", "emotion"), "accuracy"], [[k, "-" if v is None else f"{v:.3f}"] for k, v in r["per_class"].items()])

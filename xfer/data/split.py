@@ -31,6 +31,16 @@ class Split:
     x_val: np.ndarray | None = None  # a validation part carved from the training split (``--val``)
     y_val: np.ndarray | None = None
     val_index: np.ndarray | None = None
+    layout: str = "ferg"  # "ferg" (classes are emotions) or "folders" (any class-per-folder set)
+
+    @property
+    def class_word(self) -> str:
+        """What a class is called in tables: an emotion in FERG-DB, a class anywhere else."""
+        return class_word(self.layout)
+
+
+def class_word(layout: str) -> str:
+    return "emotion" if layout == "ferg" else "class"
 
 
 def default_data(progress: bool = True, per_class: int = 150, seed: int = 0) -> Path:
@@ -73,6 +83,9 @@ def load_split(data: str | None, split: str, size: tuple[int, int], channels: in
     if not 0.0 <= val < 1.0:
         raise XferError(f"--val: expected a fraction in [0, 1), got {val}")
     pack = load_dataset(data or default_data(progress), progress=progress)
+    if split.startswith("loco:") and pack.layout != "ferg":
+        raise XferError(f"--split {split}: leaving one character out needs FERG-DB data "
+                        f"(<root>/<character>/<character>_<emotion>/); {data} is a class-per-folder set")
     tr, te = ferg.split(split, pack.labels, pack.groups, pack.group_names, seed)
     va = np.zeros(0, np.int64)
     if val > 0:
@@ -92,4 +105,5 @@ def load_split(data: str | None, split: str, size: tuple[int, int], channels: in
         lm = (np.asarray(pack.landmarks, np.float32) / np.array([w, h], np.float32)).astype(np.float32)
     return Split(x[tr], pack.labels[tr], x[te], pack.labels[te], te, list(pack.classes), mean.tolist(), std.tolist(),
                  tr, None if pack.votes is None else np.asarray(pack.votes), lm,
-                 x[va] if len(va) else None, pack.labels[va] if len(va) else None, va if len(va) else None)
+                 x[va] if len(va) else None, pack.labels[va] if len(va) else None, va if len(va) else None,
+                 pack.layout)

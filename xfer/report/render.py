@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from xfer.config import DEFAULT_LR, MODE_LR
+from xfer.data.split import class_word
 from xfer.report import plots
 from xfer.report.tables import markdown_table, spread
 
@@ -68,7 +69,7 @@ def _table1(results: dict, protocol: str) -> tuple[list[str], list[list[str]]]:
 def _per_class(results: dict, protocol: str) -> tuple[list[str], list[list[str]]]:
     modes = [m for m in ORDER if m in results["summary"][protocol]]
     classes = list(results["summary"][protocol][modes[0]]["per_class"])
-    return ["emotion"] + modes, [[c] + [f"{results['summary'][protocol][m]['per_class'][c]:.3f}" for m in modes]
+    return [class_word(results["data"]["layout"])] + modes, [[c] + [f"{results['summary'][protocol][m]['per_class'][c]:.3f}" for m in modes]
                                  for c in classes]
 
 
@@ -138,8 +139,9 @@ def write_report(results: dict, root: Path, pack) -> tuple[Path, Path]:
         md += [f"## {title}", "", markdown_table(header, rows), ""]
         body += [f"<h2>{html.escape(title)}</h2>", _html_table(header, rows)]
         header, rows = _per_class(results, protocol)
-        md += ["Per-emotion test accuracy (mean over seeds):", "", markdown_table(header, rows), ""]
-        body += ["<p>Per-emotion test accuracy (mean over seeds):</p>", _html_table(header, rows)]
+        per = f"Per-{class_word(results['data']['layout'])} test accuracy (mean over seeds):"
+        md += [per, "", markdown_table(header, rows), ""]
+        body += [f"<p>{per}</p>", _html_table(header, rows)]
         fig(f"curves_{protocol}")
         body.append('<div class="grid">')
         for mode in ORDER:
