@@ -60,7 +60,7 @@ def test_every_option_has_help_with_its_default_and_every_command_an_example():
                 continue
             where = f"xfer {name} {'/'.join(action.option_strings) or action.dest}"
             assert action.help, f"{where}: no help text"
-            if action.option_strings and action.default not in (None, False):
+            if action.option_strings and action.default is not None and action.default is not False:
                 assert "default" in fmt._get_help_string(action), f"{where}: the default is not shown"
 
 

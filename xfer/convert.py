@@ -181,7 +181,7 @@ def main(args: ConvertConfig) -> dict:
     input_shape = tuple(info.get("input_shape", [1, 28, 28]))
     meta = {"source": f"mxnet:{sym.name}", "mode": "source", "classes": info.get("classes", [str(i) for i in range(10)]),
             "input_shape": list(input_shape), "mean": info.get("mean", [0.0]), "std": info.get("std", [1.0]),
-            "frozen": [], "dataset": info.get("source", "unknown")}
+            "frozen": [], "dataset": info.get("source", "unknown"), "dataset_size": info.get("train_size")}
     model = export(sym, params, input_shape, meta)
     _, block = load_mxnet(sym, params, input_shape, info.get("input_name", "data"))
     diff = parity(block, model, input_shape)

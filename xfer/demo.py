@@ -29,8 +29,8 @@ def main(args: DemoConfig) -> dict:
     t0 = time.time()
     prefix = DEFAULT_SOURCE_PREFIX
     if not Path(f"{prefix}-0000.params").is_file():
-        print("[1/4] pretraining LeNet-5 on the embedded digits (MXNet)", flush=True)
-        pretrain.main(PretrainConfig(mnist=args.mnist, out=prefix))
+        print(f"[1/4] pretraining LeNet-5 on {args.mnist or args.digits} digits (MXNet)", flush=True)
+        pretrain.main(PretrainConfig(digits=args.digits, mnist=args.mnist, epochs=args.pretrain_epoch_count, out=prefix))
     else:
         print(f"[1/4] reusing {prefix}-symbol.json / -0000.params", flush=True)
     if not Path(DEFAULT_SOURCE).is_file():

@@ -22,6 +22,7 @@ PREFIX = "xfer."
 class ModelMeta:
     source: str | None = None             # what the model itself was trained on (source models)
     dataset: str | None = None            # the data a model was trained on
+    dataset_size: int | None = None       # how many training images that was (source models)
     mode: str | None = None               # "source", "dan" or a transfer mode
     classes: list | None = None
     input_shape: list | None = None       # [channels, height, width]

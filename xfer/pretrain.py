@@ -83,16 +83,17 @@ def train(digits, epochs: int = 15, batch_size: int = 64, lr: float = 2e-3, seed
     net = build_lenet5(activation)
     net.initialize(mx.init.Xavier(magnitude=2.24), ctx=mx.cpu())
     net.hybridize(static_alloc=True, static_shape=False)
-    trainer = gluon.Trainer(net.collect_params(), "adam", {"learning_rate": lr})
-    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
-    history = []
     n = len(digits.x_train)
     steps = (n + batch_size - 1) // batch_size
+    schedule = mx.lr_scheduler.CosineScheduler(max_update=max(1, epochs * steps), base_lr=lr, final_lr=lr * 0.01)
+    trainer = gluon.Trainer(net.collect_params(), "adam", {"learning_rate": lr, "lr_scheduler": schedule})
+    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
+    history = []
     with bar(epochs * steps, "pretrain", "batch", disable=not progress) as pb:
         for epoch in range(epochs):
             t0 = time.time()
             order = rng.permutation(n)
-            total, correct = 0.0, 0
+            total, correct = mx.nd.zeros(1), mx.nd.zeros(1)  # summed on the device: no sync per step
             for s in range(steps):
                 idx = order[s * batch_size:(s + 1) * batch_size]
                 xb = mx.nd.array(normalize(_shift(digits.x_train[idx], rng)))
@@ -102,13 +103,14 @@ def train(digits, epochs: int = 15, batch_size: int = 64, lr: float = 2e-3, seed
                     loss = loss_fn(out, yb)
                 loss.backward()
                 trainer.step(len(idx))
-                total += float(loss.sum().asscalar())
-                correct += int((out.argmax(axis=1).asnumpy().astype(np.int64) == digits.y_train[idx]).sum())
+                total += loss.sum()
+                correct += (out.argmax(axis=1) == yb).sum()
                 pb.update(1)
-                pb.set_postfix(epoch=epoch + 1, loss=f"{total / min(n, (s + 1) * batch_size):.3f}")
+                if s % 50 == 49:
+                    pb.set_postfix(epoch=epoch + 1, loss=f"{total.asscalar() / min(n, (s + 1) * batch_size):.3f}")
             test_acc = evaluate(net, digits.x_test, digits.y_test)
-            history.append({"epoch": epoch + 1, "loss": total / n, "train_acc": correct / n, "test_acc": test_acc,
-                            "seconds": time.time() - t0})
+            history.append({"epoch": epoch + 1, "loss": float(total.asscalar()) / n,
+                            "train_acc": float(correct.asscalar()) / n, "test_acc": test_acc, "seconds": time.time() - t0})
     return net, history
 
 
@@ -132,16 +134,16 @@ def save(net, prefix: str | os.PathLike[str], info: dict) -> tuple[Path, Path, P
 def main(args: PretrainConfig) -> dict:
     from xfer.data.digits import load_digits
 
-    digits = load_digits(args.mnist, seed=args.seed)
+    digits = load_digits(args.mnist, seed=args.seed, digits=args.digits)
     t0 = time.time()
-    net, history = train(digits, args.epochs, args.batch_size, args.lr, args.seed, args.activation)
+    net, history = train(digits, args.epoch_count, args.batch_size, args.lr, args.seed, args.activation)
     acc = history[-1]["test_acc"]
     info = {"source": digits.source, "train_size": len(digits.x_train), "test_size": len(digits.x_test),
-            "test_accuracy": acc, "epochs": args.epochs, "seed": args.seed, "activation": args.activation,
+            "test_accuracy": acc, "epochs": args.epoch_count, "seed": args.seed, "activation": args.activation,
             "classes": [str(i) for i in range(10)], "input_shape": [1, 28, 28], "input_name": INPUT_NAME,
             "mean": [MNIST_MEAN], "std": [MNIST_STD], "seconds": time.time() - t0, "history": history}
     sym, params, meta = save(net, args.out, info)
-    print(f"LeNet-5 on {digits.source}: test accuracy {acc:.4f} ({len(digits.x_test)} images) "
-          f"in {info['seconds']:.1f}s")
+    print(f"LeNet-5 on {digits.source}, {len(digits.x_train):,} training digits: test accuracy {acc:.4f} "
+          f"({len(digits.x_test):,} test digits) in {info['seconds']:.1f}s")
     print(f"wrote {sym}, {params}, {meta}")
     return info

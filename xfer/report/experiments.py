@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from xfer.config import MODES, StudyConfig, TrainConfig, default_lr
@@ -28,6 +28,8 @@ class Step:
     mode: str
     seed: int
     split: str
+    source: str = ""         # the source model; "" = the study's --source
+    compare: bool = False    # a run of the --compare-source model
 
     @property
     def name(self) -> str:
@@ -52,7 +54,7 @@ def make_plan(modes: list[str], seeds: list[int], protocols: list[str], group_na
 
 
 def _train_config(step: Step, args: StudyConfig, out: Path) -> TrainConfig:
-    return TrainConfig(mode=step.mode, data=args.data, source=args.source_path, epochs=args.epochs,
+    return TrainConfig(mode=step.mode, data=args.data, source=step.source or args.source_path, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr or default_lr(step.mode), weight_decay=0.0, seed=step.seed,
                        split=step.split, device=args.device, augment=True, resume=True, name=step.name, out=str(out),
                        input_size=args.input_size, channels=args.channels, head=args.head, train_all=args.train_all)
@@ -62,18 +64,27 @@ def run_step(step: Step, args: StudyConfig, root: Path) -> dict:
     """Train (or reuse a finished run with the same settings), then time its test pass."""
     from xfer import bench, train
 
-    out = root / "runs" / step.protocol
+    out = root / "runs" / ("compare" if step.compare else "") / step.protocol
     result = train.train_or_reuse(_train_config(step, args, out))
     model_path = out / f"{step.name}.onnx"
     rep = bench.run(model_path, args.data, repeat=3, baselines=False, threads=args.bench_threads)
     p = rep["paths"]["kernel+ort"]
-    return {"protocol": step.protocol, "mode": step.mode, "seed": step.seed, "split": step.split,
+    return {"protocol": step.protocol, "mode": step.mode, "seed": step.seed, "split": step.split, "compare": step.compare,
             "model": str(model_path), "test_accuracy": result["test_accuracy"], "bench_accuracy": p["accuracy"],
             "per_class": result["per_class"], "confusion": result["confusion"], "history": result["history"],
             "test_time_s": p["median_s"], "images_per_s": p["images_per_s"], "test_size": result["test_size"],
             "train_s": result["timings"]["train_s"], "trainable_params": result["trainable_params"],
             "frozen_params": result["frozen_params"], "test_index": result["test_index"],
             "predictions": result["predictions"], "classes": result["classes"]}
+
+
+def source_info(path: str) -> dict:
+    """What a source model was pretrained on, from its own metadata (which digits, how many)."""
+    from xfer.graph import load_model
+    from xfer.meta import read_meta
+
+    meta = read_meta(load_model(path))
+    return {"path": str(path), "dataset": meta.dataset or "unknown", "dataset_size": meta.dataset_size}
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -104,11 +115,14 @@ def main(args: StudyConfig) -> dict:
     from xfer.progress import bar
     from xfer.report.render import write_report
 
-    if not Path(args.source_path).is_file():
-        raise XferError(f"{args.source_path}: source model not found (run `xfer pretrain` and `xfer convert` first)")
+    for src in filter(None, (args.source_path, args.compare_source)):
+        if not Path(src).is_file():
+            raise XferError(f"{src}: source model not found (run `xfer pretrain` and `xfer convert` first)")
     args = args.but(data=args.data or str(default_data()), source=args.source_path)
     pack = load_dataset(args.data)
     steps = make_plan(args.modes, args.seeds, args.protocols, pack.group_names)
+    if args.compare_source:
+        steps += [replace(s, source=args.compare_source, compare=True) for s in steps]
     root = Path(args.out) / args.name
     root.mkdir(parents=True, exist_ok=True)
     runs = []
@@ -117,7 +131,8 @@ def main(args: StudyConfig) -> dict:
           f"{', '.join(args.protocols)}), {args.epochs} epochs each -> {root}")
     with bar(len(steps), "experiments", "run", disable=False) as pb:
         for k, step in enumerate(steps, start=1):
-            pb.set_description(f"step {k}/{len(steps)}: {step.protocol} {step.mode} seed {step.seed}")
+            pb.set_description(f"step {k}/{len(steps)}: {step.protocol} {step.mode} seed {step.seed}"
+                               + (" (compare source)" if step.compare else ""))
             runs.append(run_step(step, args, root))
             pb.update(1)
             if not pb.disable:
@@ -127,7 +142,8 @@ def main(args: StudyConfig) -> dict:
             print(f"  [{k}/{len(steps)}] {step.protocol:6s} {step.mode:8s} seed {step.seed} ({step.split}): "
                   f"accuracy {r['test_accuracy']:.4f}, test pass {r['test_time_s']:.3f}s  (ETA {eta:.0f}s)", flush=True)
 
-    showcase = next((r for r in runs if r["protocol"] == "random" and r["mode"] == "frozen"), runs[0])
+    main_runs = [r for r in runs if not r["compare"]]
+    showcase = next((r for r in main_runs if r["protocol"] == "random" and r["mode"] == "frozen"), main_runs[0])
     print("timing the test pass against its baselines ...", flush=True)
     bench_rep = bench.run(showcase["model"], args.data, images=args.bench_images, repeat=3,
                           per_image_limit=args.per_image_limit, threads=args.bench_threads)
@@ -135,11 +151,15 @@ def main(args: StudyConfig) -> dict:
                "settings": {"modes": list(args.modes), "seeds": list(args.seeds), "protocols": list(args.protocols),
                             "epochs": args.epochs,
                             "batch_size": args.batch_size, "lr": args.lr, "input_size": list(args.input_size),
-                            "channels": args.channels, "head": list(args.head), "data": args.data, "source": args.source},
+                            "channels": args.channels, "head": list(args.head), "data": args.data, "source": args.source,
+                            "compare_source": args.compare_source},
+               "sources": [source_info(p) for p in filter(None, (args.source, args.compare_source))],
                "data": {"images": len(pack), "classes": pack.classes, "groups": pack.group_names, "layout": pack.layout,
                         "source": pack.source},
                "study": {m: {"accuracy": a, "test_time_s": t} for m, (a, t) in STUDY.items()},
-               "summary": summarize(runs), "runs": runs, "bench": bench_rep, "env": bench_rep["env"],
+               "summary": summarize(main_runs), "runs": runs,
+               "summary_compare": summarize([r for r in runs if r["compare"]]) if args.compare_source else None,
+               "bench": bench_rep, "env": bench_rep["env"],
                "wall_s": time.time() - t0}
     write_json(root / "results.json", results)
     html, md = write_report(results, root, pack)
@@ -162,3 +182,9 @@ def _print_table1(results: dict) -> None:
             rows.append([STUDY_ORDER.index(mode) + 1, mode, s["n"], spread(s["acc_mean"], s["acc_std"], s["n"]),
                          spread(s["time_mean"], s["time_std"], s["n"]), s["test_size"], f"{sa:.3f}", f"{st:.2f}"])
         print_table(["#", "mode", "seeds", "accuracy", "test time s", "test images", "study acc", "study time s"], rows)
+    if results.get("summary_compare"):
+        from xfer.report.render import source_table
+
+        header, rows = source_table(results)
+        print("\nTable 1 by pretraining source (test accuracy):")
+        print_table(header, rows)

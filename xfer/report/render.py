@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from xfer.config import DEFAULT_LR, MODE_LR
+from xfer.config import DEFAULT_LR, MODE_LR, MODES
 from xfer.data.split import class_word
 from xfer.report import plots
 from xfer.report.tables import markdown_table, spread
 
-ORDER = ("reuse", "scratch", "frozen", "finetune")
+ORDER = MODES
 PROTOCOL_TITLES = {"random": "random stratified 80/20 split (the study's protocol)",
                    "loco": "leave one character out (the test character is never seen in training)"}
 
@@ -108,6 +108,26 @@ th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}img{max-widt
 figcaption{font-size:13px;color:#555}.grid{display:flex;flex-wrap:wrap;gap:8px}.grid figure{flex:0 0 48%;margin:0}"""
 
 
+def source_label(info: dict) -> str:
+    n = info.get("dataset_size")
+    return f"{info['dataset']}" + (f", {n:,} digits" if n else "")
+
+
+def source_table(results: dict) -> tuple[list[str], list[list]]:
+    """Table 1 for each pretraining source, side by side: protocol, mode, accuracy per source, the study's."""
+    a, b = results["sources"]
+    header = ["protocol", "#", "mode", f"LeNet-5 on {source_label(a)}", f"LeNet-5 on {source_label(b)}", "study acc"]
+    rows = []
+    for protocol, modes in results["summary"].items():
+        other = results["summary_compare"].get(protocol, {})
+        for i, mode in enumerate(ORDER, start=1):
+            if mode in modes and mode in other:
+                s, t = modes[mode], other[mode]
+                rows.append([protocol, str(i), mode, spread(s["acc_mean"], s["acc_std"], s["n"]),
+                             spread(t["acc_mean"], t["acc_std"], t["n"]), f"{results['study'][mode]['accuracy']:.3f}"])
+    return header, rows
+
+
 def write_report(results: dict, root: Path, pack) -> tuple[Path, Path]:
     from xfer.io import write_bytes, write_text
 
@@ -117,7 +137,9 @@ def write_report(results: dict, root: Path, pack) -> tuple[Path, Path]:
         write_bytes(fig_dir / f"{name}.png", png)
 
     s = results["settings"]
-    intro = (f"LeNet-5 trained on digits in MXNet, converted to ONNX, rewritten for each transfer mode and trained in "
+    src = results.get("sources") or [{"dataset": "digits", "dataset_size": None}]
+    pre = src[0]["dataset"] + (f", {src[0]['dataset_size']:,} training digits" if src[0].get("dataset_size") else "")
+    intro = (f"LeNet-5 trained in MXNet on {pre}, converted to ONNX, rewritten for each transfer mode and trained in "
              f"PyTorch on {results['data']['images']} images ({results['data']['layout']} layout, source "
              f"{results['data']['source']}); {len(s['seeds'])} seed(s) {s['seeds']}, {s['epochs']} epochs, learning rate "
              f"{s['lr'] or _default_lrs()} (chosen on a validation split carved from the training data), input "
@@ -133,6 +155,11 @@ def write_report(results: dict, root: Path, pack) -> tuple[Path, Path]:
         body.append(f'<figure><img alt="{html.escape(cap)}" src="data:image/png;base64,{b64}">'
                     f"<figcaption>{html.escape(cap)}</figcaption></figure>")
 
+    if results.get("summary_compare"):
+        title = "Table 1 by pretraining source (test accuracy, mean ± std over seeds)"
+        header, rows = source_table(results)
+        md += [f"## {title}", "", markdown_table(header, rows), ""]
+        body += [f"<h2>{html.escape(title)}</h2>", _html_table(header, rows)]
     for protocol in results["summary"]:
         title = f"Table 1 — {PROTOCOL_TITLES.get(protocol, protocol)}"
         header, rows = _table1(results, protocol)
