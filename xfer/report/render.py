@@ -53,7 +53,9 @@ def _figures(results: dict, pack) -> dict[str, tuple[str, bytes]]:
 
 def _table1(results: dict, protocol: str) -> tuple[list[str], list[list[str]]]:
     study = results["study"]
-    header = ["#", "mode", "seeds", "test accuracy (mean ± std)", "test time, s (mean ± std)", "images/s",
+    several = any(s["n"] > 1 for s in results["summary"][protocol].values())
+    spread_of = " (mean ± std)" if several else ""
+    header = ["#", "mode", "seeds", f"test accuracy{spread_of}", f"test time, s{spread_of}", "images/s",
               "study accuracy", "study time, s"]
     rows = []
     for i, mode in enumerate(ORDER, start=1):
