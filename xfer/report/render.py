@@ -107,7 +107,9 @@ def _html_table(header, rows) -> str:
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}img{max-width:100%}figure{margin:1em 0}
-figcaption{font-size:13px;color:#555}.grid{display:flex;flex-wrap:wrap;gap:8px}.grid figure{flex:0 0 48%;margin:0}"""
+figcaption{font-size:13px;color:#555}.grid{display:flex;flex-wrap:wrap;gap:8px}.grid figure{flex:0 0 48%;margin:0}
+table{display:block;max-width:100%;overflow-x:auto}
+@media (max-width:600px){.grid figure{flex:0 0 100%}body{margin:1em auto}}"""
 
 
 def source_label(info: dict) -> str:
