@@ -63,35 +63,36 @@ __global__ void preprocess_kernel(const unsigned char* __restrict__ in, float* _
   }
 }
 
-// Device memory that grows on demand and is kept between calls.
-struct DeviceMem {
-  void* ptr = nullptr;
-  size_t cap = 0;
-  void ensure(size_t bytes) {
-    if (bytes <= cap) return;
-    if (ptr) cudaFree(ptr);
-    ptr = nullptr;
-    cap = 0;
-    check(cudaMalloc(&ptr, bytes), "cudaMalloc");
-    cap = bytes;
-  }
-  ~DeviceMem() { if (ptr) cudaFree(ptr); }
-};
+// Memory that grows on demand and is kept between calls: on the device, or page-locked on the host (what
+// makes a host-to-device copy asynchronous).
+enum class Memory { Device, Pinned };
 
-// Page-locked host memory (what makes a host-to-device copy asynchronous), kept between calls.
-struct PinnedMem {
+template <Memory M>
+struct Buffer {
   void* ptr = nullptr;
   size_t cap = 0;
   void ensure(size_t bytes) {
     if (bytes <= cap) return;
-    if (ptr) cudaFreeHost(ptr);
-    ptr = nullptr;
-    cap = 0;
-    check(cudaMallocHost(&ptr, bytes), "cudaMallocHost");
+    release();
+    if constexpr (M == Memory::Device) check(cudaMalloc(&ptr, bytes), "cudaMalloc");
+    else check(cudaMallocHost(&ptr, bytes), "cudaMallocHost");
     cap = bytes;
   }
-  ~PinnedMem() { if (ptr) cudaFreeHost(ptr); }
+  void release() {
+    if (ptr) {
+      if constexpr (M == Memory::Device) cudaFree(ptr);
+      else cudaFreeHost(ptr);
+    }
+    ptr = nullptr;
+    cap = 0;
+  }
+  Buffer() = default;
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  ~Buffer() { release(); }
 };
+using DeviceMem = Buffer<Memory::Device>;
+using PinnedMem = Buffer<Memory::Pinned>;
 
 // One half of the double buffer: while the GPU copies and computes chunk k in
 // one slot, the host packs chunk k+1 into the other slot's pinned staging.
