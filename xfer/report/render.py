@@ -132,74 +132,84 @@ def source_table(results: dict) -> tuple[list[str], list[list]]:
     return header, rows
 
 
-def write_report(results: dict, root: Path, pack) -> tuple[Path, Path]:
-    from xfer.io import write_bytes, write_text
+class _Doc:
+    """One report written twice at once: Markdown (figures as files) and self-contained HTML (figures inline)."""
 
-    figs = _figures(results, pack)
-    fig_dir = root / "figures"
-    for name, (_, png) in figs.items():
-        write_bytes(fig_dir / f"{name}.png", png)
+    def __init__(self, title: str, figs: dict):
+        self.figs = figs
+        self.md = [f"# {title}", ""]
+        self.body = [f"<h1>{html.escape(title)}</h1>"]
 
+    def para(self, text: str) -> None:
+        self.md += [text, ""]
+        self.body.append(f"<p>{html.escape(text)}</p>")
+
+    def table(self, header: list, rows: list, title: str | None = None) -> None:
+        if title:
+            self.md += [f"## {title}", ""]
+            self.body.append(f"<h2>{html.escape(title)}</h2>")
+        self.md += [markdown_table(header, rows), ""]
+        self.body.append(_html_table(header, rows))
+
+    def fig(self, name: str) -> None:
+        cap, png = self.figs[name]
+        self.md.append(f"![{cap}](figures/{name}.png)\n\n*{cap}*\n")
+        b64 = base64.b64encode(png).decode()
+        self.body.append(f'<figure><img alt="{html.escape(cap)}" src="data:image/png;base64,{b64}">'
+                         f"<figcaption>{html.escape(cap)}</figcaption></figure>")
+
+    def write(self, root: Path, title: str) -> tuple[Path, Path]:
+        from xfer.io import write_text
+
+        md_path = write_text(root / "report.md", "\n".join(self.md))
+        page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+                f"<style>{CSS}</style></head><body>{''.join(self.body)}</body></html>\n")
+        return write_text(root / "report.html", page), md_path
+
+
+def _intro(results: dict) -> str:
     s = results["settings"]
     src = results.get("sources") or [{"dataset": "digits", "dataset_size": None}]
     pre = src[0]["dataset"] + (f", {src[0]['dataset_size']:,} training digits" if src[0].get("dataset_size") else "")
-    intro = (f"LeNet-5 trained in MXNet on {pre}, converted to ONNX, rewritten for each transfer mode and trained in "
-             f"PyTorch on {results['data']['images']} images ({results['data']['layout']} layout, source "
-             f"{results['data']['source']}); {len(s['seeds'])} seed(s) {s['seeds']}, {s['epochs']} epochs, learning rate "
-             f"{s['lr'] or _default_lrs()} (chosen on a validation split carved from the training data), input "
-             f"{s['channels']}x{s['input_size'][0]}x{s['input_size'][-1]}. Test time is the timed test pass "
-             f"(C++ kernel preprocess + ONNX Runtime) over the whole test split, decode excluded.")
-    md = [f"# xfer experiments: {results['name']}", "", intro, ""]
-    body = [f"<h1>xfer experiments: {html.escape(results['name'])}</h1>", f"<p>{html.escape(intro)}</p>"]
+    return (f"LeNet-5 trained in MXNet on {pre}, converted to ONNX, rewritten for each transfer mode and trained in "
+            f"PyTorch on {results['data']['images']} images ({results['data']['layout']} layout, source "
+            f"{results['data']['source']}); {len(s['seeds'])} seed(s) {s['seeds']}, {s['epochs']} epochs, learning rate "
+            f"{s['lr'] or _default_lrs()} (chosen on a validation split carved from the training data), input "
+            f"{s['channels']}x{s['input_size'][0]}x{s['input_size'][-1]}. Test time is the timed test pass "
+            f"(C++ kernel preprocess + ONNX Runtime) over the whole test split, decode excluded.")
 
-    def fig(name: str) -> None:
-        cap, png = figs[name]
-        md.append(f"![{cap}](figures/{name}.png)\n\n*{cap}*\n")
-        b64 = base64.b64encode(png).decode()
-        body.append(f'<figure><img alt="{html.escape(cap)}" src="data:image/png;base64,{b64}">'
-                    f"<figcaption>{html.escape(cap)}</figcaption></figure>")
 
+def write_report(results: dict, root: Path, pack) -> tuple[Path, Path]:
+    from xfer.io import write_bytes
+
+    figs = _figures(results, pack)
+    for name, (_, png) in figs.items():
+        write_bytes(root / "figures" / f"{name}.png", png)
+    title = f"xfer experiments: {results['name']}"
+    doc = _Doc(title, figs)
+    doc.para(_intro(results))
     if results.get("summary_compare"):
-        title = "Table 1 by pretraining source (test accuracy, mean ± std over seeds)"
-        header, rows = source_table(results)
-        md += [f"## {title}", "", markdown_table(header, rows), ""]
-        body += [f"<h2>{html.escape(title)}</h2>", _html_table(header, rows)]
+        doc.table(*source_table(results), title="Table 1 by pretraining source (test accuracy, mean ± std over seeds)")
     for protocol in results["summary"]:
-        title = f"Table 1 — {PROTOCOL_TITLES.get(protocol, protocol)}"
-        header, rows = _table1(results, protocol)
-        md += [f"## {title}", "", markdown_table(header, rows), ""]
-        body += [f"<h2>{html.escape(title)}</h2>", _html_table(header, rows)]
-        header, rows = _per_class(results, protocol)
-        per = f"Per-{class_word(results['data']['layout'])} test accuracy (mean over seeds):"
-        md += [per, "", markdown_table(header, rows), ""]
-        body += [f"<p>{per}</p>", _html_table(header, rows)]
-        fig(f"curves_{protocol}")
-        body.append('<div class="grid">')
+        doc.table(*_table1(results, protocol), title=f"Table 1 — {PROTOCOL_TITLES.get(protocol, protocol)}")
+        doc.para(f"Per-{class_word(results['data']['layout'])} test accuracy (mean over seeds):")
+        doc.table(*_per_class(results, protocol))
+        doc.fig(f"curves_{protocol}")
+        doc.body.append('<div class="grid">')
         for mode in ORDER:
             if f"confusion_{protocol}_{mode}" in figs:
-                fig(f"confusion_{protocol}_{mode}")
-        body.append("</div>")
-    md += ["## Test images", ""]
-    body.append("<h2>Test images</h2>")
-    fig("grid")
+                doc.fig(f"confusion_{protocol}_{mode}")
+        doc.body.append("</div>")
+    doc.md += ["## Test images", ""]
+    doc.body.append("<h2>Test images</h2>")
+    doc.fig("grid")
     b = results["bench"]
-    title = f"The timed test pass and its baselines ({b['images']} images, {b['device']})"
-    header, rows = _bench_table(b)
-    md += [f"## {title}", "", markdown_table(header, rows), ""]
-    body += [f"<h2>{html.escape(title)}</h2>", _html_table(header, rows)]
-    ratio_rows = [[k.replace("_", " "), f"{v:.2f}x"] for k, v in b["ratios"].items()]
-    md += [markdown_table(["ratio", "value"], ratio_rows), ""]
-    body.append(_html_table(["ratio", "value"], ratio_rows))
-    fig("bench")
-    env_rows = _env_rows(results)
-    md += ["## Environment", "", markdown_table(["", ""], env_rows), "", f"Wall time: {results['wall_s']:.0f} s.", ""]
-    body += ["<h2>Environment</h2>", _html_table(["", ""], env_rows), f"<p>Wall time: {results['wall_s']:.0f} s.</p>"]
-
-    md_path = write_text(root / "report.md", "\n".join(md))
-    page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>xfer experiments: "
-            f"{html.escape(results['name'])}</title><style>{CSS}</style></head><body>{''.join(body)}</body></html>\n")
-    html_path = write_text(root / "report.html", page)
-    return html_path, md_path
+    doc.table(*_bench_table(b), title=f"The timed test pass and its baselines ({b['images']} images, {b['device']})")
+    doc.table(["ratio", "value"], [[k.replace("_", " "), f"{v:.2f}x"] for k, v in b["ratios"].items()])
+    doc.fig("bench")
+    doc.table(["", ""], _env_rows(results), title="Environment")
+    doc.para(f"Wall time: {results['wall_s']:.0f} s.")
+    return doc.write(root, title)
 
 
 def write_dan_report(results: dict, root: Path) -> tuple[Path, Path]:
