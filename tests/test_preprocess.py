@@ -150,8 +150,21 @@ def test_worker_exception_reaches_python_with_threads_joined():
             _C._check_worker_failure(1000, threads, 500)
 
 
+def _cpu_quota() -> int | None:
+    """The cgroup v2 CPU quota in whole CPUs (rounded up), or None when there is none."""
+    import math
+
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+    except (OSError, ValueError):
+        return None
+    return None if quota == "max" else max(1, math.ceil(int(quota) / int(period)))
+
+
 def test_threads_default_to_the_cpus_this_process_may_use():
-    assert _C.get_num_threads() == min(len(os.sched_getaffinity(0)), os.cpu_count())
+    expected = len(os.sched_getaffinity(0))
+    quota = _cpu_quota()
+    assert _C.get_num_threads() == (min(expected, quota) if quota else expected)
     import subprocess
     import sys
 
