@@ -18,7 +18,7 @@ from torch import nn
 
 from xfer.errors import XferError
 from xfer.importer import ops  # noqa: F401  (registers the converters)
-from xfer.importer.registry import REGISTRY, convert_node, node_label, register, spec_for
+from xfer.importer.registry import REGISTRY, attributes, node_label, register, spec_for
 
 __all__ = ["REGISTRY", "OnnxModule", "register", "supported_ops", "to_torch", "write_back"]
 
@@ -81,7 +81,7 @@ class OnnxModule(nn.Module):
                 self.params[key] = nn.Parameter(tensor, requires_grad=t.name not in frozen)
             else:
                 self.register_buffer(key, tensor)
-        self.nodes = nn.ModuleList(convert_node(n, self.opset) for n in g.node)
+        self.nodes = nn.ModuleList(s.fn(n, attributes(n), self.opset) for n, s in zip(g.node, specs))
         self.wiring: list[tuple[list[str], list[str]]] = [(list(n.input), list(n.output)) for n in g.node]
         self.input_names = [i.name for i in g.input if i.name not in self.keys]
         self.output_names = [o.name for o in g.output]

@@ -164,7 +164,7 @@ def canonical_head(model) -> None:
         clf = gemm
     else:
         clf.input[0] = "xfer_flat"
-    _drop_tail(model, b)
+    _drop_tail(model)
     o = g.output[0].type.tensor_type
     o.ClearField("shape")
     o.shape.dim.add().dim_param = "N"
@@ -173,7 +173,7 @@ def canonical_head(model) -> None:
     remove_dead(g)
 
 
-def _drop_tail(model, b) -> None:
+def _drop_tail(model) -> None:
     """Remove what follows the last dense layer (softmax, activations, pools, reshapes): the head emits logits."""
     g = model.graph
     prod = producers(g)

@@ -54,7 +54,8 @@ class Dense:
     output: str
 
 
-def _downstream(graph, start: str) -> list:
+def downstream(graph, start: str) -> list:
+    """Every node that depends on tensor ``start``, in graph order."""
     cons = consumers(graph)
     seen_t, seen_n, stack = {start}, [], [start]
     ids = set()
@@ -127,7 +128,7 @@ def find_boundary(model) -> Boundary:
         t = prod[t].input[0]
     after = chain[chain.index(classifier) + 1:]
     pool = next((n.op_type for n in after if n.op_type in GLOBAL_POOLS), None) if fc is None else None
-    return Boundary(t, classifier, _downstream(g, t), flatten, pool)
+    return Boundary(t, classifier, downstream(g, t), flatten, pool)
 
 
 def dense_layers(model, boundary: Boundary | None = None) -> list[Dense]:

@@ -9,7 +9,7 @@ from xfer.errors import XferError
 from xfer.graph import initializers, set_initializer, shapes
 from xfer.surgery import init
 from xfer.surgery.canon import canonical_head
-from xfer.surgery.cut import Dense, _downstream, activation_of, find_boundary
+from xfer.surgery.cut import Dense, activation_of, downstream, find_boundary
 
 
 def _set_output_classes(model, classes: int) -> None:
@@ -48,7 +48,7 @@ def replace_head(model, widths: tuple[int, ...], classes: int, activation: str |
     flat = shapes(model).get(b.flat)
     if not flat or flat[-1] is None:
         raise XferError(f"cannot infer the flattened width at '{b.flat}'")
-    for n in _downstream(g, b.flat):
+    for n in downstream(g, b.flat):
         g.node.remove(n)
     names = []
     prev, fin = b.flat, int(flat[-1])

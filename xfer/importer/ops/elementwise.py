@@ -58,7 +58,7 @@ def _identity(x):
     return x
 
 
-_UNARY = {"Relu": torch.relu, "Tanh": torch.tanh, "Sigmoid": torch.sigmoid}
+_UNARY = {"Tanh": torch.tanh, "Sigmoid": torch.sigmoid}
 
 
 @register("Relu", until=14, types=FLOATS | SIGNED)
