@@ -56,8 +56,36 @@ void check_image_array(const py::array& a, const std::string& what) {
 // a reference to every array viewed: the kernels run with the GIL released,
 // so another thread may empty the list meanwhile, and these references are
 // what keeps the pixels alive until the call returns.
-std::vector<ImageView> collect_images(const py::handle& images, std::vector<py::array>& keep) {
+// `index` (1-D int64 or None) picks images of a 4-D batch by position, so a test split can be streamed out of a
+// memory-mapped pack in chunks without gathering its pixels into a copy first.
+std::vector<ImageView> pick(const std::vector<ImageView>& all, const py::object& index) {
+  if (!py::isinstance<py::array>(index))
+    type_error("index: expected a 1-D int64 numpy array, got " +
+               py::str(py::type::handle_of(index).attr("__name__")).cast<std::string>());
+  py::array ix = py::reinterpret_borrow<py::array>(index);
+  if (!ix.dtype().is(py::dtype::of<std::int64_t>())) type_error("index: expected dtype int64, got " + dtype_str(ix));
+  if (ix.ndim() != 1) value_error("index: expected a 1-D array, got shape " + shape_str(ix));
+  if (ix.shape(0) == 0) value_error("index: expected at least one position, got an empty index");
+  auto at = ix.unchecked<std::int64_t, 1>();
   std::vector<ImageView> views;
+  views.reserve(static_cast<std::size_t>(ix.shape(0)));
+  const auto n = static_cast<std::int64_t>(all.size());
+  for (py::ssize_t i = 0; i < ix.shape(0); ++i) {
+    const std::int64_t k = at(i);
+    if (k < 0 || k >= n)
+      value_error("index[" + std::to_string(i) + "]: " + std::to_string(k) + " is out of range for a batch of " +
+                  std::to_string(n) + " images");
+    views.push_back(all[static_cast<std::size_t>(k)]);
+  }
+  return views;
+}
+
+std::vector<ImageView> collect_images(const py::handle& images, std::vector<py::array>& keep,
+                                      const py::object& index = py::none()) {
+  std::vector<ImageView> views;
+  if (!index.is_none() && !py::isinstance<py::array>(images))
+    type_error("index: needs images as a 4-D numpy batch (N, H, W, C), got a " +
+               py::str(py::type::handle_of(images).attr("__name__")).cast<std::string>());
   if (py::isinstance<py::array>(images)) {
     py::array a = py::reinterpret_borrow<py::array>(images);
     keep.push_back(a);
@@ -75,7 +103,7 @@ std::vector<ImageView> collect_images(const py::handle& images, std::vector<py::
     const auto* base = static_cast<const std::uint8_t*>(a.data());
     views.reserve(static_cast<std::size_t>(n));
     for (std::int64_t i = 0; i < n; ++i) views.push_back({base + i * h * w * c, h, w, c});
-    return views;
+    return index.is_none() ? views : pick(views, index);
   }
   if (!py::isinstance<py::list>(images) && !py::isinstance<py::tuple>(images))
     type_error("images: expected a uint8 numpy array (N, H, W, C) or a list of arrays, got " +
@@ -149,7 +177,8 @@ bool overlaps(const std::vector<ImageView>& views, const float* out, std::size_t
 
 py::array_t<float> preprocess(py::handle images, std::pair<std::int64_t, std::int64_t> size, int channels,
                               std::vector<float> mean, std::vector<float> stdv, const std::string& interp,
-                              py::object out, const std::string& device, int threads, int cuda_device) {
+                              py::object out, const std::string& device, int threads, int cuda_device,
+                              py::object index) {
   const Params p = make_params(size, channels, mean, stdv, interp);
   if (device != "cpu" && device != "cuda") value_error("device: expected 'cpu' or 'cuda', got '" + device + "'");
 #ifndef XFER_WITH_CUDA
@@ -162,7 +191,7 @@ py::array_t<float> preprocess(py::handle images, std::pair<std::int64_t, std::in
   (void)cuda_device;
 #endif
   std::vector<py::array> keep;
-  std::vector<ImageView> views = collect_images(images, keep);
+  std::vector<ImageView> views = collect_images(images, keep, index);
   const auto n = static_cast<py::ssize_t>(views.size());
   const std::vector<py::ssize_t> shape{n, channels, p.out_h, p.out_w};
 
@@ -234,8 +263,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("preprocess", &xfer::preprocess, py::arg("images"), py::arg("size"), py::arg("channels") = 1,
         py::arg("mean") = std::vector<float>{0.0f}, py::arg("std") = std::vector<float>{1.0f},
         py::arg("interp") = "area", py::arg("out") = py::none(), py::arg("device") = "cpu", py::arg("threads") = 0,
-        py::arg("cuda_device") = 0,
-        "uint8 HWC images (a 4-D batch or a list) -> float32 NCHW, resized, colour-converted and normalised.");
+        py::arg("cuda_device") = 0, py::arg("index") = py::none(),
+        "uint8 HWC images (a 4-D batch or a list) -> float32 NCHW, resized, colour-converted and normalised; "
+        "index (int64) picks images of a 4-D batch by position without copying them.");
   m.def("gray_weights", []() { return std::vector<float>{xfer::kGrayR, xfer::kGrayG, xfer::kGrayB}; },
         "The BT.601 (R, G, B) weights the kernels convert colour to gray with.");
   m.def("cuda_available", []() {

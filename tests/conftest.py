@@ -43,16 +43,33 @@ def synth_pack(synth_root, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def lenet_mxnet(tmp_path_factory) -> Path:
-    """A LeNet-5 trained for one epoch on a slice of the embedded digits; returns the MXNet prefix."""
+    """A LeNet-5 trained for one epoch on a slice of the embedded digits, in the pretraining environment.
+
+    Returns the MXNet prefix. The first run on a machine builds that environment (a one-time pip install).
+    """
     from xfer import pretrain
     from xfer.data.digits import DigitSet, load_embedded_digits
 
     d = load_embedded_digits(seed=0)
     small = DigitSet(d.x_train[:256], d.y_train[:256], d.x_test[:64], d.y_test[:64], d.source)
-    net, history = pretrain.train(small, epochs=1, batch_size=64, seed=0, progress=False)
     prefix = tmp_path_factory.mktemp("lenet") / "lenet5"
-    pretrain.save(net, prefix, {"classes": [str(i) for i in range(10)], "input_shape": [1, 28, 28],
-                                "mean": [pretrain.MNIST_MEAN], "std": [pretrain.MNIST_STD], "source": d.source})
+    pretrain.pretrain(small, prefix, epochs=1, batch_size=64, seed=0, progress=False)
+    return prefix
+
+
+@pytest.fixture(scope="session")
+def lenet7_mxnet(tmp_path_factory) -> Path:
+    """An untrained 7-way LeNet-5 (symbol + params), made with the pretraining environment's MXNet."""
+    import subprocess
+
+    from xfer import pretrain_env
+
+    python, _ = pretrain_env.interpreter()
+    prefix = tmp_path_factory.mktemp("lenet7") / "lenet7"
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import main as w; import mxnet as mx; "
+            "net = w.build_lenet5('relu', classes=7); net.initialize(mx.init.Xavier()); net.hybridize(); "
+            "net(mx.nd.zeros((1, 1, 28, 28))); w._export_block(net, sys.argv[2])")
+    subprocess.run([str(python), "-I", "-c", code, str(pretrain_env.WORKER.parent), str(prefix)], check=True)
     return prefix
 
 

@@ -113,3 +113,25 @@ def test_version_is_defined_once():
 
     assert importlib.metadata.version("xfer") == xfer.__version__
     assert "version =" not in (PKG.parent / "pyproject.toml").read_text().split("[project]")[1].split("[")[0]
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for n in ast.walk(ast.parse(path.read_text())):
+        if isinstance(n, ast.Import):
+            names |= {a.name.split(".")[0] for a in n.names}
+        elif isinstance(n, ast.ImportFrom) and not n.level and n.module:
+            names.add(n.module.split(".")[0])
+        elif isinstance(n, ast.ImportFrom) and n.level:
+            names.add("xfer")
+    return names
+
+
+def test_mxnet_stays_behind_the_boundary():
+    """Only the worker (run in the pretraining environment) imports MXNet, and it imports nothing of xfer's."""
+    worker = "xfer.mxnet_worker"
+    mods = _modules()
+    crossing = sorted(m for m, p in mods.items() if not m.startswith(worker) and _top_level_imports(p) & {"mxnet", "mnist"})
+    assert crossing == []
+    assert all("xfer" not in _top_level_imports(p) for m, p in mods.items() if m.startswith(worker))
+    assert "mxnet" in _top_level_imports(mods[f"{worker}.main"])  # the check can see an import when there is one

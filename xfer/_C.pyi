@@ -16,6 +16,7 @@ def preprocess(
     device: str = "cpu",
     threads: int = 0,
     cuda_device: int = 0,
+    index: npt.NDArray[np.int64] | None = None,
 ) -> npt.NDArray[np.float32]:
     """uint8 HWC images (a 4-D batch or a list) -> float32 NCHW, resized, colour-converted and normalised."""
 

