@@ -290,6 +290,15 @@ PYBIND11_MODULE(_C, m) {
         "Like preprocess, writing into a CUDA device buffer of out_bytes bytes the caller owns (ONNX Runtime IO "
         "binding); the pointer must be device memory, and the call runs on the device that owns it.");
 #endif
+  m.def("read_floor", [](py::handle images, int threads, py::object index) {
+    if (threads < 0) throw py::value_error("threads: expected >= 0 (0 = all cores), got " + std::to_string(threads));
+    std::vector<py::array> keep;
+    std::vector<xfer::ImageView> views = xfer::collect_images(images, keep, index);
+    const int n = threads > 0 ? threads : (xfer::g_threads > 0 ? xfer::g_threads : xfer::cpu::default_threads());
+    py::gil_scoped_release release;
+    return xfer::cpu::read_all(views, n);
+  }, py::arg("images"), py::arg("threads") = 0, py::arg("index") = py::none(),
+     "Read every byte of the images once (the same images, index and threads as preprocess): the memory floor.");
   m.def("_check_worker_failure", [](std::int64_t items, int threads, std::int64_t fail_at) {
     // The kernel's thread pool with a body that throws at item `fail_at`: proves a worker's exception
     // reaches Python (as MemoryError for bad_alloc) with every thread joined.

@@ -90,6 +90,9 @@ void parallel_for(std::int64_t items, int threads, Body body) {
 }
 
 void preprocess(const std::vector<ImageView>& images, const Params& p, float* out, int threads);
+// Reads every byte of every image once (XOR-folded so the reads cannot be optimised away): the memory floor a
+// preprocessing pass over the same images is measured against.
+std::uint64_t read_all(const std::vector<ImageView>& images, int threads);
 // The CPUs this process may run on: its affinity mask, capped by a cgroup v2 CPU quota.
 int default_threads();
 }  // namespace cpu

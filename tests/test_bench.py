@@ -14,10 +14,14 @@ def test_bench_report(trained_frozen, synth_pack, tmp_path, capsys):
                                  threads=(1,), batch=(16, 64), out=str(out)))
     saved = json.loads(out.read_text())
     assert saved["images"] == rep["images"] == 42
-    for path in ("kernel", "copy", "kernel+ort", "opencv+ort", "naive_batched", "naive_per_image"):
+    for path in ("stream", "read", "flop", "kernel_stream", "kernel", "copy", "kernel+ort", "opencv+ort", "naive_batched",
+                 "naive_per_image"):
         assert saved["paths"][path]["median_s"] > 0, path
     assert saved["accuracy_matches_train"] is True
-    assert saved["ort"]["threads"] == 1 and saved["ort"]["batch"] in (16, 64)
+    assert saved["paths"]["stream"]["accuracy"] == saved["paths"]["kernel+ort"]["accuracy"]  # same images, same model
+    assert saved["xfer"] == "stream" and "xfer optimize --int8" in saved["xfer_note"]  # no int8 variant beside it
+    assert saved["ort_materialised"]["threads"] == 1 and saved["ort_materialised"]["batch"] in (16, 64)
+    assert saved["ort"]["batch"] in (512, 1024) and len(saved["ort"]["trials"]) == 8
     import onnxruntime as ort
 
     from xfer.preprocess import cuda_available
@@ -30,7 +34,7 @@ def test_bench_report(trained_frozen, synth_pack, tmp_path, capsys):
         assert saved["device"] == "cuda" or "CUDA execution provider" in saved["device_note"]
     assert {"kernel_vs_opencv_speedup", "end_to_end_vs_naive_batched"} <= set(saved["ratios"])
     text = capsys.readouterr().out
-    assert "kernel + ONNX Runtime (xfer)" in text and "matches xfer train" in text
+    assert "streamed kernel + ORT (float)" in text and "matches xfer train" in text
 
 
 def test_bench_cycles_images(trained_frozen, synth_pack):

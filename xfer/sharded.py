@@ -88,6 +88,7 @@ def bench_sharded(args: BenchConfig) -> dict:
             "env": bench.environment(), "ort": {"threads": one["threads_per_worker"], "batch": batch, "trials": [],
                                                 "version": __import__("onnxruntime").__version__},
             "paths": paths, "ratios": {f"scaling_1_to_{args.workers}": one["median_s"] / many["median_s"]},
+            "xfer": f"kernel+ort x{args.workers}", "xfer_note": "the gathered pass sharded over processes",
             "train_accuracy": meta.test_accuracy}
 
 

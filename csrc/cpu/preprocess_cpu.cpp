@@ -66,22 +66,44 @@ Taps make_taps(std::int64_t in, std::int64_t out, Interp interp) {
 namespace cpu {
 namespace {
 
-// The hot loop: a weighted sum of input rows into a float row (W*C wide).
-// Compiled for AVX2 and a baseline, picked at load time.
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-__attribute__((target_clones("avx2", "default")))
-#endif
-void accumulate_rows(const std::uint8_t* base, std::int64_t row_bytes, const std::int32_t start,
-                     const std::int32_t count, const float* w, float* acc) {
-  const std::uint8_t* r0 = base + static_cast<std::int64_t>(start) * row_bytes;
-  const float w0 = w[0];
-  for (std::int64_t j = 0; j < row_bytes; ++j) acc[j] = w0 * static_cast<float>(r0[j]);
-  for (int k = 1; k < count; ++k) {
-    const std::uint8_t* r = r0 + k * row_bytes;
-    const float wk = w[k];
-    for (std::int64_t j = 0; j < row_bytes; ++j) acc[j] += wk * static_cast<float>(r[j]);
+// The hot loop: a weighted sum of input rows into a float row (W*C wide). Built twice, for AVX2 with FMA and for
+// the baseline, and picked once by CPU features (GCC's target_clones "arch=" clones test the CPU *model*, which
+// sends AMD CPUs to the baseline; a plain "avx2" clone has no vfmadd).
+#define XFER_ACCUMULATE_BODY                                                                    \
+  const std::uint8_t* r0 = base + static_cast<std::int64_t>(start) * row_bytes;                 \
+  const float w0 = w[0];                                                                          \
+  for (std::int64_t j = 0; j < row_bytes; ++j) acc[j] = w0 * static_cast<float>(r0[j]);          \
+  for (int k = 1; k < count; ++k) {                                                               \
+    const std::uint8_t* r = r0 + k * row_bytes;                                                   \
+    const float wk = w[k];                                                                        \
+    for (std::int64_t j = 0; j < row_bytes; ++j) acc[j] += wk * static_cast<float>(r[j]);       \
   }
+
+using AccumulateFn = void (*)(const std::uint8_t*, std::int64_t, std::int32_t, std::int32_t, const float*, float*);
+
+void accumulate_rows_base(const std::uint8_t* base, std::int64_t row_bytes, const std::int32_t start,
+                          const std::int32_t count, const float* w, float* acc) {
+  XFER_ACCUMULATE_BODY
 }
+
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target("avx2,fma"))) void accumulate_rows_avx2(const std::uint8_t* base, std::int64_t row_bytes,
+                                                               const std::int32_t start, const std::int32_t count,
+                                                               const float* w, float* acc) {
+  XFER_ACCUMULATE_BODY
+}
+#endif
+#undef XFER_ACCUMULATE_BODY
+
+AccumulateFn pick_accumulate() {
+#if defined(__GNUC__) && defined(__x86_64__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return accumulate_rows_avx2;
+#endif
+  return accumulate_rows_base;
+}
+
+const AccumulateFn accumulate_rows = pick_accumulate();
 
 template <int C>
 void horizontal(const float* acc, const Taps& tx, std::int64_t out_w, float* v /* out_w * C */) {
@@ -195,6 +217,25 @@ void preprocess(const std::vector<ImageView>& images, const Params& p, float* ou
     const std::int64_t y0 = p.out_h * b / blocks, y1 = p.out_h * (b + 1) / blocks;
     process_rows(im, p, Ty, Tx, y0, y1, out + i * image_floats, st.acc, st.v);
   });
+}
+
+std::uint64_t read_all(const std::vector<ImageView>& images, int threads) {
+  if (threads < 1) threads = default_threads();
+  std::atomic<std::uint64_t> folded{0};
+  parallel_for<int>(static_cast<std::int64_t>(images.size()), threads, [&](std::int64_t i, int&) {
+    const ImageView& im = images[static_cast<std::size_t>(i)];
+    const std::int64_t bytes = im.h * im.w * im.c;
+    std::uint64_t x = 0;
+    std::int64_t j = 0;
+    for (; j + 8 <= bytes; j += 8) {
+      std::uint64_t word;
+      std::memcpy(&word, im.data + j, 8);
+      x ^= word;
+    }
+    for (; j < bytes; ++j) x ^= im.data[j];
+    folded.fetch_xor(x, std::memory_order_relaxed);
+  });
+  return folded.load();
 }
 
 }  // namespace cpu

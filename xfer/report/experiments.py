@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from xfer.config import MODES, StudyConfig, TrainConfig, default_lr
+from xfer.config import FERG_SCALES, FERG_TEST_IMAGES, MODES, StudyConfig, TrainConfig, default_lr
 from xfer.errors import XferError
 
 # Table 1 of the study: experiment -> (test accuracy, mean test time in seconds).
@@ -68,7 +68,7 @@ def run_step(step: Step, args: StudyConfig, root: Path) -> dict:
     result = train.train_or_reuse(_train_config(step, args, out))
     model_path = out / f"{step.name}.onnx"
     rep = bench.run(model_path, args.data, repeat=3, baselines=False, threads=args.bench_threads)
-    p = rep["paths"]["kernel+ort"]
+    p = rep["paths"][rep["xfer"]]
     return {"protocol": step.protocol, "mode": step.mode, "seed": step.seed, "split": step.split, "compare": step.compare,
             "model": str(model_path), "test_accuracy": result["test_accuracy"], "bench_accuracy": p["accuracy"],
             "per_class": result["per_class"], "confusion": result["confusion"], "history": result["history"],
@@ -147,6 +147,8 @@ def main(args: StudyConfig) -> dict:
     print("timing the test pass against its baselines ...", flush=True)
     bench_rep = bench.run(showcase["model"], args.data, images=args.bench_images, repeat=3,
                           per_image_limit=args.per_image_limit, threads=args.bench_threads)
+    print("the streamed pass at 1x, 5x and 10x the FERG-DB test split ...", flush=True)
+    scaling = bench.scaling(showcase["model"], args.data, [k * FERG_TEST_IMAGES for k in FERG_SCALES])
     results = {"name": args.name, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                "settings": {"modes": list(args.modes), "seeds": list(args.seeds), "protocols": list(args.protocols),
                             "epochs": args.epochs,
@@ -159,7 +161,7 @@ def main(args: StudyConfig) -> dict:
                "study": {m: {"accuracy": a, "test_time_s": t} for m, (a, t) in STUDY.items()},
                "summary": summarize(main_runs), "runs": runs,
                "summary_compare": summarize([r for r in runs if r["compare"]]) if args.compare_source else None,
-               "bench": bench_rep, "env": bench_rep["env"],
+               "bench": bench_rep, "scaling": scaling, "env": bench_rep["env"],
                "wall_s": time.time() - t0}
     write_json(root / "results.json", results)
     html, md = write_report(results, root, pack)

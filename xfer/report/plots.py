@@ -59,21 +59,53 @@ def confusion(cm: np.ndarray, classes: list[str], title: str) -> bytes:
     return _png(fig)
 
 
-def bench_chart(paths: dict) -> bytes:
-    """Images per second of each test-pass path (higher is better)."""
+def bench_chart(paths: dict, xfer: str = "stream") -> bytes:
+    """Images per second of each test-pass path (higher is better), with the floors as the limits no pass can pass.
+
+    Dashed lines: reading every input byte once, and the model's arithmetic at the cores' peak FLOP/s.
+    """
     plt = _plt()
-    labels = {"kernel+ort": "kernel + ORT (xfer)", "cuda_kernel+ort_cuda": "CUDA kernel + ORT CUDA",
+    labels = {"stream_int8": "streamed kernel + ORT, int8 head", "stream": "streamed kernel + ORT (float)",
+              "kernel+ort": "old path: gathered, then kernel + ORT", "cuda_kernel+ort_cuda": "CUDA kernel + ORT CUDA",
               "opencv+ort": "OpenCV + ORT", "naive_batched": "PIL + PyTorch (batch 256)",
-              "naive_per_image": "PIL + PyTorch (per image)"}
-    items = [(labels[k], paths[k]["images_per_s"]) for k in labels if k in paths]
-    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.5 * len(items)))
-    names, rates = zip(*items)
-    bars = ax.barh(names, rates, color=["#2b7bba"] + ["#999999"] * (len(items) - 1))
+              "naive_per_image": "PIL + PyTorch (per image)", "kernel_stream": "C++ kernel alone (streamed)"}
+    keys = [k for k in labels if k in paths]
+    fig, ax = plt.subplots(figsize=(7.5, 0.8 + 0.5 * len(keys)))
+    rates = [paths[k]["images_per_s"] for k in keys]
+    colors = ["#2b7bba" if k == xfer else "#8fb8dc" if k.startswith("stream") or k == "kernel_stream" else "#999999"
+              for k in keys]
+    bars = ax.barh([labels[k] for k in keys], rates, color=colors)
     ax.invert_yaxis()
-    for b, r in zip(bars, rates):
-        ax.text(b.get_width(), b.get_y() + b.get_height() / 2, f" {r:,.0f}", va="center", fontsize=8)
-    ax.set(xlabel="images per second", title="test pass throughput")
-    ax.set_xlim(0, max(rates) * 1.2)
+    for bar, r in zip(bars, rates):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {r:,.0f}", va="center", fontsize=8)
+    top = max(rates)
+    for key, name, style in (("read", "read-only pass", "--"), ("flop", "FLOP floor", ":")):
+        if key in paths:
+            v = paths[key]["images_per_s"]
+            ax.axvline(v, color="#c0392b", linestyle=style, linewidth=1.2)
+            ax.text(v, -0.6, f"{name}\n{v:,.0f}/s", color="#c0392b", fontsize=7, ha="center", va="bottom")
+            top = max(top, v)
+    ax.set(xlabel="images per second (dashed: limits no pass over these images can beat)", title="test pass throughput")
+    ax.set_xlim(0, top * 1.15)
+    return _png(fig)
+
+
+def scaling_chart(points: list[dict]) -> bytes:
+    """Images/s and peak RSS of the streamed pass against the number of images: both should stay flat."""
+    plt = _plt()
+    n = [q["images"] for q in points]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    a.plot(n, [q["images_per_s"] for q in points], "o-", color="#2b7bba")
+    a.set(xlabel="images in the pass", ylabel="images per second", title="throughput", ylim=(0, None))
+    b.plot(n, [q["peak_rss_mb"] for q in points], "o-", color="#c0392b")
+    b.axhline(1024, color="#999999", linestyle="--", linewidth=1)
+    b.text(n[0], 1024, " 1 GB bound", va="bottom", fontsize=8, color="#666666")
+    top = max(1100, max(q["peak_rss_mb"] for q in points) * 1.1)
+    b.set(xlabel="images in the pass", ylabel="peak RSS (MB)", title="memory", ylim=(0, top))
+    for ax in (a, b):
+        ax.ticklabel_format(axis="x", style="plain")
+        ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    fig.tight_layout()
     return _png(fig)
 
 

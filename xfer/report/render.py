@@ -38,7 +38,11 @@ def _figures(results: dict, pack) -> dict[str, tuple[str, bytes]]:
                 cm = np.sum([r["confusion"] for r in rs], axis=0)
                 figs[f"confusion_{protocol}_{mode}"] = (f"Confusion matrix, {mode}, {protocol} split (all seeds)",
                                                         plots.confusion(cm, rs[0]["classes"], f"{mode} ({protocol})"))
-    figs["bench"] = ("Test-pass throughput of each path (same model, same images)", plots.bench_chart(results["bench"]["paths"]))
+    figs["bench"] = ("Test-pass throughput of each path (same model, same images); dashed: the floors",
+                     plots.bench_chart(results["bench"]["paths"], results["bench"].get("xfer", "stream")))
+    if results.get("scaling"):
+        figs["scaling"] = ("The streamed pass as the number of images grows (the test split cycled): images/s and "
+                           "peak RSS", plots.scaling_chart(results["scaling"]))
     show = next((r for r in runs if r["protocol"] == "random" and r["mode"] == "frozen"), runs[0])
     idx = np.asarray(show["test_index"])
     pred = np.asarray(show["predictions"])
@@ -76,18 +80,21 @@ def _per_class(results: dict, protocol: str) -> tuple[list[str], list[list[str]]
 
 
 def _bench_table(bench: dict) -> tuple[list[str], list[list[str]]]:
-    labels = [("copy", "memory copy of the input (floor)"), ("kernel", "C++ kernel preprocess"),
-              ("opencv", "OpenCV preprocess"), ("ort_inference", "ONNX Runtime inference"),
-              ("kernel+ort", "kernel + ONNX Runtime (xfer)"), ("cuda_kernel+ort_cuda", "CUDA kernel + ORT CUDA"),
-              ("opencv+ort", "OpenCV + ONNX Runtime"), ("naive_batched", "PIL + numpy + PyTorch, batch 256"),
-              ("naive_per_image", "PIL + numpy + PyTorch, per image")]
+    from xfer.bench import PATH_NAMES
+
     rows = []
-    for k, label in labels:
+    for k, label in PATH_NAMES.items():
         p = bench["paths"].get(k)
         if p:
-            rows.append([label, f"{p['median_s']:.3f}", f"{p['min_s']:.3f}", f"{p['max_s']:.3f}", f"{p['images_per_s']:,.0f}",
-                         f"{p['accuracy']:.4f}" if "accuracy" in p else ""])
-    return ["path", "median s", "min s", "max s", "images/s", "accuracy"], rows
+            rows.append([label + (" (xfer)" if k == bench.get("xfer") else ""), f"{p['median_s']:.3f}", f"{p['min_s']:.3f}",
+                         f"{p['max_s']:.3f}", f"{p['images_per_s']:,.0f}", f"{p['accuracy']:.4f}" if "accuracy" in p else "",
+                         f"{p['peak_rss_mb']:,.0f}" if "peak_rss_mb" in p else ""])
+    return ["path", "median s", "min s", "max s", "images/s", "accuracy", "peak RSS MB"], rows
+
+
+def _scaling_rows(points: list[dict]) -> list[list[str]]:
+    return [[f"{q['images']:,}", f"{q['gb_read']:.1f}", f"{q['seconds']:.2f}", f"{q['images_per_s']:,.0f}",
+             f"{q['peak_rss_mb']:,.0f}"] for q in points]
 
 
 def _env_rows(results: dict) -> list[list[str]]:
@@ -207,6 +214,10 @@ def write_report(results: dict, root: Path, pack) -> tuple[Path, Path]:
     doc.table(*_bench_table(b), title=f"The timed test pass and its baselines ({b['images']} images, {b['device']})")
     doc.table(["ratio", "value"], [[k.replace("_", " "), f"{v:.2f}x"] for k, v in b["ratios"].items()])
     doc.fig("bench")
+    if results.get("scaling"):
+        doc.table(["images", "GB read", "seconds", "images/s", "peak RSS MB"], _scaling_rows(results["scaling"]),
+                  title="The streamed pass at 1x, 5x and 10x the FERG-DB test split")
+        doc.fig("scaling")
     doc.table(["", ""], _env_rows(results), title="Environment")
     doc.para(f"Wall time: {results['wall_s']:.0f} s.")
     return doc.write(root, title)

@@ -1,0 +1,141 @@
+"""The streamed test pass: bounded chunks of the memory-mapped pack -> kernel -> a reused buffer -> ONNX Runtime.
+
+Memory must not grow with the number of images (a user's set may be ten times
+FERG-DB's 11 GB). The kernel reads each chunk's images straight out of the
+memory-mapped pack by index (no gathered copy) into one of two float buffers
+allocated once; ONNX Runtime runs on that buffer. With ``overlap`` a background
+thread preprocesses chunk k+1 while ONNX Runtime infers chunk k (both release
+the GIL). Pages of the pack that were read stay mapped, and count in RSS,
+until the mapping is told to drop them: when the split's distinct images
+exceed ``release_bytes``, the mapping is released after every
+``release_bytes`` read (the bytes stay in the page cache; touching them again
+costs minor faults, not disk reads). ONNX Runtime's own memory grows with the
+chunk (about 200 KB of activations per image for LeNet-5 at 32x32), so chunks
+stay at 1,024 images or fewer.
+"""
+
+from __future__ import annotations
+
+import mmap
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """How the pass is cut and scheduled; ``xfer.bench`` picks these by measurement."""
+
+    chunk: int = 1024
+    overlap: bool = False
+    kernel_threads: int = 0
+    release_bytes: int = 256 << 20
+
+
+def peak_rss_reset() -> bool:
+    """Reset the kernel's peak-RSS counter for this process (Linux ``clear_refs`` 5); False where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size since start or the last reset."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _mapping(images: np.ndarray) -> mmap.mmap | None:
+    """The mmap behind a memory-mapped array (``np.load(mmap_mode='r')``), or None for an in-memory one."""
+    base = images
+    while base is not None:
+        if isinstance(getattr(base, "_mmap", None), mmap.mmap):
+            return base._mmap
+        base = getattr(base, "base", None)
+    return None
+
+
+class Stream:
+    """The test split's images, cycled to ``n``, as chunks of indices into the (memory-mapped) pack."""
+
+    def __init__(self, images: np.ndarray, order: np.ndarray, n: int, size: tuple[int, int], channels: int,
+                 mean, std, plan: StreamPlan) -> None:
+        self.images, self.order, self.n, self.plan = images, np.asarray(order, np.int64), int(n), plan
+        self.size, self.channels, self.mean, self.std = tuple(size), int(channels), list(mean), list(std)
+        rows = min(plan.chunk, self.n)
+        self.buffers = [np.empty((rows, self.channels, *self.size), np.float32) for _ in range(2 if plan.overlap else 1)]
+        self.image_bytes = int(np.prod(images.shape[1:]))
+        # Cycling re-reads the same pages: when the split's distinct bytes fit the budget, they stay mapped for good.
+        distinct = len(np.unique(self.order)) * self.image_bytes
+        self.mapping = _mapping(images) if distinct > plan.release_bytes else None
+        self.read_since_release = 0
+        self.releases = 0
+
+    def chunks(self) -> list[tuple[int, int]]:
+        c = self.plan.chunk
+        return [(a, min(a + c, self.n)) for a in range(0, self.n, c)]
+
+    def index(self, a: int, b: int) -> np.ndarray:
+        return self.order[np.arange(a, b) % len(self.order)]
+
+    def preprocess(self, k: int, a: int, b: int) -> np.ndarray:
+        """Chunk [a, b) into buffer ``k``; returns the filled view."""
+        from xfer.preprocess import preprocess
+
+        out = self.buffers[k][: b - a]
+        preprocess(self.images, self.size, self.channels, self.mean, self.std, out=out, threads=self.plan.kernel_threads,
+                   index=self.index(a, b))
+        self._account((b - a) * self.image_bytes)
+        return out
+
+    def _account(self, nbytes: int) -> None:
+        self.read_since_release += nbytes
+        if self.mapping is not None and self.read_since_release >= self.plan.release_bytes:
+            self.mapping.madvise(mmap.MADV_DONTNEED)
+            self.read_since_release = 0
+            self.releases += 1
+
+    def run(self, sess) -> np.ndarray:
+        """One pass: predictions (argmax) for every streamed image."""
+        name = sess.get_inputs()[0].name
+        preds = np.empty(self.n, np.int64)
+        chunks = self.chunks()
+        if not self.plan.overlap:
+            for a, b in chunks:
+                preds[a:b] = sess.run(None, {name: self.preprocess(0, a, b)})[0].argmax(1)
+            return preds
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(self.preprocess, 0, *chunks[0])
+            for i, (a, b) in enumerate(chunks):
+                x = pending.result()
+                if i + 1 < len(chunks):  # buffer (i+1)%2 was last read by the run of chunk i-1, which has returned
+                    pending = pool.submit(self.preprocess, (i + 1) % 2, *chunks[i + 1])
+                preds[a:b] = sess.run(None, {name: x})[0].argmax(1)
+        return preds
+
+    def labels(self, labels: np.ndarray) -> np.ndarray:
+        return np.asarray(labels)[self.index(0, self.n)]
+
+
+def timed_passes(stream: Stream, sess, repeat: int) -> tuple[list[float], np.ndarray, int]:
+    """(seconds per pass after one warm-up, the predictions, peak RSS in bytes over the timed passes)."""
+    preds = stream.run(sess)
+    peak_rss_reset()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        preds = stream.run(sess)
+        times.append(time.perf_counter() - t)
+    return times, preds, peak_rss_bytes()
