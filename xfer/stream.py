@@ -36,7 +36,18 @@ class StreamPlan:
 
 
 def peak_rss_reset() -> bool:
-    """Reset the kernel's peak-RSS counter for this process (Linux ``clear_refs`` 5); False where unsupported."""
+    """Reset the kernel's peak-RSS counter for this process (Linux ``clear_refs`` 5); False where unsupported.
+
+    Heap that earlier work freed (sessions tried while tuning) is handed back to the system first
+    (glibc ``malloc_trim``), so the peak that follows is the pass's own.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True
