@@ -14,7 +14,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -196,10 +196,11 @@ def streamed_pass(model_bytes: bytes, split: TestSplit, spec: tuple, choice: dic
 
     stream = _stream(split, spec, choice["plan"])
     sess = stream_session(model_bytes, choice["ort_threads"], choice["spinning"])
-    times, pred, rss = timed_passes(stream, sess, repeat)
+    times, pred, rss, before = timed_passes(stream, sess, repeat)
     y = split.labels[split.index]
     plan = choice["plan"]
     return _stats(times, split.n) | {"accuracy": float((pred == y).mean()), "peak_rss_mb": rss / 2**20,
+                                     "rss_before_mb": before / 2**20,
                                      "chunk": plan.chunk, "overlap": plan.overlap, "kernel_threads": plan.kernel_threads,
                                      "ort_threads": choice["ort_threads"], "spinning": choice["spinning"],
                                      "releases": stream.releases}
@@ -320,21 +321,48 @@ def run(model_path: str | os.PathLike[str], data: str | None = None, images: int
 def scaling(model_path: str | os.PathLike[str], data: str | None, sizes: list[int], repeat: int = 1) -> list[dict]:
     """The streamed pass at each of ``sizes`` images (the test split cycled), with one schedule: images/s and peak RSS.
 
-    What must stay flat as the count grows is memory; throughput should too.
+    What must stay flat as the count grows is memory; throughput should too. Each size runs in a fresh process,
+    so its peak RSS is what ``xfer bench --images N`` would show, not whatever the calling process already holds.
     """
+    import json
+    import subprocess
+    import sys
+
     from xfer.graph import input_spec, load_model
 
     model = load_model(model_path)
     channels, size, mean, std = input_spec(model, model_path)
-    spec, model_bytes = (size, channels, mean, std), model.SerializeToString()
     first = test_split(model, data, min(sizes))
-    choice, _ = tune_stream(model_bytes, first, spec, os.cpu_count() or 1)
+    choice, _ = tune_stream(model.SerializeToString(), first, (size, channels, mean, std), os.cpu_count() or 1)
+    plan = choice["plan"]
+    sched = {"chunk": plan.chunk, "overlap": plan.overlap, "kernel_threads": plan.kernel_threads,
+             "ort_threads": choice["ort_threads"], "spinning": choice["spinning"]}
     points = []
-    for n in sizes:  # one mapping of the pack for every size: a second mapping would count its pages in RSS again
-        p = streamed_pass(model_bytes, replace(first, n=n), spec, choice, repeat)
-        points.append({"images": n, "seconds": p["median_s"], "images_per_s": p["images_per_s"],
-                       "peak_rss_mb": p["peak_rss_mb"], "accuracy": p["accuracy"], "gb_read": n * first.image_bytes / 1e9})
+    for n in sizes:
+        args = json.dumps({"model": str(model_path), "data": data, "n": n, "repeat": repeat, "schedule": sched})
+        code = "import json, sys; from xfer.bench import scaling_point; print(json.dumps(scaling_point(json.loads(sys.argv[1]))))"
+        out = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise XferError(f"{model_path}: the streamed pass at {n:,} images failed "
+                            f"({(out.stderr.strip().splitlines() or ['no output'])[-1][:200]})")
+        points.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return points
+
+
+def scaling_point(job: dict) -> dict:
+    """One size of ``scaling``, in this (fresh) process."""
+    from xfer.graph import input_spec, load_model
+    from xfer.stream import StreamPlan
+
+    model = load_model(job["model"])
+    channels, size, mean, std = input_spec(model, job["model"])
+    split = test_split(model, job["data"], job["n"])
+    s = job["schedule"]
+    choice = {"plan": StreamPlan(s["chunk"], s["overlap"], s["kernel_threads"]), "ort_threads": s["ort_threads"],
+              "spinning": s["spinning"]}
+    p = streamed_pass(model.SerializeToString(), split, (size, channels, mean, std), choice, job["repeat"])
+    return {"images": split.n, "seconds": p["median_s"], "images_per_s": p["images_per_s"],
+            "peak_rss_mb": p["peak_rss_mb"], "accuracy": p["accuracy"], "gb_read": split.n * split.image_bytes / 1e9}
 
 
 def _int8_variant(model_path, split: TestSplit, spec: tuple, choice: dict, repeat: int, paths: dict) -> dict:

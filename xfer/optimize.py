@@ -94,8 +94,14 @@ def quantize_int8(model, calibration: np.ndarray, convs: bool = False):
         src, dst = Path(tmp) / "f.onnx", Path(tmp) / "q.onnx"
         onnx.save(model, src)
         exclude = [] if convs else [n.name for n in model.graph.node if n.op_type == "Conv"]
-        quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8, nodes_to_exclude=exclude)
+        import logging
+
+        logging.disable(logging.WARNING)  # its "consider pre-processing" advice is about shape-inference helpers we run
+        try:
+            quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8, nodes_to_exclude=exclude)
+        finally:
+            logging.disable(logging.NOTSET)
         q = onnx.load(dst)
     meta = read_meta(model)
     del q.metadata_props[:]

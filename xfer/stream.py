@@ -55,11 +55,11 @@ def peak_rss_reset() -> bool:
         return False
 
 
-def peak_rss_bytes() -> int:
-    """This process's peak resident set size since start or the last reset."""
+def peak_rss_bytes(field: str = "VmHWM") -> int:
+    """This process's peak resident set size since start or the last reset (``VmRSS``: the current one)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
@@ -140,13 +140,14 @@ class Stream:
         return np.asarray(labels)[self.index(0, self.n)]
 
 
-def timed_passes(stream: Stream, sess, repeat: int) -> tuple[list[float], np.ndarray, int]:
-    """(seconds per pass after one warm-up, the predictions, peak RSS in bytes over the timed passes)."""
+def timed_passes(stream: Stream, sess, repeat: int) -> tuple[list[float], np.ndarray, int, int]:
+    """(seconds per pass after one warm-up, the predictions, peak RSS over the timed passes, RSS before them)."""
     preds = stream.run(sess)
     peak_rss_reset()
+    before = peak_rss_bytes("VmRSS")
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
         preds = stream.run(sess)
         times.append(time.perf_counter() - t)
-    return times, preds, peak_rss_bytes()
+    return times, preds, peak_rss_bytes(), before

@@ -214,6 +214,11 @@ def write_report(results: dict, root: Path, pack) -> tuple[Path, Path]:
     doc.table(*_bench_table(b), title=f"The timed test pass and its baselines ({b['images']} images, {b['device']})")
     doc.table(["ratio", "value"], [[k.replace("_", " "), f"{v:.2f}x"] for k, v in b["ratios"].items()])
     doc.fig("bench")
+    if "peak_rss_mb" in b["paths"].get("stream", {}):
+        st = b["paths"]["stream"]
+        doc.para(f"Peak RSS is this process's: the study had {st.get('rss_before_mb', 0):,.0f} MB resident before the "
+                 f"streamed pass began (training, data, libraries); the scaling runs below each ran in a fresh process, "
+                 f"as `xfer bench --images N` would.")
     if results.get("scaling"):
         doc.table(["images", "GB read", "seconds", "images/s", "peak RSS MB"], _scaling_rows(results["scaling"]),
                   title="The streamed pass at 1x, 5x and 10x the FERG-DB test split")
