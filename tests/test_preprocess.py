@@ -249,3 +249,15 @@ def test_gray_weights_agree_between_cpp_and_python():
 
     np.testing.assert_allclose(_C.gray_weights(), GRAY_WEIGHTS, rtol=0, atol=1e-7)
     assert sum(GRAY_WEIGHTS) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("shape,size,channels", [((3, 256, 256, 3), 32, 1), ((3, 240, 240, 3), 80, 3),
+                                                 ((3, 64, 48, 4), (16, 12), 1), ((3, 64, 64, 1), 8, 3),
+                                                 ((2, 255, 255, 3), 5, 1), ((2, 96, 64, 3), (6, 4), 3)],
+                         ids=["8x-gray", "3x-rgb", "4x-rgba", "8x-from-gray", "51x-float-path", "16x-max-u16"])
+def test_whole_factor_area_matches_the_spec(shape, size, channels):
+    """Whole factors take the integer path (sums of bytes in u16): the same values as the spec."""
+    x = np.random.default_rng(3).integers(0, 256, shape, dtype=np.uint8)
+    x[0] = 255  # the largest sums: 16x16 = 256 bytes of 255 must not overflow u16
+    np.testing.assert_allclose(preprocess(x, size, channels, 0.5, 0.25), preprocess_reference(x, size, channels, 0.5, 0.25),
+                               atol=1e-5, rtol=0)
