@@ -7,8 +7,8 @@ allocated once; ONNX Runtime runs on that buffer. With ``overlap`` a background
 thread preprocesses chunk k+1 while ONNX Runtime infers chunk k (both release
 the GIL). Pages of the pack that were read stay mapped, and count in RSS,
 until the mapping is told to drop them: when the split's distinct images
-exceed ``release_bytes``, the mapping is released after every
-``release_bytes`` read (the bytes stay in the page cache; touching them again
+exceed ``release_bytes``, chunks are read in pieces and the mapping is
+released after each (the bytes stay in the page cache; touching them again
 costs minor faults, not disk reads). ONNX Runtime's own memory grows with the
 chunk (about 200 KB of activations per image for LeNet-5 at 32x32), so chunks
 stay at 1,024 images or fewer.
@@ -89,9 +89,11 @@ class Stream:
         self.buffers = [np.empty((rows, self.channels, *self.size), np.float32) for _ in range(2 if plan.overlap else 1)]
         self.image_bytes = int(np.prod(images.shape[1:]))
         # Cycling re-reads the same pages: when the split's distinct bytes fit the budget, they stay mapped for good.
+        # Otherwise the chunk is read in pieces, the mapping released after each: a fault maps a whole large folio
+        # of the page cache (Linux 6.x), up to ~5x the bytes an image needs, so a piece is a fifth of the budget.
         distinct = len(np.unique(self.order)) * self.image_bytes
         self.mapping = _mapping(images) if distinct > plan.release_bytes else None
-        self.read_since_release = 0
+        self.piece = max(1, plan.release_bytes // (5 * self.image_bytes))
         self.releases = 0
 
     def chunks(self) -> list[tuple[int, int]]:
@@ -101,22 +103,35 @@ class Stream:
     def index(self, a: int, b: int) -> np.ndarray:
         return self.order[np.arange(a, b) % len(self.order)]
 
+    def _pieces(self, a: int, b: int) -> list[tuple[int, int]]:
+        """Chunk [a, b) in pieces read between releases (the whole chunk when the mapping is never released)."""
+        step = (b - a) if self.mapping is None else self.piece
+        return [(i, min(i + step, b - a)) for i in range(0, b - a, step)]
+
+    def _release(self) -> None:
+        if self.mapping is not None:
+            self.mapping.madvise(mmap.MADV_DONTNEED)
+            self.releases += 1
+
     def preprocess(self, k: int, a: int, b: int) -> np.ndarray:
         """Chunk [a, b) into buffer ``k``; returns the filled view."""
         from xfer.preprocess import preprocess
 
-        out = self.buffers[k][: b - a]
-        preprocess(self.images, self.size, self.channels, self.mean, self.std, out=out, threads=self.plan.kernel_threads,
-                   index=self.index(a, b))
-        self._account((b - a) * self.image_bytes)
+        out, index = self.buffers[k][: b - a], self.index(a, b)
+        for i, j in self._pieces(a, b):
+            preprocess(self.images, self.size, self.channels, self.mean, self.std, out=out[i:j],
+                       threads=self.plan.kernel_threads, index=index[i:j])
+            self._release()
         return out
 
-    def _account(self, nbytes: int) -> None:
-        self.read_since_release += nbytes
-        if self.mapping is not None and self.read_since_release >= self.plan.release_bytes:
-            self.mapping.madvise(mmap.MADV_DONTNEED)
-            self.read_since_release = 0
-            self.releases += 1
+    def read(self, a: int, b: int) -> None:
+        """Read chunk [a, b)'s bytes once and nothing else, released as ``preprocess`` releases: the memory floor."""
+        from xfer import _C
+
+        index = self.index(a, b)
+        for i, j in self._pieces(a, b):
+            _C.read_floor(self.images, self.plan.kernel_threads, index[i:j])
+            self._release()
 
     def run(self, sess) -> np.ndarray:
         """One pass: predictions (argmax) for every streamed image."""
