@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from xfer import bench
 from xfer.errors import XferError
@@ -20,6 +21,7 @@ def main() -> int:
     p.add_argument("--data", default=None)
     p.add_argument("--images", type=int, default=11153)
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--out", default="bench_test_pass.json", help="report JSON; the throughput chart goes beside it (.png)")
     a = p.parse_args()
     try:
         rep = bench.run(a.model, a.data, images=a.images, repeat=a.repeat)
@@ -27,6 +29,13 @@ def main() -> int:
         print(f"bench_test_pass: {e}", file=sys.stderr)
         return 1
     bench.print_report(rep)
+    from xfer.io import write_bytes, write_json
+    from xfer.report import plots
+
+    out = Path(a.out)
+    write_json(out, rep)
+    write_bytes(out.with_suffix(".png"), plots.bench_chart(rep["paths"], rep["xfer"]))
+    print(f"wrote {out}, {out.with_suffix('.png')}")
     r, paths = rep["ratios"], rep["paths"]
     x, old = paths[rep["xfer"]], paths["kernel+ort"]
     drop = abs(x["accuracy"] - old["accuracy"])
