@@ -6,9 +6,9 @@ memory-mapped pack by index (no gathered copy) into one of two float buffers
 allocated once; ONNX Runtime runs on that buffer. With ``overlap`` a background
 thread preprocesses chunk k+1 while ONNX Runtime infers chunk k (both release
 the GIL). Pages of the pack that were read stay mapped, and count in RSS,
-until the mapping is told to drop them: when the split's distinct images
-exceed ``release_bytes``, chunks are read in pieces and the mapping is
-released after each (the bytes stay in the page cache; touching them again
+until the mapping is told to drop them: when the pack is larger than
+``release_bytes``, chunks are read in pieces and the mapping is released
+after each (the bytes stay in the page cache; touching them again
 costs minor faults, not disk reads). ONNX Runtime's own memory grows with the
 chunk (about 200 KB of activations per image for LeNet-5 at 32x32), so chunks
 stay at 1,024 images or fewer.
@@ -88,11 +88,11 @@ class Stream:
         rows = min(plan.chunk, self.n)
         self.buffers = [np.empty((rows, self.channels, *self.size), np.float32) for _ in range(2 if plan.overlap else 1)]
         self.image_bytes = int(np.prod(images.shape[1:]))
-        # Cycling re-reads the same pages: when the split's distinct bytes fit the budget, they stay mapped for good.
-        # Otherwise the chunk is read in pieces, the mapping released after each: a fault maps a whole large folio
-        # of the page cache (Linux 6.x), up to ~5x the bytes an image needs, so a piece is a fifth of the budget.
-        distinct = len(np.unique(self.order)) * self.image_bytes
-        self.mapping = _mapping(images) if distinct > plan.release_bytes else None
+        # Pages read stay mapped until released. A fault maps a whole large folio of the page cache (Linux 6.x), up
+        # to ~5x the bytes an image needs, so what stays mapped is bounded by the pack's size, not the split's: a
+        # pack within the budget stays mapped for good; a larger one is read in pieces of a fifth of the budget,
+        # the mapping released after each.
+        self.mapping = _mapping(images) if images.nbytes > plan.release_bytes else None
         self.piece = max(1, plan.release_bytes // (5 * self.image_bytes))
         self.releases = 0
 
