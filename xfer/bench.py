@@ -41,7 +41,8 @@ def _stats(times: list[float], n: int) -> dict:
             "images_per_s": n / med if med > 0 else float("inf")}
 
 
-def session(model_bytes: bytes, threads: int, providers: list[str] | None = None):
+def session(model_bytes: bytes, threads: int, providers: list[str] | None = None, spinning: bool | None = None):
+    """An ONNX Runtime session (ORT_ENABLE_ALL: NCHWc layouts on x86); ``spinning`` sets whether idle threads spin."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -49,6 +50,8 @@ def session(model_bytes: bytes, threads: int, providers: list[str] | None = None
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if spinning is not None:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return ort.InferenceSession(model_bytes, so, providers=providers or ["CPUExecutionProvider"])
 
 
@@ -139,21 +142,18 @@ def test_split(model, data: str | None, images: int | None) -> TestSplit:
 
 def load_test_images(model, data: str | None, images: int | None) -> tuple[np.ndarray, np.ndarray, str]:
     """The test split gathered into memory (the old path; ``xfer.stream`` reads the pack in chunks instead)."""
-    split = test_split(model, data, images)
+    return gather(test_split(model, data, images))
+
+
+def gather(split: TestSplit) -> tuple[np.ndarray, np.ndarray, str]:
+    """``split``'s images copied out of the pack, with their labels and its note."""
     index = split.index
     return np.ascontiguousarray(split.images[index]), split.labels[index], split.note
 
 
 def stream_session(model_bytes: bytes, threads: int, spinning: bool):
     """A CPU session for the streamed pass; whether idle ORT threads spin is chosen by measurement."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # includes NCHWc layouts on x86
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+    return session(model_bytes, threads, spinning=spinning)
 
 
 def stream_candidates(cores: int) -> list[dict]:
@@ -301,7 +301,7 @@ def run(model_path: str | os.PathLike[str], data: str | None = None, images: int
     paths.update(floors(model, split, spec, choice["plan"], repeat))
     report.update(_int8_variant(model_path, split, spec, choice, repeat, paths))
     if n * split.image_bytes <= MATERIALIZE_LIMIT_BYTES:
-        x_u8, y, _ = load_test_images(model, data, images)
+        x_u8, y, _ = gather(split)
         sess, batch = _materialised(report, model_bytes, x_u8, y, spec, gpu_sess, repeat, threads, batches)
         if baselines:
             paths.update(_baselines(model, sess, batch, x_u8, y, size, channels, mean, std, per_image_limit, repeat))
@@ -367,9 +367,9 @@ def _int8_variant(model_path, split: TestSplit, spec: tuple, choice: dict, repea
     """Stream ``MODEL.int8.onnx`` (from ``xfer optimize --int8``) too; it leads when it keeps the accuracy."""
     from xfer.config import INT8_TOLERANCE
     from xfer.graph import load_model
+    from xfer.optimize import int8_path
 
-    path = Path(model_path)
-    q = path.with_name(path.name.removesuffix(".onnx") + ".int8.onnx")
+    q = int8_path(model_path)
     if not q.is_file():
         return {"xfer": "stream", "xfer_note": f"float model (no {q.name}: `xfer optimize --int8` writes one)"}
     paths["stream_int8"] = streamed_pass(load_model(q).SerializeToString(), split, spec, choice, repeat)

@@ -110,6 +110,11 @@ def quantize_int8(model, calibration: np.ndarray, convs: bool = False):
     return q
 
 
+def int8_path(model: str | Path) -> Path:
+    """Where ``xfer optimize --int8`` writes the int8 variant of ``model`` (``bench`` looks for it there)."""
+    return Path(str(Path(model).with_suffix("")) + ".int8.onnx")
+
+
 def main(args: OptimizeConfig) -> dict:
     from xfer.graph import finalize, input_spec, load_model, save_model
     from xfer.meta import read_meta
@@ -137,7 +142,7 @@ def main(args: OptimizeConfig) -> dict:
         calib = preprocess(np.ascontiguousarray(pack.images[np.sort(pick)]), spec.size, spec.channels, spec.mean,
                            spec.std)
         q = quantize_int8(finalize(model), calib, args.int8_convs)
-        out = Path(str(stem.with_suffix("")) + (".folded" if args.fold else "") + ".int8.onnx")
+        out = int8_path(stem.with_suffix(".folded.onnx") if args.fold else stem)
         save_model(q, out)
         written["int8"] = str(out)
         print(f"wrote {out}: int8 (QDQ, per-channel), calibrated on {len(calib)} training images")

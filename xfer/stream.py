@@ -10,7 +10,7 @@ until the mapping is told to drop them: once the pass's resident file pages
 have grown past 1.75x ``release_bytes``, the mapping is released after
 every piece of a chunk (the bytes stay in the page cache; touching them again
 costs minor faults, not disk reads). ONNX Runtime's own memory grows with the
-chunk (about 200 KB of activations per image for LeNet-5 at 32x32), so chunks
+chunk (about 280 KB per image for LeNet-5 at 32x32), so chunks
 stay at 1,024 images or fewer.
 """
 
@@ -100,8 +100,8 @@ class Stream:
         # Pages read stay mapped until released. A fault may map a whole large folio of the page cache (Linux 6.x,
         # freshly written files): reading 1,024 scattered images (201 MB) mapped ~870 MB. So the pass reads in
         # pieces of a fifth of the budget and watches its resident file pages: once they have grown past 1.75x the
-        # budget, the mapping is released after every piece. Re-faulting costs (~0.2 s per 2 GB here), so a split whose pages fit
-        # stays mapped. A pack within the budget never needs watching.
+        # budget, the mapping is released after every piece. Re-faulting costs (~0.2 s per 2 GB here), so a split
+        # whose pages fit stays mapped. A pack within the budget never needs watching.
         self.mapping = _mapping(images) if images.nbytes > plan.release_bytes else None
         self.releasing = False
         self.file_start = _mapped_file_bytes()
@@ -166,9 +166,6 @@ class Stream:
                     pending = pool.submit(self.preprocess, (i + 1) % 2, *chunks[i + 1])
                 preds[a:b] = sess.run(None, {name: x})[0].argmax(1)
         return preds
-
-    def labels(self, labels: np.ndarray) -> np.ndarray:
-        return np.asarray(labels)[self.index(0, self.n)]
 
 
 def timed_passes(stream: Stream, sess, repeat: int) -> tuple[list[float], np.ndarray, int, int]:

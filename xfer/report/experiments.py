@@ -177,7 +177,7 @@ def _int8_head(model: str, data: str | None) -> None:
     from xfer import optimize
     from xfer.config import OptimizeConfig
 
-    if not Path(model).with_name(Path(model).name.removesuffix(".onnx") + ".int8.onnx").is_file():
+    if not optimize.int8_path(model).is_file():
         optimize.main(OptimizeConfig(model=model, int8=True, data=data))
 
 
