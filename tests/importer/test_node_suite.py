@@ -1,7 +1,8 @@
 """The ONNX project's own node test cases, for every case whose ops the importer lists as supported.
 
 Each case either reproduces ONNX's expected outputs or is refused with an
-``XferError``; a wrong result or any other exception fails.
+``XferError`` naming the node (at import, or at run time where the refusal
+depends on a shape); a wrong result or any other exception fails.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ def _cases():
 
 
 CASES = _cases()
+# A graph of several half-precision nodes: the reference rounds after every node, torch accumulates in float32
+# inside one, so the two may differ by an ulp or two of the type (2**-10 for float16, 2**-7 for bfloat16).
+HALF_RTOL = {"float16": 2 ** -9, "bfloat16": 2 ** -6}
 
 
 def _array(value) -> np.ndarray:
@@ -58,16 +62,21 @@ def test_node_case(case):
         assert case.name and str(e).startswith("node '"), str(e)
         return
     for inputs, expected in case.data_sets:
-        with torch.no_grad():
-            got = module(*[_tensor(i) for i in inputs])
+        try:
+            with torch.no_grad():
+                got = module(*[_tensor(i) for i in inputs])
+        except XferError as e:  # refused once the shapes are known (e.g. a cubic Resize of a 5-D tensor)
+            assert str(e).startswith("node '"), str(e)
+            return
         got = got if isinstance(got, tuple) else (got,)
         assert len(got) == len(expected)
         for g, e in zip(got, expected):
             e = _array(e)
+            rtol = max(case.rtol, HALF_RTOL.get(e.dtype.name, 0.0)) if len(case.model.graph.node) > 1 else case.rtol
             e = e.astype(np.float32) if e.dtype.name == "bfloat16" else e
             g = _numpy(g)
             assert g.shape == e.shape and g.dtype == e.dtype, (g.shape, g.dtype, e.shape, e.dtype)
-            np.testing.assert_allclose(g, e, rtol=case.rtol, atol=case.atol)
+            np.testing.assert_allclose(g, e, rtol=rtol, atol=case.atol)
 
 
 def test_integer_division_truncates_toward_zero():

@@ -18,7 +18,7 @@ from torch import nn
 
 from xfer.errors import XferError
 from xfer.importer import ops  # noqa: F401  (registers the converters)
-from xfer.importer.registry import REGISTRY, attributes, node_label, register, spec_for
+from xfer.importer.registry import REGISTRY, attributes, model_opset, node_label, register, spec_for, upgrade
 
 __all__ = ["REGISTRY", "OnnxModule", "register", "supported_ops", "to_torch", "write_back"]
 
@@ -65,8 +65,10 @@ class OnnxModule(nn.Module):
         from xfer.meta import read_meta
 
         frozen = set(frozen if frozen is not None else (read_meta(model).frozen or []))
+        self.source_opset = model_opset(model)
+        model = upgrade(model)  # an old-opset file runs as onnx's version converter rewrote it
         g = model.graph
-        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+        self.opset = model_opset(model)
         specs = [spec_for(n, self.opset) for n in g.node]
         check_types(model, specs)
         buffer_names = {n.input[i] for n, s in zip(g.node, specs) for i in s.buffers if i < len(n.input)}

@@ -91,3 +91,37 @@ def spec_for(node, opset: int) -> Spec:
 
 def convert_node(node, opset: int):
     return spec_for(node, opset).fn(node, attributes(node), opset)
+
+
+def model_opset(model) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+
+
+def _covered(node, opset: int) -> bool:
+    spec = REGISTRY.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+    return spec is None or spec.since <= op_version(node.op_type, opset) <= spec.until
+
+
+def upgrade(model, newest: int = 21):
+    """``model`` brought to the lowest opset whose op versions every converter implements.
+
+    Files from old converters and model zoos (opset 6 to 9) use op versions the
+    converters were not written against (``Add`` with ``broadcast``,
+    ``BatchNormalization`` with ``spatial``); ``onnx.version_converter``
+    rewrites them. A model already covered is returned as it is; an op with no
+    converter is left for ``spec_for`` to name.
+    """
+    opset = model_opset(model)
+    nodes = list(model.graph.node)
+    if all(_covered(n, opset) for n in nodes):
+        return model
+    target = next((t for t in range(opset + 1, newest + 1) if all(_covered(n, t) for n in nodes)), None)
+    if target is None:
+        return model
+    import onnx.version_converter
+
+    try:
+        return onnx.version_converter.convert_version(model, target)
+    except Exception as e:  # the converter raises RuntimeError / ConvertError with C++ messages
+        raise XferError(f"model at opset {opset}: cannot convert it to opset {target} "
+                        f"({str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__})") from None

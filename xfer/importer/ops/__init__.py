@@ -1,3 +1,3 @@
 """Converters, one small module per op family; importing this package registers them all."""
 
-from xfer.importer.ops import conv, elementwise, linear, norm, shape  # noqa: F401
+from xfer.importer.ops import activation, conv, elementwise, linear, math, norm, reduce, resize, shape, tensor  # noqa: F401

@@ -86,12 +86,18 @@ def elu(node, a, opset):
     return Lambda("Elu", F.elu, alpha=float(a.get("alpha", 1.0)))
 
 
+def _bound(v):
+    """A Clip bound as a Python number: ``torch.clamp`` with scalars is one fused op forward and backward."""
+    return None if v is None or v.numel() == 0 else v.reshape(-1)[0].item()
+
+
 def _clip(x, lo=None, hi=None):
-    if lo is not None:
-        x = torch.maximum(x, lo.to(x.dtype))
-    if hi is not None:
-        x = torch.minimum(x, hi.to(x.dtype))
-    return x
+    lo, hi = _bound(lo), _bound(hi)
+    if lo is None and hi is None:
+        return x
+    if lo == 0 and hi == 6 and x.dtype.is_floating_point:
+        return F.relu6(x)
+    return torch.clamp(x, lo, hi)
 
 
 @register("Clip", since=6, until=13, types=NUMERIC)
@@ -102,7 +108,8 @@ def clip(node, a, opset):
     return Lambda("Clip", _clip)
 
 
-def _cast(x, dtype):
+def cast_to(x, dtype):
+    """ONNX Cast: float to integer truncates toward zero."""
     if x.dtype.is_floating_point and not dtype.is_floating_point and dtype != torch.bool:
         x = torch.trunc(x)
     return x.to(dtype)
@@ -113,4 +120,4 @@ def cast(node, a, opset):
     to = int(a["to"])
     if to not in TORCH_DTYPES:
         raise unsupported(node, f"casting to {TensorProto.DataType.Name(to)}")
-    return Lambda("Cast", _cast, dtype=TORCH_DTYPES[to])
+    return Lambda("Cast", cast_to, dtype=TORCH_DTYPES[to])

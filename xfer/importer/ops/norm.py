@@ -74,3 +74,60 @@ def dropout(node, a, opset):
     if len(node.input) > 2 and node.input[2]:
         raise unsupported(node, "the training_mode input (xfer decides when a model trains)")
     return Dropout(float(a.get("ratio", 0.5)), len(node.output) > 1 and bool(node.output[1]))
+
+
+class LayerNorm(nn.Module):
+    """ONNX LayerNormalization over the dims from ``axis`` on; ``F.layer_norm`` when only Y is read."""
+
+    def __init__(self, axis: int, eps: float, stats: bool):
+        super().__init__()
+        self.axis, self.eps, self.stats = axis, eps, stats
+
+    def forward(self, x, scale, bias=None):
+        axis = self.axis % x.dim()
+        shape = tuple(x.shape[axis:])
+        w = scale.expand(shape) if tuple(scale.shape) != shape else scale
+        b = bias.expand(shape) if bias is not None and tuple(bias.shape) != shape else bias
+        if not self.stats:
+            return F.layer_norm(x, shape, w, b, self.eps)
+        dims = tuple(range(axis, x.dim()))
+        mean = x.mean(dim=dims, keepdim=True)
+        var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)
+        inv = torch.rsqrt(var + self.eps)
+        y = (x - mean) * inv * w
+        return (y + b if b is not None else y), mean, inv
+
+
+@register("LayerNormalization", since=17, until=17, types=FLOATS)
+def layer_norm(node, a, opset):
+    return LayerNorm(int(a.get("axis", -1)), float(a.get("epsilon", 1e-5)), len([o for o in node.output if o]) > 1)
+
+
+class GroupNorm(nn.Module):
+    """ONNX GroupNormalization: scale and bias per channel (version 21), or per group (version 18)."""
+
+    def __init__(self, groups: int, eps: float, per_group: bool):
+        super().__init__()
+        self.groups, self.eps, self.per_group = groups, eps, per_group
+
+    def forward(self, x, scale, bias):
+        if self.per_group:
+            reps = x.shape[1] // self.groups
+            scale, bias = scale.repeat_interleave(reps), bias.repeat_interleave(reps)
+        return F.group_norm(x, self.groups, scale, bias, self.eps)
+
+
+@register("GroupNormalization", since=18, until=21, types=FLOATS)
+def group_norm(node, a, opset):
+    if int(a.get("stash_type", 1)) != 1:
+        raise unsupported(node, "stash_type other than float")
+    return GroupNorm(int(a["num_groups"]), float(a.get("epsilon", 1e-5)), opset < 21)
+
+
+def _instance_norm(x, scale, bias, eps: float):
+    return F.instance_norm(x, weight=scale, bias=bias, eps=eps)
+
+
+@register("InstanceNormalization", since=6, until=22, types=FLOATS)
+def instance_norm(node, a, opset):
+    return Lambda("InstanceNormalization", _instance_norm, eps=float(a.get("epsilon", 1e-5)))
