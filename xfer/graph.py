@@ -258,6 +258,35 @@ def shapes(model) -> dict[str, list]:
     return out
 
 
+def tensor_shape(model, name: str) -> list | None:
+    """The shape of tensor ``name`` past the batch dim: from shape inference, else measured in ONNX Runtime.
+
+    Shapes computed at run time (the old exporter's Shape -> Gather -> Concat ->
+    Reshape) defeat static inference; running the graph up to ``name`` on a
+    batch of 2 of the declared input size measures them.
+    """
+    s = shapes(model).get(name)
+    if s and all(v is not None for v in s[1:]):
+        return s
+    import onnx
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.output[:]
+    probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    inp = probe.graph.input[0]
+    dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 2 for d in inp.type.tensor_type.shape.dim]
+    try:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        y = sess.run(None, {inp.name: np.zeros(dims, np.float32)})[0]
+    except Exception:  # a graph ORT cannot run: the caller reports the unknown shape
+        return s
+    return [None, *y.shape[1:]]
+
+
 def simplify(model) -> None:
     """Drop inference no-ops: Identity, Dropout, and Flatten of an already 2-D tensor."""
     g = model.graph
@@ -326,24 +355,29 @@ def _check_initializers(model) -> None:
             raise XferError(f"rewritten graph is invalid: initializer '{t.name}' does not hold {list(t.dims)} values")
 
 
-def check_runs(model, channels: int, size: tuple[int, int], outputs: int) -> None:
-    """Run ``model`` in ONNX Runtime on a batch of 2: a rewritten graph that passes the checker may still not run."""
+def check_runs(model, channels: int, size: tuple[int, int], outputs: int, x: np.ndarray | None = None) -> np.ndarray:
+    """Run ``model`` in ONNX Runtime on a batch of 2: a rewritten graph that passes the checker may still not run.
+
+    Returns the output for ``x`` (zeros unless given), for comparison with another runtime.
+    """
     import onnxruntime as ort
 
     for name, shape in shapes(model).items():
         if any(d is not None and d < 1 for d in shape[1:]):
             raise XferError(f"input {channels}x{size[0]}x{size[1]} is too small for this model: "
                             f"'{name}' would have shape {['N', *shape[1:]]}")
-    x = np.zeros((2, channels, *size), np.float32)
+    x = np.zeros((2, channels, *size), np.float32) if x is None else x
     try:
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         y = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     except Exception as e:  # ORT raises its own exception types for graphs it cannot load or run
-        raise XferError(f"rewritten graph does not run in ONNX Runtime: {str(e).splitlines()[0][:300]}") from None
+        raise XferError(f"rewritten graph does not run in ONNX Runtime at input {channels}x{size[0]}x{size[1]}: "
+                        f"{str(e).splitlines()[0][:300]}") from None
     if y.shape != (2, outputs):
         raise XferError(f"rewritten graph outputs shape {y.shape} for a batch of 2, expected (2, {outputs})")
+    return y
 
 
 def save_model(model, path: str | os.PathLike[str]) -> Path:

@@ -40,6 +40,7 @@ class EnvSpec:
     name: str = "mxnet"
     modules: tuple[str, ...] = ("numpy", "mxnet", "onnx")  # what must import for the environment to count as working
     free_bytes: int = MXNET_ENV_FREE_BYTES
+    label: str = "pretraining environment"  # how messages name it
 
     @property
     def folder(self) -> str:
@@ -114,20 +115,20 @@ def _build(spec: EnvSpec, folder: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
     free = shutil.disk_usage(parent).free
     if free < spec.free_bytes:
-        raise XferError(f"cannot create the pretraining environment in {folder}: {free / 1e9:.2f} GB free on that disk, "
+        raise XferError(f"cannot create the {spec.label} in {folder}: {free / 1e9:.2f} GB free on that disk, "
                         f"it needs {spec.free_bytes / 1e9:.1f} GB (set {CACHE_VAR} to a folder on a larger disk)")
     tmp = parent / f".{folder.name}.building-{os.getpid()}"
-    _say(f"creating the pretraining environment {folder} ({', '.join(spec.requirements)}); "
+    _say(f"creating the {spec.label} {folder} ({', '.join(spec.requirements)}); "
          "a one-time install from the package registry")
     try:
         made = subprocess.run([sys.executable, "-m", "venv", str(tmp)], capture_output=True, text=True)
         if made.returncode != 0:
             last = (made.stderr.strip().splitlines() or ["no output"])[-1]
-            raise XferError(f"cannot create the pretraining environment in {folder}: python -m venv failed: {last[:200]}")
+            raise XferError(f"cannot create the {spec.label} in {folder}: python -m venv failed: {last[:200]}")
         _pip_install(_python(tmp), spec.requirements, folder)
         found = _run_worker(_python(tmp), {"command": "probe", "modules": list(spec.modules)}, None)
         if "error" in found:
-            raise XferError(f"cannot create the pretraining environment in {folder}: {found['error']}")
+            raise XferError(f"cannot create the {spec.label} in {folder}: {found['error']}")
         (tmp / MARKER).write_text(json.dumps({"requirements": list(spec.requirements), "versions": found}, indent=1))
         old = parent / f".{folder.name}.old-{os.getpid()}"
         if folder.exists():
@@ -135,10 +136,10 @@ def _build(spec: EnvSpec, folder: Path) -> None:
         os.replace(tmp, folder)
         shutil.rmtree(old, ignore_errors=True)
     except OSError as e:
-        raise XferError(f"cannot create the pretraining environment in {folder}: {e.strerror or e}") from None
+        raise XferError(f"cannot create the {spec.label} in {folder}: {e.strerror or e}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    _say(f"pretraining environment ready: MXNet {found.get('mxnet')}, numpy {found.get('numpy')}, onnx {found.get('onnx')}")
+    _say(f"{spec.label} ready: " + ", ".join(f"{k} {v}" for k, v in found.items() if k != "python"))
 
 
 def ensure(spec: EnvSpec = MXNET, rebuild: bool = False) -> Path:

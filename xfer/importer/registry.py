@@ -79,9 +79,8 @@ def op_version(op_type: str, opset: int) -> int:
 def spec_for(node, opset: int) -> Spec:
     spec = REGISTRY.get(node.op_type) if node.domain in ("", "ai.onnx") else None
     if spec is None:
-        supported = ", ".join(sorted(REGISTRY))
         raise XferError(f"node '{node.name or node.output[0]}': unsupported ONNX op {node.domain + '.' if node.domain else ''}"
-                        f"{node.op_type} (supported: {supported})")
+                        f"{node.op_type} (xfer converts {len(REGISTRY)} ops; `xfer.importer.supported_ops()` lists them)")
     v = op_version(node.op_type, opset)
     if not spec.since <= v <= spec.until:
         raise XferError(f"{node_label(node)}: op version {v} (opset {opset}) is not supported; "

@@ -8,6 +8,10 @@ the rest of surgery works on:
 
     input (N, C, H, W) -> body -> features -> [global pool] -> Flatten -> dense layers -> logits
 
+where the features are the body's last feature map (a CNN) or its last feature
+vector (a transformer's class token after the final norm, a pooled and
+normalised vector), which xfer's Flatten passes through.
+
 so that a model rewritten for any input size still runs, at any batch size.
 """
 
@@ -18,7 +22,7 @@ from onnx import helper
 
 from xfer.errors import XferError
 from xfer.graph import consumers, initializers, producers, remove_dead, set_initializer, shapes, toposort
-from xfer.surgery.cut import ACTIVATIONS, FLATTEN_OPS, GLOBAL_POOLS, PASS_THROUGH, PROBABILITIES, find_boundary
+from xfer.surgery.cut import FLATTEN_OPS, GLOBAL_POOLS, HEAD_ACTIVATIONS, PASS_THROUGH, PROBABILITIES, find_boundary, global_pool_of
 
 FOLDABLE = ("Reshape", "Unsqueeze", "Squeeze", "Transpose", "Identity", "Constant")
 
@@ -65,7 +69,7 @@ def fold_constants(model) -> None:
         value = _fold(n, [inits[i] for i in n.input if i])
         if value is None:
             continue
-        set_initializer(model, n.output[0], np.ascontiguousarray(value))
+        set_initializer(model, n.output[0], np.ascontiguousarray(value).reshape(np.shape(value)))  # 0-d stays 0-d
         inits[n.output[0]] = value
         g.node.remove(n)
     remove_dead(g)
@@ -115,8 +119,12 @@ def canonical_input(model) -> int | None:
     return batch
 
 
-def _global_pool_in_disguise(node, sh: dict) -> str | None:
-    """An AveragePool/MaxPool whose window covers its whole input: a global pool at any input size."""
+def _global_pool_in_disguise(node, sh: dict, inits) -> str | None:
+    """An AveragePool/MaxPool whose window covers its whole input, or a ReduceMean/ReduceMax over the spatial
+    axes: a global pool at any input size."""
+    src = sh.get(node.input[0]) if node.input else None
+    if node.op_type in ("ReduceMean", "ReduceMax"):
+        return global_pool_of(node, inits, len(src) if src else None)
     if node.op_type not in ("AveragePool", "MaxPool"):
         return None
     src, out = sh.get(node.input[0]), sh.get(node.output[0])
@@ -137,16 +145,16 @@ def canonical_head(model) -> None:
     sh = shapes(model)
     inits = initializers(model)
     prod = producers(g)
-    feat = sh.get(b.features)
-    if feat is not None and len(feat) < 3:
-        raise XferError(f"graph '{g.name}': the classifier reads '{b.features}' of rank {len(feat)}, "
-                        "not a spatial feature map")
     pooled = prod.get(b.features)
-    disguise = _global_pool_in_disguise(pooled, sh) if pooled is not None else None
+    disguise = _global_pool_in_disguise(pooled, sh, inits) if pooled is not None else None
     if disguise:
         new = helper.make_node(disguise, [pooled.input[0]], [pooled.output[0]], name=pooled.name or pooled.output[0])
         g.node.insert(list(g.node).index(pooled), new)
         g.node.remove(pooled)
+    feat = sh.get(b.features) if not disguise else [None] * 4
+    if feat is not None and len(feat) not in (2, 3, 4, 5):
+        raise XferError(f"graph '{g.name}': the classifier reads '{b.features}' of rank {len(feat)}, "
+                        "neither a feature map nor a feature vector")
     clf = b.classifier
     x = b.features
     if b.pool:
@@ -178,7 +186,7 @@ def _drop_tail(model) -> None:
     g = model.graph
     prod = producers(g)
     out = g.output[0].name
-    inert = PROBABILITIES + ACTIVATIONS + PASS_THROUGH + FLATTEN_OPS + GLOBAL_POOLS
+    inert = PROBABILITIES + HEAD_ACTIVATIONS + PASS_THROUGH + FLATTEN_OPS + GLOBAL_POOLS
     t, dropped = out, []
     while t in prod and prod[t].op_type in inert and prod[t].name != "xfer_flatten":
         dropped.append(prod[t])

@@ -4,7 +4,7 @@ Walking back from the graph output over classifier-side ops (FC layers, bias
 adds, activations, flattens, global pools, softmax), the *classifier* is the
 first fully-connected op (``Gemm``/``MatMul`` with a constant weight) or,
 when the head has none, a 1x1 ``Conv`` (SqueezeNet, DenseNet). The
-*features* are the last spatial feature map the body produces: the tensor
+*features* are the last feature map the body produces (a transformer's last feature vector): the tensor
 reached from the classifier's input by stepping back over flattens and
 pass-through ops. The head is everything downstream of the features.
 """
@@ -19,15 +19,20 @@ from xfer.graph import consumers, initializers, producers
 FC_OPS = ("Gemm", "MatMul")
 FLATTEN_OPS = ("Flatten", "Reshape", "Squeeze")
 PASS_THROUGH = ("Identity", "Dropout")
-ACTIVATIONS = ("Relu", "Tanh", "Sigmoid", "LeakyRelu", "Elu")
+# activations a new head may be built of (one input, no required attribute) ...
+ACTIVATIONS = ("Relu", "Tanh", "Sigmoid", "LeakyRelu", "Elu", "HardSwish", "Gelu", "Selu", "Mish", "Softplus")
+# ... and those a source head may also hold (ReLU6 is a Clip)
+HEAD_ACTIVATIONS = ACTIVATIONS + ("Clip", "HardSigmoid", "PRelu")
 GLOBAL_POOLS = ("GlobalAveragePool", "GlobalMaxPool")
+REDUCE_POOLS = {"ReduceMean": "GlobalAveragePool", "ReduceMax": "GlobalMaxPool"}
 PROBABILITIES = ("Softmax", "LogSoftmax")
-HEAD_OPS = FC_OPS + FLATTEN_OPS + PASS_THROUGH + ACTIVATIONS + GLOBAL_POOLS + PROBABILITIES + ("Add", "Conv")
+HEAD_OPS = FC_OPS + FLATTEN_OPS + PASS_THROUGH + HEAD_ACTIVATIONS + GLOBAL_POOLS + tuple(REDUCE_POOLS) + PROBABILITIES \
+    + ("Add", "Conv")
 
 
 @dataclass
 class Boundary:
-    features: str            # the body's last spatial feature map (N, C, H, W)
+    features: str            # the body's last feature map (N, C, H, W), or feature vector (N, D) of a transformer
     classifier: object       # first classifier layer: Gemm/MatMul, or a 1x1 Conv
     head: list = field(default_factory=list)   # every node downstream of ``features``
     flatten: object = None   # the Flatten/Reshape between features and classifier, if any
@@ -81,6 +86,24 @@ def _is_pointwise_conv(node, inits) -> bool:
     return w.ndim == 4 and w.shape[2:] == (1, 1) and group == 1
 
 
+def global_pool_of(node, inits, rank: int | None = None) -> str | None:
+    """The global pool a ``ReduceMean``/``ReduceMax`` over every spatial axis computes (whatever its keepdims).
+
+    PyTorch's exporters write ``x.mean((2, 3))`` and the dynamo exporter's
+    adaptive average pool this way. ``rank`` is the input's rank when known
+    (4 is assumed otherwise).
+    """
+    if node.op_type not in REDUCE_POOLS:
+        return None
+    axes = next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
+    if axes is None and len(node.input) > 1 and node.input[1] in inits:
+        axes = [int(v) for v in inits[node.input[1]].reshape(-1)]
+    r = rank or 4
+    if not axes or r < 3 or sorted(a % r for a in axes) != list(range(2, r)):
+        return None
+    return REDUCE_POOLS[node.op_type]
+
+
 def _data_input(node, inits) -> str | None:
     """The tensor a head op transforms (for a bias Add: the non-constant operand)."""
     if node.op_type == "Add":
@@ -99,6 +122,8 @@ def _head_chain(model, inits) -> list:
         if n.op_type not in HEAD_OPS or (n.op_type == "Conv" and not _is_pointwise_conv(n, inits)):
             break
         if n.op_type in FC_OPS and (len(n.input) < 2 or n.input[1] not in inits):
+            break
+        if n.op_type in REDUCE_POOLS and global_pool_of(n, inits) is None:
             break
         nxt = _data_input(n, inits)
         if nxt is None:
@@ -127,7 +152,8 @@ def find_boundary(model) -> Boundary:
             flatten = prod[t]
         t = prod[t].input[0]
     after = chain[chain.index(classifier) + 1:]
-    pool = next((n.op_type for n in after if n.op_type in GLOBAL_POOLS), None) if fc is None else None
+    pools = [n.op_type if n.op_type in GLOBAL_POOLS else global_pool_of(n, inits) for n in after]
+    pool = next((p for p in pools if p), None) if fc is None else None
     return Boundary(t, classifier, downstream(g, t), flatten, pool)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 from onnx import helper
 
 from xfer.errors import XferError
-from xfer.graph import initializers, set_initializer, shapes
+from xfer.graph import initializers, set_initializer, tensor_shape
 from xfer.surgery import init
 from xfer.surgery.canon import canonical_head
 from xfer.surgery.cut import Dense, activation_of, downstream, find_boundary
@@ -45,7 +45,7 @@ def replace_head(model, widths: tuple[int, ...], classes: int, activation: str |
     b = find_boundary(model)
     act = activation or activation_of(b)
     out_name = g.output[0].name
-    flat = shapes(model).get(b.flat)
+    flat = tensor_shape(model, b.flat)
     if not flat or flat[-1] is None:
         raise XferError(f"cannot infer the flattened width at '{b.flat}'")
     for n in downstream(g, b.flat):

@@ -17,7 +17,7 @@ import numpy as np
 
 from xfer.config import DEFAULT_HEAD, MODES
 from xfer.errors import XferError
-from xfer.graph import check_runs, finalize, initializers, set_initializer, shapes, simplify
+from xfer.graph import finalize, initializers, set_initializer, simplify, tensor_shape
 from xfer.meta import read_meta, write_meta
 from xfer.surgery import init
 from xfer.surgery.canon import canonical_head, canonical_input, fold_constants, native_reshapes, retarget_reshapes
@@ -25,6 +25,7 @@ from xfer.surgery.cut import activation_of, dense_layers, feature_nodes, find_bo
 from xfer.surgery.freeze import set_frozen
 from xfer.surgery.head import _set_output_classes, reinit_dense, replace_head
 from xfer.surgery.inputs import retarget_input
+from xfer.surgery.verify import check_trains
 
 
 def _reinit_conv(model, node, activation: str, seed: int) -> list[str]:
@@ -53,7 +54,7 @@ def _dense_names(d) -> list[str]:
 
 
 def _flat_width(model, boundary) -> int:
-    s = shapes(model).get(boundary.features)
+    s = tensor_shape(model, boundary.features)
     if not s or any(v is None for v in s[1:]):
         raise XferError(f"cannot infer the feature map shape at '{boundary.features}' for this input size")
     if min(s[1:]) < 1:
@@ -115,7 +116,7 @@ def apply(mode: str, source, classes: list[str], channels: int = 1, size: tuple[
         trainable = set(initializers(m)) - feature_inits
 
     m = finalize(m)
-    check_runs(m, channels, size, len(classes))
+    check_trains(m, channels, size, len(classes))
     all_inits = set(initializers(m))
     frozen = set() if (mode in ("scratch", "finetune") or train_all) else all_inits - trainable
     set_frozen(m, frozen)

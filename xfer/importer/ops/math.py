@@ -9,7 +9,6 @@ and refused.
 from __future__ import annotations
 
 import torch
-
 from onnx import TensorProto
 
 from xfer.importer.ops.common import Lambda
