@@ -281,7 +281,7 @@ def tensor_shape(model, name: str) -> list | None:
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        y = sess.run(None, {inp.name: np.zeros(dims, np.float32)})[0]
+        y = sess.run(None, {inp.name: np.zeros(dims, np.float32)}, _quiet_run())[0]
     except Exception:  # a graph ORT cannot run: the caller reports the unknown shape
         return s
     return [None, *y.shape[1:]]
@@ -355,6 +355,15 @@ def _check_initializers(model) -> None:
             raise XferError(f"rewritten graph is invalid: initializer '{t.name}' does not hold {list(t.dims)} values")
 
 
+def _quiet_run():
+    """Run options under which a failing kernel raises without also logging to stderr."""
+    import onnxruntime as ort
+
+    ro = ort.RunOptions()
+    ro.log_severity_level = 4
+    return ro
+
+
 def check_runs(model, channels: int, size: tuple[int, int], outputs: int, x: np.ndarray | None = None) -> np.ndarray:
     """Run ``model`` in ONNX Runtime on a batch of 2: a rewritten graph that passes the checker may still not run.
 
@@ -371,10 +380,14 @@ def check_runs(model, channels: int, size: tuple[int, int], outputs: int, x: np.
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        y = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+        y = sess.run(None, {sess.get_inputs()[0].name: x}, _quiet_run())[0]
     except Exception as e:  # ORT raises its own exception types for graphs it cannot load or run
+        message = str(e).splitlines()[0]
+        if "Status Message:" in message:  # ORT's C++ source path and helper name tell a user nothing
+            message = message.split("Name:", 1)[-1].split("Status Message:", 1)[0].strip() + ": " + \
+                message.split("Status Message:", 1)[1].split(") ", 1)[-1].strip()
         raise XferError(f"rewritten graph does not run in ONNX Runtime at input {channels}x{size[0]}x{size[1]}: "
-                        f"{str(e).splitlines()[0][:300]}") from None
+                        f"{message[:240]}") from None
     if y.shape != (2, outputs):
         raise XferError(f"rewritten graph outputs shape {y.shape} for a batch of 2, expected (2, {outputs})")
     return y

@@ -99,3 +99,34 @@ def test_heads_are_found_where_each_family_keeps_them(exporter):
         canonical_head(m)
         b = find_boundary(m)
         assert len(dense_layers(m, b)) == dense, family
+
+
+@pytest.mark.parametrize("family,mode", [("mobilenet_v3", "finetune"), ("vit", "frozen")])
+def test_train_and_bench_a_dynamo_export_from_the_command_line(family, mode, tmp_path):
+    import onnx
+
+    from test_errors import xfer
+
+    src = tmp_path / f"{family}.onnx"
+    onnx.save(exported(family, "dynamo")[0], str(src))
+    data = tmp_path / "set"
+    rng = np.random.default_rng(0)
+    from PIL import Image
+
+    for c, name in enumerate(["red", "green", "blue"]):
+        (data / name).mkdir(parents=True)
+        for i in range(6):
+            a = (rng.random((40, 40, 3)) * 80).astype(np.uint8)
+            a[..., c] += 150
+            Image.fromarray(a).save(data / name / f"{i}.png")
+    out = tmp_path / "out"
+    r = xfer("train", "--source", src, "--mode", mode, "--input-size", SIZE, "--channels", 3, "--data", data,
+             "--epochs", 1, "--batch-size", 6, "--out", out)
+    assert r.returncode == 0, r.stderr
+    r = xfer("bench", out / f"{mode}.onnx", "--data", data, "--repeat", 1, "--no-baselines")
+    assert r.returncode == 0, r.stderr
+    assert (out / f"{mode}.bench.json").is_file()
+    if family == "vit":
+        r = xfer("train", "--source", src, "--mode", mode, "--input-size", 48, "--channels", 3, "--data", data,
+                 "--epochs", 1, "--out", tmp_path / "no")
+        assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "48x48" in r.stderr, r.stderr

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from xfer.errors import XferError
-from xfer.importer import ops  # noqa: F401  (registers the converters)
+from xfer.importer import fusion, ops  # noqa: F401  (ops registers the converters)
 from xfer.importer.registry import REGISTRY, attributes, model_opset, node_label, register, spec_for, upgrade
 
 __all__ = ["REGISTRY", "OnnxModule", "register", "supported_ops", "to_torch", "write_back"]
@@ -83,8 +83,10 @@ class OnnxModule(nn.Module):
                 self.params[key] = nn.Parameter(tensor, requires_grad=t.name not in frozen)
             else:
                 self.register_buffer(key, tensor)
-        self.nodes = nn.ModuleList(s.fn(n, attributes(n), self.opset) for n, s in zip(g.node, specs))
-        self.wiring: list[tuple[list[str], list[str]]] = [(list(n.input), list(n.output)) for n in g.node]
+        modules = [s.fn(n, attributes(n), self.opset) for n, s in zip(g.node, specs)]
+        wiring: list[tuple[list[str], list[str]]] = [(list(n.input), list(n.output)) for n in g.node]
+        modules, self.wiring = fusion.fuse(list(g.node), modules, wiring, {o.name for o in g.output})
+        self.nodes = nn.ModuleList(modules)
         self.input_names = [i.name for i in g.input if i.name not in self.keys]
         self.output_names = [o.name for o in g.output]
 

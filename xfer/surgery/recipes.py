@@ -80,10 +80,11 @@ def apply(mode: str, source, classes: list[str], channels: int = 1, size: tuple[
     simplify(m)
     fold_constants(m)
     batch = canonical_input(m)
+    native = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim][1:]
     canonical_head(m)
-    native = native_reshapes(m)
+    reshapes = native_reshapes(m)
     retarget_input(m, channels, size, adapt)
-    retarget_reshapes(m, native, batch)
+    retarget_reshapes(m, reshapes, batch)
     b = find_boundary(m)
     act = activation_of(b)
     trainable: set[str] = set()
@@ -116,7 +117,13 @@ def apply(mode: str, source, classes: list[str], channels: int = 1, size: tuple[
         trainable = set(initializers(m)) - feature_inits
 
     m = finalize(m)
-    check_trains(m, channels, size, len(classes))
+    try:
+        check_trains(m, channels, size, len(classes))
+    except XferError as e:
+        if all(native) and tuple(native[1:]) != tuple(size):
+            raise XferError(f"{e} (the source takes {'x'.join(map(str, native))}: a size that only its own input "
+                            "size gives, such as a transformer's patch grid, is fixed in its graph)") from None
+        raise
     all_inits = set(initializers(m))
     frozen = set() if (mode in ("scratch", "finetune") or train_all) else all_inits - trainable
     set_frozen(m, frozen)
