@@ -102,7 +102,6 @@ def main(argv: list[str]) -> int:
         print(json.dumps(inside(models, args.steps, args.batch)))
         return 0
     from torchvision_suite import interpreter
-
     from xfer.io import write_text
     from xfer.preprocess import _C
 
