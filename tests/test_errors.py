@@ -127,14 +127,14 @@ def test_uncuttable_graph(tmp_path):
 
 def test_unknown_op(tmp_path, synth_pack):
     m = make_cnn()
-    cos = helper.make_node("Cos", ["c1"], ["c1_cos"], name="odd_cos")
-    m.graph.node[1].input[0] = "c1_cos"  # conv1 -> Cos -> activation
-    m.graph.node.insert(1, cos)
-    p = tmp_path / "cos.onnx"
+    odd = helper.make_node("Hardmax", ["c1"], ["c1_odd"], name="odd_hardmax")
+    m.graph.node[1].input[0] = "c1_odd"  # conv1 -> Hardmax -> activation
+    m.graph.node.insert(1, odd)
+    p = tmp_path / "odd.onnx"
     onnx.save(m, p)
     r = xfer("train", "--mode", "finetune", "--source", p, "--data", synth_pack, "--epochs", "1", "--out", tmp_path / "o",
              "--input-size", "28")
-    assert_clean_error(r, "odd_cos", "unsupported ONNX op Cos")
+    assert_clean_error(r, "odd_hardmax", "unsupported ONNX op Hardmax")
 
 
 def test_external_data_may_not_escape(tmp_path):
