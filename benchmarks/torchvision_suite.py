@@ -126,8 +126,14 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
+def _report(out: dict) -> dict:
+    """Print what is measured so far: a run cut short by the time limit still leaves its last complete line."""
+    print(json.dumps(out), flush=True)
+    return out
+
+
 def measure(path: Path, sizes: tuple[int, ...] = (64, 224)) -> dict:
-    """One exported file through import, surgery, a training step and the bench."""
+    """One exported file through import, surgery, a training step and the bench (at 224, fewer steps and images)."""
     import torch
 
     from xfer.errors import XferError
@@ -140,25 +146,49 @@ def measure(path: Path, sizes: tuple[int, ...] = (64, 224)) -> dict:
     try:
         m = load_model(path)
         out["parity"], out["import_s"] = _parity(m, path)
+        _report(out)
     except XferError as e:
-        return {**out, "error": f"import: {e}"}
+        return _report({**out, "error": f"import: {e}"})
     for size in sizes:
         try:
             t = time.perf_counter()
             tuned = {mode: apply(mode, m, CLASSES, 3, (size, size)) for mode in ("frozen", "finetune")}
             out["surgery_s"], out["size"] = time.perf_counter() - t, size
+            out.pop("surgery_error", None)
+            _report(out)
             break
         except XferError as e:
             out["surgery_error"] = str(e)
     else:
-        return out
+        return _report(out)
+    small = out["size"] <= 64
     for mode, tm in tuned.items():
         try:
-            out[f"{mode}_s_per_epoch"], net = _train_seconds(tm, out["size"])
+            out[f"{mode}_s_per_epoch"], net = _train_seconds(tm, out["size"], steps=2 if small else 1)
+            _report(out)
             if mode == "finetune":
-                out["bench_img_s"] = _bench(write_back(net, tm), out["size"])
+                out["bench_img_s"] = _bench(write_back(net, tm), out["size"], batch=64 if small else 8,
+                                            repeat=3 if small else 1)
         except (XferError, RuntimeError) as e:
             out[f"{mode}_error"] = str(e).splitlines()[0][:300]
+        _report(out)
+    return out
+
+
+def _measured(f: Path, timeout: int) -> dict:
+    """``measure`` in a process of its own (a crash or a model too big for memory ends only that process)."""
+    try:
+        run = subprocess.run([sys.executable, __file__, "--measure", str(f)], capture_output=True, text=True,
+                             timeout=timeout)
+        stdout, note = run.stdout, None if run.returncode == 0 else \
+            f"crashed ({(run.stderr.strip().splitlines() or ['no output'])[-1][:200]})"
+    except subprocess.TimeoutExpired as e:
+        stdout, note = e.stdout or "", f"timed out after {timeout} s"
+        stdout = stdout.decode() if isinstance(stdout, bytes) else stdout
+    lines = [ln for ln in stdout.strip().splitlines() if ln.startswith("{")]
+    out = json.loads(lines[-1]) if lines else {}
+    if note:
+        out["stopped"] = note
     return out
 
 
@@ -173,7 +203,7 @@ def _row(model: str, exporter: str, rec: dict, r: dict) -> str:
     ok = "✓" if r["parity"] <= IMPORT_BAR else "✗"
     surgery = f"✓ {r['size']}" if "size" in r else f"✗ {r.get('surgery_error', '')[:60]}"
     fmt = lambda k: f"{r[k]:.2f}" if k in r else (f"✗ {r.get(k.split('_')[0] + '_error', '')[:40]}" if "size" in r else "")
-    bench = f"{r['bench_img_s']:.0f}" if "bench_img_s" in r else ""
+    bench = f"{r['bench_img_s']:.0f}" if "bench_img_s" in r else r.get("stopped", "")
     return f"| {model} | {name} | {params} | {ok} {r['parity']:.1e} | {surgery} | {fmt('frozen_s_per_epoch')} | " \
            f"{fmt('finetune_s_per_epoch')} | {bench} |"
 
@@ -215,7 +245,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--measure", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.measure:
-        print(json.dumps(measure(Path(args.measure))))
+        measure(Path(args.measure))
         return 0
     out = Path(args.out)
     folder = Path(args.exports) if args.exports else out / "exports"
@@ -237,14 +267,7 @@ def main(argv: list[str]) -> int:
             f = folder / f"{name}.{e}.onnx"
             if not rec["exports"].get(e, {}).get("ok") or not f.is_file():
                 continue
-            try:
-                run = subprocess.run([sys.executable, __file__, "--measure", str(f)], capture_output=True, text=True,
-                                     timeout=args.timeout)
-                lines = run.stdout.strip().splitlines()
-                res[e] = json.loads(lines[-1]) if run.returncode == 0 and lines else \
-                    {"error": f"crashed ({(run.stderr.strip().splitlines() or ['no output'])[-1][:200]})"}
-            except subprocess.TimeoutExpired:
-                res[e] = {"error": f"timed out after {args.timeout} s"}
+            res[e] = _measured(f, args.timeout)
         if not args.keep:
             for f in folder.glob(f"{name}.*onnx*"):
                 f.unlink()
