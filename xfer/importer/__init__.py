@@ -94,28 +94,38 @@ class OnnxModule(nn.Module):
         key = self.keys[name]
         return self.params[key] if key in self.params else getattr(self, key)
 
+    def _constants(self) -> dict[str, Any]:
+        """Every initializer's tensor by ONNX name, read once per forward (not once per node input)."""
+        params, buffers = self.params._parameters, self._buffers
+        return {name: params[key] if key in params else buffers[key] for name, key in self.keys.items()}
+
     def forward(self, *inputs: torch.Tensor):
         if len(inputs) != len(self.input_names):
             raise XferError(f"model takes {len(self.input_names)} inputs ({', '.join(self.input_names)}), got {len(inputs)}")
-        env: dict[str, Any] = dict(zip(self.input_names, inputs))
-        for module, (ins, outs) in zip(self.nodes, self.wiring):
-            args = []
-            for name in ins:
-                if name == "":
-                    args.append(None)
-                elif name in env:
-                    args.append(env[name])
-                else:
-                    args.append(self.tensor(name))
-            while args and args[-1] is None:
-                args.pop()
-            result = module(*args)
+        env: dict[str, Any] = self._constants()
+        env.update(zip(self.input_names, inputs))
+        env[""] = None  # an omitted optional input
+        for module, (ins, outs) in zip(self.nodes, self.calls):
+            result = module(*[env[name] for name in ins])
             if isinstance(result, (tuple, list)):
                 env.update(zip(outs, result))
             else:
                 env[outs[0]] = result
         out = [env[n] for n in self.output_names]
         return out[0] if len(out) == 1 else tuple(out)
+
+    @property
+    def calls(self) -> list[tuple[list[str], list[str]]]:
+        """The wiring with trailing omitted inputs dropped (converters take optional inputs as defaults)."""
+        if getattr(self, "_calls", None) is None:
+            calls = []
+            for ins, outs in self.wiring:
+                ins = list(ins)
+                while ins and ins[-1] == "":
+                    ins.pop()
+                calls.append((ins, outs))
+            self._calls = calls
+        return self._calls
 
 
 def to_torch(model: Any, frozen: set[str] | None = None) -> OnnxModule:

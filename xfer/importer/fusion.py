@@ -2,16 +2,60 @@
 
 Exporters write SiLU (EfficientNet's activation) as ``Mul(x, Sigmoid(x))``;
 run node by node that costs two kernels forward and two saved tensors
-backward, ``F.silu`` one of each. Only exact patterns are fused: the sigmoid's
-output must feed nothing but the Mul and must not be a graph output, so the
-module computes what the graph computes, value for value.
+backward, ``F.silu`` one of each. And a ReLU or ReLU6 right after a
+convolution, a normalisation or an addition runs in place, as torchvision's
+own layers do (``inplace=True``): none of those needs its output for its
+gradient, and the activation is that output's only reader. Only exact
+patterns are rewritten, so the module computes what the graph computes,
+value for value; autograd's version check would refuse any in-place write a
+gradient needed.
 """
 
 from __future__ import annotations
 
 import torch.nn.functional as F
 
+import torch
+from torch import nn
+
 from xfer.importer.ops.common import Lambda
+from xfer.importer.ops.elementwise import clip_bound
+
+# producers whose backward does not read their output, so a single reader may overwrite it
+_OVERWRITABLE = ("Conv", "BatchNormalization", "Add", "Gemm", "MatMul", "InstanceNormalization", "GroupNormalization")
+
+
+class InplaceClip(nn.Module):
+    """Relu / Clip run in place on a tensor nothing else reads."""
+
+    def __init__(self, relu: bool):
+        super().__init__()
+        self.relu = relu
+
+    def forward(self, x, lo=None, hi=None):
+        lo, hi = (0, None) if self.relu else (clip_bound(lo), clip_bound(hi))
+        if lo == 0 and hi is None:
+            return torch.relu_(x)
+        if lo == 0 and hi == 6 and x.dtype.is_floating_point:
+            return F.relu6(x, inplace=True)
+        return x.clamp_(lo, hi) if lo is not None or hi is not None else x
+
+
+def inplace_activations(nodes, outputs: set[str]) -> list[int]:
+    """Indices of Relu/Clip nodes whose float input comes from an overwritable producer and has no other reader."""
+    readers: dict[str, int] = {}
+    for n in nodes:
+        for t in set(n.input):
+            readers[t] = readers.get(t, 0) + 1
+    made = {o: n for n in nodes for o in n.output}
+    found = []
+    for i, n in enumerate(nodes):
+        if n.op_type not in ("Relu", "Clip") or not n.input or any(a.name in ("min", "max") for a in n.attribute):
+            continue  # (a Clip of opset < 11 keeps its bounds in attributes: left to its converter)
+        src = made.get(n.input[0])
+        if src is not None and src.op_type in _OVERWRITABLE and readers.get(n.input[0]) == 1 and n.input[0] not in outputs:
+            found.append(i)
+    return found
 
 
 def silu_pairs(nodes, outputs: set[str]) -> list[tuple[int, int, str]]:
@@ -36,7 +80,10 @@ def silu_pairs(nodes, outputs: set[str]) -> list[tuple[int, int, str]]:
 
 
 def fuse(nodes, modules: list, wiring: list, outputs: set[str]) -> tuple[list, list]:
-    """``modules``/``wiring`` with every SiLU pair run as one ``F.silu`` (the sigmoid node dropped)."""
+    """``modules``/``wiring`` with every SiLU pair run as one ``F.silu`` (the sigmoid node dropped), and the
+    activations that may overwrite their input run in place."""
+    for i in inplace_activations(nodes, outputs):
+        modules[i] = InplaceClip(nodes[i].op_type == "Relu")
     pairs = silu_pairs(nodes, outputs)
     if not pairs:
         return modules, wiring

@@ -86,13 +86,13 @@ def elu(node, a, opset):
     return Lambda("Elu", F.elu, alpha=float(a.get("alpha", 1.0)))
 
 
-def _bound(v):
+def clip_bound(v):
     """A Clip bound as a Python number: ``torch.clamp`` with scalars is one fused op forward and backward."""
     return None if v is None or v.numel() == 0 else v.reshape(-1)[0].item()
 
 
 def _clip(x, lo=None, hi=None):
-    lo, hi = _bound(lo), _bound(hi)
+    lo, hi = clip_bound(lo), clip_bound(hi)
     if lo is None and hi is None:
         return x
     if lo == 0 and hi == 6 and x.dtype.is_floating_point:
