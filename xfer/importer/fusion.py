@@ -13,9 +13,8 @@ gradient needed.
 
 from __future__ import annotations
 
-import torch.nn.functional as F
-
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from xfer.importer.ops.common import Lambda
