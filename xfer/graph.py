@@ -33,8 +33,12 @@ def load_model(path_or_model, check: bool = True):
         raise XferError(f"{path}: not an ONNX model (no graph nodes or opset)")
     _check_external_data(model, path.parent)
     if check:
-        try:
-            onnx.checker.check_model(model)
+        try:  # a model over protobuf's 2 GB cannot be serialised whole: its skeleton is checked (weights by size)
+            onnx.checker.check_model(model if not is_large(model) else skeleton(model, keep_ir=True))
+            if is_large(model):
+                _check_initializers(model)
+        except XferError as e:
+            raise XferError(f"{path}: invalid ONNX model ({str(e).split(': ', 1)[-1]})") from None
         except onnx.checker.ValidationError as e:
             raise XferError(f"{path}: invalid ONNX model ({str(e).splitlines()[0][:200]})") from None
     return model
@@ -280,7 +284,7 @@ def tensor_shape(model, name: str) -> list | None:
     try:
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
-        sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        sess = ort_session(probe, opts)
         y = sess.run(None, {inp.name: np.zeros(dims, np.float32)}, _quiet_run())[0]
     except Exception:  # a graph ORT cannot run: the caller reports the unknown shape
         return s
@@ -379,7 +383,7 @@ def check_runs(model, channels: int, size: tuple[int, int], outputs: int, x: np.
     try:
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
-        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        sess = ort_session(model, opts)
         y = sess.run(None, {sess.get_inputs()[0].name: x}, _quiet_run())[0]
     except Exception as e:  # ORT raises its own exception types for graphs it cannot load or run
         message = str(e).splitlines()[0]
@@ -393,10 +397,51 @@ def check_runs(model, channels: int, size: tuple[int, int], outputs: int, x: np.
     return y
 
 
-def save_model(model, path: str | os.PathLike[str]) -> Path:
-    from xfer.io import write_bytes
+# protobuf cannot serialise a message of 2 GB or more; such models keep their weights in a side file
+PROTO_LIMIT = 2 ** 31 - 2 ** 24
 
-    return write_bytes(path, model.SerializeToString())
+
+def is_large(model) -> bool:
+    return sum(len(t.raw_data) for t in model.graph.initializer) > PROTO_LIMIT or model.ByteSize() > PROTO_LIMIT
+
+
+def ort_session(model, opts=None):
+    """An ONNX Runtime CPU session for ``model``; one over 2 GB goes through a temporary folder with external data."""
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    if not is_large(model):
+        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    with tempfile.TemporaryDirectory(prefix="xfer-large-") as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        onnx.save_model(copy, path, save_as_external_data=True, location="model.onnx.data")
+        return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+def save_model(model, path: str | os.PathLike[str]) -> Path:
+    """Write ``model`` atomically; one over 2 GB keeps its weights in ``NAME.data`` beside it (written first)."""
+    from xfer.io import atomic_path, write_bytes
+
+    if not is_large(model):
+        return write_bytes(path, model.SerializeToString())
+    import onnx
+
+    path = Path(path)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    # the model is renamed into place last, so a reader never finds it without its weights
+    with atomic_path(path) as tmp, atomic_path(path.with_name(path.name + ".data")) as tmp_data:
+        onnx.save_model(copy, str(tmp), save_as_external_data=True, location=tmp_data.name)
+        for t in copy.graph.initializer:  # point at the side file's final name
+            for e in t.external_data:
+                if e.key == "location":
+                    e.value = path.name + ".data"
+        tmp.write_bytes(copy.SerializeToString())
+    return path
 
 
 class InputSpec(NamedTuple):
