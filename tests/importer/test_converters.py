@@ -157,6 +157,8 @@ CASES = {
               case("Range", [np.array(0.5, np.float32), np.array(-2.0, np.float32), np.array(-0.75, np.float32)])],
     "Einsum": [case("Einsum", [f32(2, 3, 4), f32(2, 4, 5)], {"equation": "bij, bjk -> bik"})],
     "GatherElements": [case("GatherElements", [f32(3, 4)], {"axis": 1}, [np.array([[0, -1], [2, 1], [3, 0]], np.int64)])],
+    "GatherND": [case("GatherND", [f32(3, 4, 5)], {}, [np.array([[0, 1], [2, -1]], np.int64)]),
+                 case("GatherND", [f32(2, 3, 4)], {"batch_dims": 1}, [np.array([[[1], [0]], [[2], [2]]], np.int64)])],
     "ScatterND": [case("ScatterND", [f32(4, 3)], {}, [np.array([[1], [3]], np.int64), f32(2, 3)]),
                   case("ScatterND", [f32(4, 3)], {"reduction": "add"}, [np.array([[1, 2], [1, 2]], np.int64), f32(2)])],
     "CastLike": [case("CastLike", [f32(3, 7) * 4, np.zeros(1, np.int32)])],

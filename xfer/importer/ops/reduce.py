@@ -46,7 +46,8 @@ _KINDS = {
     "ReduceMax": lambda x, d, k: _extreme(x, d, k, True),
     "ReduceMin": lambda x, d, k: _extreme(x, d, k, False),
     "ReduceL1": lambda x, d, k: _sum(x.abs(), d, k),
-    "ReduceL2": lambda x, d, k: _sum(x * x, d, k).sqrt(),
+    # vector_norm's gradient at a zero vector is 0, sqrt(sum(x * x))'s is NaN (Swin v2 normalises zero-padded tokens)
+    "ReduceL2": lambda x, d, k: torch.linalg.vector_norm(x, 2, dim=d, keepdim=k),
     "ReduceSumSquare": lambda x, d, k: _sum(x * x, d, k),
     "ReduceLogSum": lambda x, d, k: _sum(x, d, k).log(),
     "ReduceLogSumExp": lambda x, d, k: torch.logsumexp(x, dim=d, keepdim=k) if x.numel() else _sum(x.exp(), d, k).log(),

@@ -101,6 +101,27 @@ def gather_elements(node, a, opset):
     return Lambda("GatherElements", _gather_elements, axis=int(a.get("axis", 0)))
 
 
+def _gather_nd(data, indices, batch_dims: int):
+    b = batch_dims
+    k = indices.shape[-1]
+    lead = tuple(data.shape[:b])
+    nb = int(np.prod(lead)) if b else 1
+    d = data.reshape((nb,) + tuple(data.shape[b:]))
+    idx = indices.reshape(nb, -1, k).long()
+    dims = torch.tensor(data.shape[b:b + k], dtype=torch.long)
+    if idx.numel() and (bool((idx < -dims).any()) or bool((idx >= dims).any())):
+        raise IndexError("GatherND index out of range")
+    idx = torch.where(idx < 0, idx + dims, idx)
+    batch = torch.arange(nb).reshape(nb, 1).expand(nb, idx.shape[1])
+    out = d[(batch,) + tuple(idx.unbind(-1))]
+    return out.reshape(tuple(indices.shape[:-1]) + tuple(data.shape[b + k:]))
+
+
+@register("GatherND", since=11, until=13, types=ANY)
+def gather_nd(node, a, opset):
+    return Lambda("GatherND", _gather_nd, batch_dims=int(a.get("batch_dims", 0)))
+
+
 def _scatter_nd(data, indices, updates, reduction: str):
     k = indices.shape[-1]
     idx = indices.reshape(-1, k).long()
