@@ -228,7 +228,8 @@ def summary(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _cpu() -> str:
+def cpu_label() -> str:
+    """The CPU every quoted number is labelled with (model name and the cores this process may use)."""
     with open("/proc/cpuinfo") as f:
         name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "unknown CPU")
     return f"{name}, {len(os.sched_getaffinity(0))} cores"
@@ -275,9 +276,9 @@ def main(argv: list[str]) -> int:
         eta = (time.time() - t0) / (i + 1) * (len(names) - i - 1)
         print(f"[{i + 1}/{len(names)}] {name}: " + ", ".join(f"{e} {res.get(e, {}).get('parity', 'n/a')}" for e in EXPORTERS)
               + f"  (ETA {eta / 60:.0f} min)", file=sys.stderr, flush=True)
-        doc = {"cpu": _cpu(), "models": results}
+        doc = {"cpu": cpu_label(), "models": results}
         write_text(done_path, json.dumps(doc, indent=1))
-    text = f"Measured on {_cpu()}.\n\n{summary(results)}\n\n{table(results)}\n"
+    text = f"Measured on {cpu_label()}.\n\n{summary(results)}\n\n{table(results)}\n"
     write_text(out / "suite.md", text)
     print(text)
     if args.readme:

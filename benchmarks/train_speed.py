@@ -83,12 +83,6 @@ def inside(models: list[str], steps: int, batch: int) -> list[dict]:
     return rows
 
 
-def _cpu() -> str:
-    with open("/proc/cpuinfo") as f:
-        name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "unknown CPU")
-    return f"{name}, {len(os.sched_getaffinity(0))} cores"
-
-
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated torchvision models (default: {','.join(MODELS)})")
@@ -101,7 +95,7 @@ def main(argv: list[str]) -> int:
     if args.inside:
         print(json.dumps(inside(models, args.steps, args.batch)))
         return 0
-    from torchvision_suite import interpreter
+    from torchvision_suite import cpu_label, interpreter
     from xfer.io import write_text
     from xfer.preprocess import _C
 
@@ -112,8 +106,8 @@ def main(argv: list[str]) -> int:
         print("train_speed: the timing run failed (its errors are above)", file=sys.stderr)
         return 1
     rows = json.loads(run.stdout.strip().splitlines()[-1])
-    write_text(args.out, json.dumps({"cpu": _cpu(), "batch": args.batch, "steps": args.steps, "rows": rows}, indent=1))
-    print(f"Measured on {_cpu()}, torch {rows[0]['torch']}, batch {args.batch} x 3x64x64, 2 threads, median of {args.steps}.\n")
+    write_text(args.out, json.dumps({"cpu": cpu_label(), "batch": args.batch, "steps": args.steps, "rows": rows}, indent=1))
+    print(f"Measured on {cpu_label()}, torch {rows[0]['torch']}, batch {args.batch} x 3x64x64, 2 threads, median of {args.steps}.\n")
     print("| model | native PyTorch, conv+BN fused (ms/step) | imported by xfer (ms/step) | ratio |\n|---|---:|---:|---:|")
     for r in rows:
         print(f"| {r['model']} | {r['native_ms']:.0f} | {r['imported_ms']:.0f} | {r['ratio']:.2f}x |")

@@ -9,6 +9,7 @@ must come out of xfer's importer within 1e-5 of ONNX Runtime and of PyTorch.
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
@@ -93,8 +94,6 @@ def test_heads_are_found_where_each_family_keeps_them(exporter):
 
     for family, dense in (("mobilenet_v3", 2), ("efficientnet", 1), ("shufflenet_v2", 1), ("vit", 1)):
         m, _ = exported(family, exporter)
-        import copy
-
         m = copy.deepcopy(m)
         canonical_head(m)
         b = find_boundary(m)

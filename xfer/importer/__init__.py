@@ -49,6 +49,14 @@ def check_types(model, specs) -> None:
                 raise XferError(f"{node_label(node)}: input of type {TensorProto.DataType.Name(t)} is not supported")
 
 
+def _without_trailing_omitted(ins: list[str]) -> list[str]:
+    """A node's inputs without trailing omitted ones: converters take optional inputs as defaults."""
+    ins = list(ins)
+    while ins and ins[-1] == "":
+        ins.pop()
+    return ins
+
+
 def _key(i: int, name: str) -> str:
     """A ParameterDict-safe key that stays readable."""
     safe = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)
@@ -85,8 +93,9 @@ class OnnxModule(nn.Module):
                 self.register_buffer(key, tensor)
         modules = [s.fn(n, attributes(n), self.opset) for n, s in zip(g.node, specs)]
         wiring: list[tuple[list[str], list[str]]] = [(list(n.input), list(n.output)) for n in g.node]
-        modules, self.wiring = fusion.fuse(list(g.node), modules, wiring, {o.name for o in g.output})
+        modules, wiring = fusion.fuse(list(g.node), modules, wiring, {o.name for o in g.output})
         self.nodes = nn.ModuleList(modules)
+        self.calls = [(_without_trailing_omitted(ins), outs) for ins, outs in wiring]
         self.input_names = [i.name for i in g.input if i.name not in self.keys]
         self.output_names = [o.name for o in g.output]
 
@@ -113,19 +122,6 @@ class OnnxModule(nn.Module):
                 env[outs[0]] = result
         out = [env[n] for n in self.output_names]
         return out[0] if len(out) == 1 else tuple(out)
-
-    @property
-    def calls(self) -> list[tuple[list[str], list[str]]]:
-        """The wiring with trailing omitted inputs dropped (converters take optional inputs as defaults)."""
-        if getattr(self, "_calls", None) is None:
-            calls = []
-            for ins, outs in self.wiring:
-                ins = list(ins)
-                while ins and ins[-1] == "":
-                    ins.pop()
-                calls.append((ins, outs))
-            self._calls = calls
-        return self._calls
 
 
 def to_torch(model: Any, frozen: set[str] | None = None) -> OnnxModule:
