@@ -13,6 +13,10 @@ from pathlib import Path
 
 from xfer import bench
 from xfer.errors import XferError
+from xfer.hw import hardware
+from xfer.io import write_bytes, write_json
+from xfer.report import plots
+from xfer.report.console import bench_text
 
 
 def main() -> int:
@@ -28,20 +32,18 @@ def main() -> int:
     except XferError as e:
         print(f"bench_test_pass: {e}", file=sys.stderr)
         return 1
-    bench.print_report(rep)
-    from xfer.io import write_bytes, write_json
-    from xfer.report import plots
-
+    print(f"measured on {hardware().label}")
+    print(bench_text(rep))
     out = Path(a.out)
-    write_json(out, rep)
-    write_bytes(out.with_suffix(".png"), plots.bench_chart(rep["paths"], rep["xfer"]))
+    write_json(out, rep.to_json())
+    write_bytes(out.with_suffix(".png"), plots.bench_chart(rep.paths, rep.xfer))
     print(f"wrote {out}, {out.with_suffix('.png')}")
-    r, paths = rep["ratios"], rep["paths"]
-    x, old = paths[rep["xfer"]], paths["kernel+ort"]
-    drop = abs(x["accuracy"] - old["accuracy"])
-    checks = [("whole test pass <= 0.50 s (streamed)", x["median_s"], x["median_s"] <= 0.50),
+    r, x, old = rep.ratios, rep.lead, rep.paths["kernel+ort"]
+    drop = abs((x.accuracy or 0.0) - (old.accuracy or 0.0))
+    rss = x.peak_rss_mb or 0.0
+    checks = [("whole test pass <= 0.50 s (streamed)", x.median_s, x.median_s <= 0.50),
               ("accuracy within 0.5 points of the old path", drop, drop <= 0.005 + 1e-9),
-              ("streamed peak RSS < 1024 MB", x["peak_rss_mb"], x["peak_rss_mb"] < 1024),
+              ("streamed peak RSS < 1024 MB", rss, rss < 1024),
               ("kernel >= 2x faster than OpenCV", r["kernel_vs_opencv_speedup"], r["kernel_vs_opencv_speedup"] >= 2),
               ("kernel within 2x of a plain copy", r["kernel_vs_copy_slowdown"], r["kernel_vs_copy_slowdown"] <= 2),
               ("end to end >= 3.5x naive batched", r["end_to_end_vs_naive_batched"], r["end_to_end_vs_naive_batched"] >= 3.5),

@@ -15,6 +15,10 @@ from pathlib import Path
 from xfer import bench
 from xfer.config import FERG_SCALES, FERG_TEST_IMAGES
 from xfer.errors import XferError
+from xfer.hw import hardware
+from xfer.io import write_bytes, write_json
+from xfer.report import plots
+from xfer.tables import format_table
 
 FERG_IMAGES = 55767
 
@@ -33,18 +37,15 @@ def main() -> int:
     except XferError as e:
         print(f"stream_scale: {e}", file=sys.stderr)
         return 1
-    from xfer.io import write_bytes, write_json
-    from xfer.report import plots
-    from xfer.report.tables import print_table
-
-    print_table(["images", "x FERG", "GB read", "seconds", "images/s", "peak RSS MB", "accuracy"],
-                [[f"{q['images']:,}", f"{q['images'] / base:g}", f"{q['gb_read']:.1f}", f"{q['seconds']:.2f}",
-                  f"{q['images_per_s']:,.0f}", f"{q['peak_rss_mb']:,.0f}", f"{q['accuracy']:.4f}"] for q in points])
-    rates = [q["images_per_s"] for q in points]
-    rss = [q["peak_rss_mb"] for q in points]
+    print(f"measured on {hardware().label}")
+    print(format_table(["images", "x FERG", "GB read", "seconds", "images/s", "peak RSS MB", "accuracy"],
+                       [[f"{q.images:,}", f"{q.images / base:g}", f"{q.gb_read:.1f}", f"{q.seconds:.2f}",
+                         f"{q.images_per_s:,.0f}", f"{q.peak_rss_mb:,.0f}", f"{q.accuracy:.4f}"] for q in points]))
+    rates = [q.images_per_s for q in points]
+    rss = [q.peak_rss_mb for q in points]
     print(f"images/s spread {min(rates) / max(rates):.2f} (min/max); peak RSS {min(rss):,.0f}..{max(rss):,.0f} MB")
     out = Path(a.out)
-    write_json(out, {"model": a.model, "base": base, "points": points})
+    write_json(out, {"model": a.model, "base": base, "cpu": hardware().label, "points": [q.to_json() for q in points]})
     write_bytes(out.with_suffix(".png"), plots.scaling_chart(points))
     print(f"wrote {out}, {out.with_suffix('.png')}")
     return 0 if max(rss) < 1024 else 1

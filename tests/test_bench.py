@@ -4,16 +4,19 @@ import numpy as np
 import pytest
 
 from xfer import bench
+from xfer.bench import BenchReport
 from xfer.config import BenchConfig
 from xfer.errors import XferError
+from xfer.report.console import bench_text
 
 
-def test_bench_report(trained_frozen, synth_pack, tmp_path, capsys):
+def test_bench_report(trained_frozen, synth_pack, tmp_path):
     out = tmp_path / "b.json"
     rep = bench.main(BenchConfig(model=str(trained_frozen), data=str(synth_pack), repeat=1, per_image_limit=5,
                                  threads=(1,), batch=(16, 64), out=str(out)))
     saved = json.loads(out.read_text())
-    assert saved["images"] == rep["images"] == 42
+    assert saved["images"] == rep.images == 42
+    assert BenchReport.from_json(saved) == rep  # the file is the record
     for path in ("stream", "read", "flop", "kernel_stream", "kernel", "copy", "kernel+ort", "opencv+ort", "naive_batched",
                  "naive_per_image"):
         assert saved["paths"][path]["median_s"] > 0, path
@@ -33,13 +36,13 @@ def test_bench_report(trained_frozen, synth_pack, tmp_path, capsys):
     else:  # CUDA is used, or the report says why ORT's CUDA provider did not load
         assert saved["device"] == "cuda" or "CUDA execution provider" in saved["device_note"]
     assert {"kernel_vs_opencv_speedup", "end_to_end_vs_naive_batched"} <= set(saved["ratios"])
-    text = capsys.readouterr().out
+    text = bench_text(rep)
     assert "streamed kernel + ORT (float)" in text and "matches xfer train" in text
 
 
 def test_bench_cycles_images(trained_frozen, synth_pack):
     rep = bench.run(trained_frozen, str(synth_pack), images=100, repeat=1, baselines=False, threads=[1], batches=[32])
-    assert rep["images"] == 100 and "accuracy_matches_train" not in rep
+    assert rep.images == 100 and rep.accuracy_matches_train is None
 
 
 def test_opencv_and_pil_paths_agree_with_kernel():
@@ -75,5 +78,5 @@ def test_cuda_session_reports_a_provider_that_did_not_load(monkeypatch):
 def test_cuda_pass_matches_cpu_pass_prediction_for_prediction(trained_frozen, synth_pack):
     rep = bench.run(trained_frozen, str(synth_pack), repeat=1, baselines=False, threads=[1], batches=[16],
                     device="cuda")
-    assert rep["device"] == "cuda"
-    assert rep["paths"]["cuda_kernel+ort_cuda"]["agrees_with_cpu"] == 1.0
+    assert rep.device == "cuda"
+    assert rep.paths["cuda_kernel+ort_cuda"].details["agrees_with_cpu"] == 1.0

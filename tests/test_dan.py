@@ -100,5 +100,5 @@ def test_dan_benches_with_the_same_pass(synth_pack, tmp_path):
     r = train.main(a)
     assert r["mode"] == "dan" and r["landmark_nme"] is not None
     rep = bench.run(tmp_path / "dan.onnx", str(synth_pack), repeat=1, per_image_limit=3, threads=[1], batches=[32])
-    assert rep["accuracy_matches_train"]
-    assert rep["paths"]["naive_batched"]["accuracy"] == pytest.approx(rep["paths"]["kernel+ort"]["accuracy"], abs=0.1)
+    assert rep.accuracy_matches_train
+    assert rep.paths["naive_batched"].accuracy == pytest.approx(rep.paths["kernel+ort"].accuracy, abs=0.1)

@@ -37,5 +37,5 @@ def test_optimize_cli_and_bench(trained_frozen, synth_pack, tmp_path):
     base = bench.run(src, str(synth_pack), repeat=1, baselines=False, threads=[1], batches=[64])
     fold = bench.run(out["fold"], str(synth_pack), repeat=1, baselines=False, threads=[1], batches=[64])
     quant = bench.run(out["int8"], str(synth_pack), repeat=1, baselines=False, threads=[1], batches=[64])
-    assert fold["paths"]["kernel+ort"]["accuracy"] == base["paths"]["kernel+ort"]["accuracy"]
-    assert abs(quant["paths"]["kernel+ort"]["accuracy"] - base["paths"]["kernel+ort"]["accuracy"]) <= 0.1
+    assert fold.paths["kernel+ort"].accuracy == base.paths["kernel+ort"].accuracy
+    assert abs(quant.paths["kernel+ort"].accuracy - base.paths["kernel+ort"].accuracy) <= 0.1

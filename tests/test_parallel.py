@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 
-from xfer import sharded
+from xfer.bench import sharded
 from xfer.config import BenchConfig
 from xfer.graph import initializers
 
@@ -57,7 +57,7 @@ def test_torchrun_with_a_one_sample_last_batch_matches_one_process(tmp_path, syn
 def test_bench_workers(trained_frozen, synth_pack):
     rep = sharded.main(BenchConfig(model=str(trained_frozen), data=str(synth_pack), images=200, repeat=2,
                                    per_image_limit=5, batch=(64,), no_baselines=True, device="cpu", workers=2))
-    one, two = rep["paths"]["kernel+ort"], rep["paths"]["kernel+ort x2"]
-    assert one["accuracy"] == two["accuracy"]
-    assert two["workers"] == 2
-    assert rep["ratios"]["scaling_1_to_2"] == pytest.approx(one["median_s"] / two["median_s"])
+    one, two = rep.paths["kernel+ort"], rep.paths["kernel+ort x2"]
+    assert one.accuracy == two.accuracy
+    assert two.details["workers"] == 2
+    assert rep.ratios["scaling_1_to_2"] == pytest.approx(one.median_s / two.median_s)

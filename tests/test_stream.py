@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 
 from xfer import bench
+from xfer.bench.memory import peak_rss_bytes
+from xfer.bench.stream import Stream, StreamPlan
 from xfer.graph import input_spec, load_model
-from xfer.stream import Stream, StreamPlan, peak_rss_bytes
+from xfer.preprocess import read_floor
 
 
 def _spec(model_path):
     model = load_model(model_path)
-    channels, size, mean, std = input_spec(model, model_path)
-    return model, (size, channels, mean, std)
+    return model, input_spec(model, model_path)
 
 
 @pytest.mark.parametrize("plan", [StreamPlan(16, False, 1), StreamPlan(16, True, 1), StreamPlan(1000, True, 2)],
@@ -21,21 +22,21 @@ def _spec(model_path):
 def test_stream_predicts_what_the_gathered_pass_predicts(trained_frozen, synth_pack, plan):
     model, spec = _spec(trained_frozen)
     split = bench.test_split(model, str(synth_pack), 100)  # 42 test images cycled: the chunks wrap around the split
-    sess = bench.stream_session(model.SerializeToString(), 1, False)
-    streamed = Stream(split.images, split.order, split.n, *spec, plan).run(sess)
-    x_u8, _, _ = bench.load_test_images(model, str(synth_pack), 100)
+    sess = bench.session(model.SerializeToString(), 1, spinning=False)
+    streamed = Stream(split.images, split.order, split.n, spec, plan).run(sess)
+    g = bench.load_test_images(model, str(synth_pack), 100)
     from xfer.preprocess import preprocess
 
-    gathered = bench.infer(sess, preprocess(x_u8, *spec), 32)
+    gathered = bench.infer(sess, preprocess(g.images, spec.size, spec.channels, spec.mean, spec.std), 32)
     np.testing.assert_array_equal(streamed, gathered)
 
 
 def test_mapped_pages_are_released_when_the_pack_exceeds_the_budget(trained_frozen, synth_pack):
     model, spec = _spec(trained_frozen)
     split = bench.test_split(model, str(synth_pack), 200)
-    small = Stream(split.images, split.order, split.n, *spec, StreamPlan(8, False, 1, release_bytes=1 << 20))
-    big = Stream(split.images, split.order, split.n, *spec, StreamPlan(8, False, 1, release_bytes=1 << 40))
-    sess = bench.stream_session(model.SerializeToString(), 1, False)
+    small = Stream(split.images, split.order, split.n, spec, StreamPlan(8, False, 1, release_bytes=1 << 20))
+    big = Stream(split.images, split.order, split.n, spec, StreamPlan(8, False, 1, release_bytes=1 << 40))
+    sess = bench.session(model.SerializeToString(), 1, spinning=False)
     np.testing.assert_array_equal(small.run(sess), big.run(sess))
     assert small.releases > 0 and big.releases == 0  # the pack fits a large budget: kept mapped
     assert small.mapping is not None and big.mapping is None  # the pack really is memory-mapped
@@ -56,14 +57,12 @@ def test_the_kernel_takes_an_index_into_a_batch(rng):
 
 
 def test_read_floor_reads_every_byte(rng):
-    from xfer import _C
-
     x = rng.integers(0, 256, (6, 9, 7, 3), dtype=np.uint8)
-    a = _C.read_floor(x, 2)
+    a = read_floor(x, 2)
     y = x.copy()
     y[5, 8, 6, 2] ^= 1  # the very last byte
-    assert _C.read_floor(y, 2) != a and _C.read_floor(x, 1) == a
-    assert _C.read_floor(x, 0, np.array([3, 3], np.int64)) == 0  # the same image twice folds to zero
+    assert read_floor(y, 2) != a and read_floor(x, 1) == a
+    assert read_floor(x, 0, np.array([3, 3], np.int64)) == 0  # the same image twice folds to zero
 
 
 def test_model_macs_counts_lenet(lenet_onnx):
@@ -77,6 +76,6 @@ def test_model_macs_counts_lenet(lenet_onnx):
 
 def test_scaling_keeps_memory_flat(trained_frozen, synth_pack):
     points = bench.scaling(trained_frozen, str(synth_pack), [1100, 5500], repeat=1)  # both over the largest chunk
-    assert [p["images"] for p in points] == [1100, 5500]
-    assert points[1]["peak_rss_mb"] < points[0]["peak_rss_mb"] + 32  # five times the images, not five times the memory
+    assert [p.images for p in points] == [1100, 5500]
+    assert points[1].peak_rss_mb < points[0].peak_rss_mb + 32  # five times the images, not five times the memory
     assert 0 < peak_rss_bytes() / 2**20 < 4096

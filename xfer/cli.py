@@ -110,9 +110,14 @@ def _zoo(args: argparse.Namespace) -> None:
     print(f"wrote {out}: {args.name}, input {dims}, {len(model.graph.node)} nodes")
 
 
-def _bench(args: argparse.Namespace) -> object:
+def _bench(args: argparse.Namespace) -> None:
+    from xfer.bench import run, sharded
+    from xfer.report.console import bench_text
+
     cfg = C.BenchConfig.from_object(args)
-    return importlib.import_module("xfer.sharded" if cfg.workers > 1 else "xfer.bench").main(cfg)
+    rep = (sharded.main if cfg.workers > 1 else run.main)(cfg)
+    print(bench_text(rep))
+    print(f"wrote {run.report_path(cfg)}")
 
 
 def _experiments(args: argparse.Namespace) -> object:

@@ -31,7 +31,7 @@ def _fmt_shape(s) -> str:
 
 
 def main(args: InspectConfig) -> dict:
-    from xfer.report.tables import print_table
+    from xfer.tables import print_table
 
     model = load_model(args.model)
     d = describe(model)

@@ -75,6 +75,36 @@ def cuda_available() -> bool:
     return bool(_C.cuda_available() and _C.cuda_device_count() > 0)
 
 
+def cuda_built() -> bool:
+    """True when ``xfer._C`` was compiled with its CUDA kernel (whether or not a device is present now)."""
+    return bool(_C.cuda_available())
+
+
+def preprocess_to_device(images: np.ndarray, out_ptr: int, out_bytes: int, size: tuple[int, int], channels: int,
+                         mean: Sequence[float], std: Sequence[float], interp: str = "area") -> None:
+    """The CUDA kernel writing into a device buffer someone else owns (ONNX Runtime's IO binding)."""
+    _C.preprocess_to_device(images, int(out_ptr), int(out_bytes), _size(size), int(channels), _floats(mean),
+                            _floats(std), interp)
+
+
+def read_floor(images: np.ndarray, threads: int = 0, index: np.ndarray | None = None) -> int:
+    """Read every byte of ``images`` (or of the rows ``index`` names) once and nothing else: the memory floor.
+
+    Returns a checksum so the reads cannot be optimised away.
+    """
+    return int(_C.read_floor(images, int(threads), index))
+
+
+def kernel_threads() -> int:
+    """The threads the kernel uses when a call passes ``threads=0``."""
+    return int(_C.get_num_threads())
+
+
+def set_kernel_threads(n: int) -> None:
+    """Set the kernel's default thread count for this process (0: the CPUs it may run on)."""
+    _C.set_num_threads(int(n))
+
+
 def _taps(n_in: int, n_out: int, interp: str) -> np.ndarray:
     """Dense (n_out, n_in) resampling matrix with the kernel's exact weights."""
     m = np.zeros((n_out, n_in))

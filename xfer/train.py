@@ -242,7 +242,7 @@ def train_or_reuse(cfg: TrainConfig) -> dict:
 
 
 def _print_summary(r: dict) -> None:
-    from xfer.report.tables import print_table
+    from xfer.tables import print_table
 
     print(f"{r['name']}: test accuracy {r['test_accuracy']:.4f} on {r['test_size']} images "
           f"({r['trainable_params']:,} trainable / {r['frozen_params']:,} frozen parameters, "

@@ -101,7 +101,7 @@ def test_report_renders_in_chromium(tiny_study, tmp_path, width, name):
 
 
 def test_spread_needs_two_runs():
-    from xfer.report.tables import spread
+    from xfer.tables import spread
 
     assert spread(0.91234, 0.0, 1) == "0.912"
     assert spread(0.91234, 0.01, 3) == "0.912 ± 0.010"

@@ -66,7 +66,7 @@ def main(args: StudyConfig) -> dict:
                "summary": summary, "runs": runs, "wall_s": time.time() - t0}
     write_json(root / "results.json", results)
     html, md = write_dan_report(results, root)
-    from xfer.report.tables import print_table, spread
+    from xfer.tables import print_table, spread
 
     print_table(["variant", "accuracy (clean test labels)", "landmark NME"],
                 [[k, spread(v["acc_mean"], v["acc_std"], v["n"]),

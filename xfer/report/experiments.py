@@ -67,12 +67,13 @@ def run_step(step: Step, args: StudyConfig, root: Path) -> dict:
     out = root / "runs" / ("compare" if step.compare else "") / step.protocol
     result = train.train_or_reuse(_train_config(step, args, out))
     model_path = out / f"{step.name}.onnx"
-    rep = bench.run(model_path, args.data, repeat=3, baselines=False, threads=args.bench_threads)
-    p = rep["paths"][rep["xfer"]]
+    rep = bench.run(model_path, args.data, repeat=3, baselines=False,
+                    threads=list(args.bench_threads) if args.bench_threads else None)
+    p = rep.lead
     return {"protocol": step.protocol, "mode": step.mode, "seed": step.seed, "split": step.split, "compare": step.compare,
-            "model": str(model_path), "test_accuracy": result["test_accuracy"], "bench_accuracy": p["accuracy"],
+            "model": str(model_path), "test_accuracy": result["test_accuracy"], "bench_accuracy": p.accuracy,
             "per_class": result["per_class"], "confusion": result["confusion"], "history": result["history"],
-            "test_time_s": p["median_s"], "images_per_s": p["images_per_s"], "test_size": result["test_size"],
+            "test_time_s": p.median_s, "images_per_s": p.images_per_s, "test_size": result["test_size"],
             "train_s": result["timings"]["train_s"], "trainable_params": result["trainable_params"],
             "frozen_params": result["frozen_params"], "test_index": result["test_index"],
             "predictions": result["predictions"], "classes": result["classes"]}
@@ -147,7 +148,8 @@ def main(args: StudyConfig) -> dict:
     _int8_head(showcase["model"], args.data)
     print("timing the test pass against its baselines ...", flush=True)
     bench_rep = bench.run(showcase["model"], args.data, images=args.bench_images, repeat=3,
-                          per_image_limit=args.per_image_limit, threads=args.bench_threads)
+                          per_image_limit=args.per_image_limit,
+                          threads=list(args.bench_threads) if args.bench_threads else None)
     print("the streamed pass at 1x, 5x and 10x the FERG-DB test split ...", flush=True)
     scaling = bench.scaling(showcase["model"], args.data, [k * FERG_TEST_IMAGES for k in FERG_SCALES])
     results = {"name": args.name, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -162,7 +164,7 @@ def main(args: StudyConfig) -> dict:
                "study": {m: {"accuracy": a, "test_time_s": t} for m, (a, t) in STUDY.items()},
                "summary": summarize(main_runs), "runs": runs,
                "summary_compare": summarize([r for r in runs if r["compare"]]) if args.compare_source else None,
-               "bench": bench_rep, "scaling": scaling, "env": bench_rep["env"],
+               "bench": bench_rep.to_json(), "scaling": [p.to_json() for p in scaling], "env": bench_rep.env.to_json(),
                "wall_s": time.time() - t0}
     write_json(root / "results.json", results)
     html, md = write_report(results, root, pack)
@@ -182,7 +184,7 @@ def _int8_head(model: str, data: str | None) -> None:
 
 
 def _print_table1(results: dict) -> None:
-    from xfer.report.tables import print_table, spread
+    from xfer.tables import print_table, spread
 
     for protocol, modes in results["summary"].items():
         print(f"\nTable 1 ({protocol} split): mode, test accuracy, mean test time (xfer vs the study)")

@@ -6,6 +6,10 @@ import io
 
 import numpy as np
 
+from xfer.bench.report import known_paths
+from xfer.bench.run import ScalingPoint
+from xfer.bench.timing import PathResult
+
 
 def _plt():
     import matplotlib
@@ -59,19 +63,16 @@ def confusion(cm: np.ndarray, classes: list[str], title: str) -> bytes:
     return _png(fig)
 
 
-def bench_chart(paths: dict, xfer: str = "stream") -> bytes:
+def bench_chart(paths: dict[str, PathResult], xfer: str = "stream") -> bytes:
     """Images per second of each test-pass path (higher is better), with the floors as the limits no pass can pass.
 
     Dashed lines: reading every input byte once, and the model's arithmetic at the cores' peak FLOP/s.
     """
     plt = _plt()
-    labels = {"stream_int8": "streamed kernel + ORT, int8 head", "stream": "streamed kernel + ORT (float)",
-              "kernel+ort": "old path: gathered, then kernel + ORT", "cuda_kernel+ort_cuda": "CUDA kernel + ORT CUDA",
-              "opencv+ort": "OpenCV + ORT", "naive_batched": "PIL + PyTorch (batch 256)",
-              "naive_per_image": "PIL + PyTorch (per image)", "kernel_stream": "C++ kernel alone (streamed)"}
+    labels = {k: p.label for k, p in known_paths().items() if p.end_to_end or k == "kernel_stream"}
     keys = [k for k in labels if k in paths]
     fig, ax = plt.subplots(figsize=(7.5, 0.8 + 0.5 * len(keys)))
-    rates = [paths[k]["images_per_s"] for k in keys]
+    rates = [paths[k].images_per_s for k in keys]
     colors = ["#2b7bba" if k == xfer else "#8fb8dc" if k.startswith("stream") or k == "kernel_stream" else "#999999"
               for k in keys]
     bars = ax.barh([labels[k] for k in keys], rates, color=colors)
@@ -81,7 +82,7 @@ def bench_chart(paths: dict, xfer: str = "stream") -> bytes:
     top = max(rates)
     for key, name, style in (("read", "read-only pass", "--"), ("flop", "FLOP floor", ":")):
         if key in paths:
-            v = paths[key]["images_per_s"]
+            v = paths[key].images_per_s
             ax.axvline(v, color="#c0392b", linestyle=style, linewidth=1.2)
             ax.text(v, 1.01, f"{name}\n{v:,.0f}/s", color="#c0392b", fontsize=7, ha="center", va="bottom",
                     transform=ax.get_xaxis_transform())
@@ -92,17 +93,17 @@ def bench_chart(paths: dict, xfer: str = "stream") -> bytes:
     return _png(fig)
 
 
-def scaling_chart(points: list[dict]) -> bytes:
+def scaling_chart(points: list[ScalingPoint]) -> bytes:
     """Images/s and peak RSS of the streamed pass against the number of images: both should stay flat."""
     plt = _plt()
-    n = [q["images"] for q in points]
+    n = [q.images for q in points]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
-    a.plot(n, [q["images_per_s"] for q in points], "o-", color="#2b7bba")
+    a.plot(n, [q.images_per_s for q in points], "o-", color="#2b7bba")
     a.set(xlabel="images in the pass", ylabel="images per second", title="throughput", ylim=(0, None))
-    b.plot(n, [q["peak_rss_mb"] for q in points], "o-", color="#c0392b")
+    b.plot(n, [q.peak_rss_mb for q in points], "o-", color="#c0392b")
     b.axhline(1024, color="#999999", linestyle="--", linewidth=1)
     b.text(n[0], 1024, " 1 GB bound", va="bottom", fontsize=8, color="#666666")
-    top = max(1100, max(q["peak_rss_mb"] for q in points) * 1.1)
+    top = max(1100, max(q.peak_rss_mb for q in points) * 1.1)
     b.set(xlabel="images in the pass", ylabel="peak RSS (MB)", title="memory", ylim=(0, top))
     for ax in (a, b):
         ax.ticklabel_format(axis="x", style="plain")

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
+from xfer.bench.run import ScalingPoint
+from xfer.bench.timing import PathResult
 from xfer.config import DEFAULT_LR, MODE_LR, MODES
 from xfer.data.split import class_word
 from xfer.report import plots
-from xfer.report.tables import markdown_table, spread
+from xfer.tables import markdown_table, spread
 
 ORDER = MODES
 PROTOCOL_TITLES = {"random": "random stratified 80/20 split (the study's protocol)",
@@ -39,10 +41,11 @@ def _figures(results: dict, pack) -> dict[str, tuple[str, bytes]]:
                 figs[f"confusion_{protocol}_{mode}"] = (f"Confusion matrix, {mode}, {protocol} split (all seeds)",
                                                         plots.confusion(cm, rs[0]["classes"], f"{mode} ({protocol})"))
     figs["bench"] = ("Test-pass throughput of each path (same model, same images); dashed: the floors",
-                     plots.bench_chart(results["bench"]["paths"], results["bench"].get("xfer", "stream")))
+                     plots.bench_chart({k: PathResult.from_json(v) for k, v in results["bench"]["paths"].items()},
+                                       results["bench"].get("xfer", "stream")))
     if results.get("scaling"):
         figs["scaling"] = ("The streamed pass as the number of images grows (the test split cycled): images/s and "
-                           "peak RSS", plots.scaling_chart(results["scaling"]))
+                           "peak RSS", plots.scaling_chart([ScalingPoint.from_json(q) for q in results["scaling"]]))
     show = next((r for r in runs if r["protocol"] == "random" and r["mode"] == "frozen"), runs[0])
     idx = np.asarray(show["test_index"])
     pred = np.asarray(show["predictions"])
@@ -80,10 +83,10 @@ def _per_class(results: dict, protocol: str) -> tuple[list[str], list[list[str]]
 
 
 def _bench_table(bench: dict) -> tuple[list[str], list[list[str]]]:
-    from xfer.bench import PATH_NAMES
+    from xfer.bench import known_paths
 
     rows = []
-    for k, label in PATH_NAMES.items():
+    for k, label in ((k, p.label) for k, p in known_paths().items()):
         p = bench["paths"].get(k)
         if p:
             rows.append([label + (" (xfer)" if k == bench.get("xfer") else ""), f"{p['median_s']:.3f}", f"{p['min_s']:.3f}",

@@ -17,17 +17,27 @@ stay at 1,024 images or fewer.
 from __future__ import annotations
 
 import mmap
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from xfer.bench.inputs import TestSplit
+from xfer.bench.memory import mapped_file_bytes, mapping_of, peak_rss_bytes, peak_rss_reset
+from xfer.bench.session import session
+from xfer.bench.timing import PathResult, timed
+from xfer.graph import InputSpec
+from xfer.preprocess import preprocess, read_floor
+from xfer.records import Record
+
+CHUNKS = (512, 1024)  # ORT's activations grow with the chunk: 2,048 took peak RSS to 0.9 GB, 4,096 to 1.4 GB
+TUNE_IMAGES = 8192  # images a schedule trial streams
 
 
 @dataclass(frozen=True)
 class StreamPlan:
-    """How the pass is cut and scheduled; ``xfer.bench`` picks these by measurement."""
+    """How the pass is cut and scheduled; ``tune_stream`` picks these by measurement."""
 
     chunk: int = 1024
     overlap: bool = False
@@ -35,65 +45,13 @@ class StreamPlan:
     release_bytes: int = 256 << 20
 
 
-def peak_rss_reset() -> bool:
-    """Reset the kernel's peak-RSS counter for this process (Linux ``clear_refs`` 5); False where unsupported.
-
-    Heap that earlier work freed (sessions tried while tuning) is handed back to the system first
-    (glibc ``malloc_trim``), so the peak that follows is the pass's own.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_bytes(field: str = "VmHWM") -> int:
-    """This process's peak resident set size since start or the last reset (``VmRSS``: the current one)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _mapped_file_bytes() -> int:
-    """Resident file-backed bytes now (``/proc/self/statm``'s shared pages: the mapped pack, libraries): cheap enough
-    to read between pieces; 0 where unavailable."""
-    try:
-        return int(Path("/proc/self/statm").read_text().split()[2]) * mmap.PAGESIZE
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-def _mapping(images: np.ndarray) -> mmap.mmap | None:
-    """The mmap behind a memory-mapped array (``np.load(mmap_mode='r')``), or None for an in-memory one."""
-    base = images
-    while base is not None:
-        if isinstance(getattr(base, "_mmap", None), mmap.mmap):
-            return base._mmap
-        base = getattr(base, "base", None)
-    return None
-
-
 class Stream:
     """The test split's images, cycled to ``n``, as chunks of indices into the (memory-mapped) pack."""
 
-    def __init__(self, images: np.ndarray, order: np.ndarray, n: int, size: tuple[int, int], channels: int,
-                 mean, std, plan: StreamPlan) -> None:
+    def __init__(self, images: np.ndarray, order: np.ndarray, n: int, spec: InputSpec, plan: StreamPlan) -> None:
         self.images, self.order, self.n, self.plan = images, np.asarray(order, np.int64), int(n), plan
-        self.size, self.channels, self.mean, self.std = tuple(size), int(channels), list(mean), list(std)
+        self.size, self.channels = (int(spec.size[0]), int(spec.size[1])), int(spec.channels)
+        self.mean, self.std = list(spec.mean), list(spec.std)
         rows = min(plan.chunk, self.n)
         self.buffers = [np.empty((rows, self.channels, *self.size), np.float32) for _ in range(2 if plan.overlap else 1)]
         self.image_bytes = int(np.prod(images.shape[1:]))
@@ -102,9 +60,9 @@ class Stream:
         # pieces of a fifth of the budget and watches its resident file pages: once they have grown past 1.75x the
         # budget, the mapping is released after every piece. Re-faulting costs (~0.2 s per 2 GB here), so a split
         # whose pages fit stays mapped. A pack within the budget never needs watching.
-        self.mapping = _mapping(images) if images.nbytes > plan.release_bytes else None
+        self.mapping = mapping_of(images) if images.nbytes > plan.release_bytes else None
         self.releasing = False
-        self.file_start = _mapped_file_bytes()
+        self.file_start = mapped_file_bytes()
         self.piece = max(1, plan.release_bytes // (5 * self.image_bytes))
         self.releases = 0
 
@@ -123,7 +81,7 @@ class Stream:
     def _release(self) -> None:
         if self.mapping is None:
             return
-        if not self.releasing and _mapped_file_bytes() - self.file_start > 1.75 * self.plan.release_bytes:
+        if not self.releasing and mapped_file_bytes() - self.file_start > 1.75 * self.plan.release_bytes:
             self.releasing = True
         if self.releasing:
             self.mapping.madvise(mmap.MADV_DONTNEED)
@@ -131,8 +89,6 @@ class Stream:
 
     def preprocess(self, k: int, a: int, b: int) -> np.ndarray:
         """Chunk [a, b) into buffer ``k``; returns the filled view."""
-        from xfer.preprocess import preprocess
-
         out, index = self.buffers[k][: b - a], self.index(a, b)
         for i, j in self._pieces(a, b):
             preprocess(self.images, self.size, self.channels, self.mean, self.std, out=out[i:j],
@@ -142,14 +98,12 @@ class Stream:
 
     def read(self, a: int, b: int) -> None:
         """Read chunk [a, b)'s bytes once and nothing else, released as ``preprocess`` releases: the memory floor."""
-        from xfer import _C
-
         index = self.index(a, b)
         for i, j in self._pieces(a, b):
-            _C.read_floor(self.images, self.plan.kernel_threads, index[i:j])
+            read_floor(self.images, self.plan.kernel_threads, index[i:j])
             self._release()
 
-    def run(self, sess) -> np.ndarray:
+    def run(self, sess: Any) -> np.ndarray:
         """One pass: predictions (argmax) for every streamed image."""
         name = sess.get_inputs()[0].name
         preds = np.empty(self.n, np.int64)
@@ -168,14 +122,73 @@ class Stream:
         return preds
 
 
-def timed_passes(stream: Stream, sess, repeat: int) -> tuple[list[float], np.ndarray, int, int]:
-    """(seconds per pass after one warm-up, the predictions, peak RSS over the timed passes, RSS before them)."""
-    preds = stream.run(sess)
+@dataclass
+class TimedPasses:
+    times: list[float]
+    predictions: np.ndarray
+    peak_rss: int    # bytes, over the timed passes
+    rss_before: int  # bytes, when they started
+
+
+def timed_passes(stream: Stream, sess: Any, repeat: int) -> TimedPasses:
+    """The stream's passes after one warm-up, with the peak RSS over the timed ones."""
+    stream.run(sess)
     peak_rss_reset()
     before = peak_rss_bytes("VmRSS")
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        preds = stream.run(sess)
-        times.append(time.perf_counter() - t)
-    return times, preds, peak_rss_bytes(), before
+    times, preds = timed(lambda: stream.run(sess), repeat, warmup=0)
+    return TimedPasses(times, preds, peak_rss_bytes(), before)
+
+
+@dataclass(frozen=True)
+class StreamChoice(Record):
+    """A schedule for the streamed pass: how it is cut, ORT's threads, whether idle ORT threads spin."""
+
+    chunk: int
+    overlap: bool
+    kernel_threads: int
+    ort_threads: int
+    spinning: bool
+
+    @property
+    def plan(self) -> StreamPlan:
+        return StreamPlan(self.chunk, self.overlap, self.kernel_threads)
+
+
+@dataclass(frozen=True)
+class StreamTrial(StreamChoice):
+    images_per_s: float = 0.0
+
+
+def stream_candidates(cores: int) -> list[StreamChoice]:
+    """Schedules to try: overlapped (kernel on one core beside ORT) or in turn (both on every core)."""
+    out = []
+    for chunk in CHUNKS:
+        for spinning in (False, True):
+            out.append(StreamChoice(chunk, True, 1, max(1, cores - 1), spinning))
+            out.append(StreamChoice(chunk, False, cores, cores, spinning))
+    return out
+
+
+def stream_of(split: TestSplit, spec: InputSpec, plan: StreamPlan, n: int | None = None) -> Stream:
+    return Stream(split.images, split.order, n or split.n, spec, plan)
+
+
+def tune_stream(model_bytes: bytes, split: TestSplit, spec: InputSpec, cores: int) -> tuple[StreamChoice, list[StreamTrial]]:
+    """Pick the stream's chunk, schedule and ORT spinning by measurement on up to ``TUNE_IMAGES`` of its images."""
+    n = min(split.n, TUNE_IMAGES)
+    trials = []
+    for c in stream_candidates(cores):
+        stream = stream_of(split, spec, c.plan, n)
+        sess = session(model_bytes, c.ort_threads, spinning=c.spinning)
+        times, _ = timed(lambda stream=stream, sess=sess: stream.run(sess), repeat=2)
+        trials.append(StreamTrial(**vars(c), images_per_s=n / min(times)))
+    best = max(trials, key=lambda t: t.images_per_s)
+    return StreamChoice(best.chunk, best.overlap, best.kernel_threads, best.ort_threads, best.spinning), trials
+
+
+def streamed_pass(model_bytes: bytes, split: TestSplit, spec: InputSpec, choice: StreamChoice, repeat: int) -> PathResult:
+    """The timed streamed pass with the chosen schedule: times, accuracy and peak RSS."""
+    stream = stream_of(split, spec, choice.plan)
+    p = timed_passes(stream, session(model_bytes, choice.ort_threads, spinning=choice.spinning), repeat)
+    return PathResult.of(p.times, split.n, float((p.predictions == split.truth).mean()), peak_rss_mb=p.peak_rss / 2**20,
+                         rss_before_mb=p.rss_before / 2**20, **vars(choice), releases=stream.releases)

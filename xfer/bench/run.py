@@ -1,0 +1,158 @@
+"""``xfer bench``: the timed test pass, streamed, beside the old gathered path, the floors and the baselines.
+
+From the packed uint8 test images (no PNG decode inside the timing): the C++
+kernel preprocesses, ONNX Runtime infers, in chunks, after a warm-up,
+repeated. ``run`` returns a ``BenchReport``; ``main`` also saves it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xfer.bench.baselines import BaselineInput, run_baselines
+from xfer.bench.floors import copy_floor, floors
+from xfer.bench.gathered import gathered_pass, gpu_pass
+from xfer.bench.inputs import TestSplit, gather, test_split
+from xfer.bench.report import BenchReport, OrtChoice, environment, ratios
+from xfer.bench.session import pick_device
+from xfer.bench.stream import StreamChoice, streamed_pass, tune_stream
+from xfer.bench.timing import PathResult
+from xfer.config import INT8_TOLERANCE, MATERIALIZE_LIMIT_BYTES, BenchConfig
+from xfer.errors import XferError
+from xfer.graph import InputSpec, input_spec, load_model
+from xfer.io import write_json
+from xfer.meta import read_meta
+from xfer.optimize import int8_path
+from xfer.records import Record
+
+
+@dataclass
+class Lead:
+    """Which streamed model leads the report, and why."""
+
+    path: str
+    note: str
+
+
+def _int8_variant(model_path: str | os.PathLike[str], split: TestSplit, spec: InputSpec, choice: StreamChoice,
+                  repeat: int, paths: dict[str, PathResult]) -> Lead:
+    """Stream ``MODEL.int8.onnx`` (from ``xfer optimize --int8``) too; it leads when it keeps the accuracy."""
+    q = int8_path(model_path)
+    if not q.is_file():
+        return Lead("stream", f"float model (no {q.name}: `xfer optimize --int8` writes one)")
+    paths["stream_int8"] = streamed_pass(load_model(q).SerializeToString(), split, spec, choice, repeat)
+    drop = (paths["stream"].accuracy or 0.0) - (paths["stream_int8"].accuracy or 0.0)
+    if abs(drop) <= INT8_TOLERANCE + 1e-9:
+        return Lead("stream_int8", f"int8 head ({q.name}): accuracy {-drop:+.4f} vs float, within {INT8_TOLERANCE:g}")
+    return Lead("stream", f"float model: {q.name} changes accuracy by {-drop:+.4f} (over {INT8_TOLERANCE:g})")
+
+
+def run(model_path: str | os.PathLike[str], data: str | None = None, images: int | None = None,
+        repeat: int = BenchConfig.repeat, per_image_limit: int = BenchConfig.per_image_limit,
+        threads: list[int] | None = None, batches: list[int] | None = None, baselines: bool = True,
+        device: str = BenchConfig.device) -> BenchReport:
+    """Time the test pass (streamed, beside the old gathered path, the floors and the baselines)."""
+    import onnxruntime as ort
+
+    model = load_model(model_path)
+    spec = input_spec(model, model_path)
+    split = test_split(model, data, images)
+    model_bytes = model.SerializeToString()
+    dev = pick_device(model_bytes, device)
+    cores = os.cpu_count() or 1
+    choice, trials = tune_stream(model_bytes, split, spec, cores)
+    paths = {"stream": streamed_pass(model_bytes, split, spec, choice, repeat)}
+    paths.update(floors(model, split, spec, choice.plan, repeat))
+    lead = _int8_variant(model_path, split, spec, choice, repeat, paths)
+    rep = BenchReport(str(model_path), split.n, split.note, [spec.channels, *spec.size], dev.name, dev.note, environment(),
+                      OrtChoice(choice.ort_threads, choice.chunk, ort.__version__, trials, choice.spinning, choice.overlap,
+                                "ORT_ENABLE_ALL"), paths, lead.path, lead.note)
+    if split.n * split.image_bytes <= MATERIALIZE_LIMIT_BYTES:
+        g = gather(split)
+        gp = gathered_pass(model_bytes, g, spec, repeat, threads or sorted({1, 2, cores}), batches)
+        paths.update(gp.paths)
+        rep.ort_materialised = gp.tuning
+        if dev.session is not None:
+            paths["cuda_kernel+ort_cuda"] = gpu_pass(dev.session, g, spec, gp.tuning.batch, repeat, gp.predictions)
+        paths["copy"] = copy_floor(g, repeat)
+        if baselines:
+            paths.update(run_baselines(BaselineInput(model, g, spec, gp.session, gp.tuning.batch, repeat,
+                                                     per_image_limit)))
+    else:
+        rep.materialised_note = (f"the old path would gather {split.n * split.image_bytes / 2**30:.1f} GiB of images "
+                                 f"(over {MATERIALIZE_LIMIT_BYTES / 2**30:.0f} GiB): only the stream ran")
+    rep.ratios = ratios(paths, rep.xfer)
+    rep.train_accuracy = read_meta(model).test_accuracy
+    if rep.train_accuracy is not None and not images:
+        rep.accuracy_matches_train = abs((paths["stream"].accuracy or 0.0) - float(rep.train_accuracy)) < 1e-9
+    return rep
+
+
+@dataclass
+class ScalingPoint(Record):
+    """The streamed pass at one size: what must stay flat as the count grows is memory (and throughput)."""
+
+    images: int
+    seconds: float
+    images_per_s: float
+    peak_rss_mb: float
+    accuracy: float
+    gb_read: float
+
+
+def scaling(model_path: str | os.PathLike[str], data: str | None, sizes: list[int], repeat: int = 1) -> list[ScalingPoint]:
+    """The streamed pass at each of ``sizes`` images (the test split cycled), with one schedule.
+
+    Each size runs in a fresh process, so its peak RSS is what ``xfer bench --images N`` would show, not whatever
+    the calling process already holds.
+    """
+    model = load_model(model_path)
+    spec = input_spec(model, model_path)
+    choice, _ = tune_stream(model.SerializeToString(), test_split(model, data, min(sizes)), spec, os.cpu_count() or 1)
+    points = []
+    for n in sizes:
+        job = json.dumps({"model": str(model_path), "data": data, "n": n, "repeat": repeat, "schedule": choice.to_json()})
+        code = ("import json, sys; from xfer.bench.run import scaling_point; "
+                "print(json.dumps(scaling_point(json.loads(sys.argv[1])).to_json()))")
+        out = subprocess.run([sys.executable, "-c", code, job], capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            raise XferError(f"{model_path}: the streamed pass at {n:,} images failed "
+                            f"({(out.stderr.strip().splitlines() or ['no output'])[-1][:200]})")
+        points.append(ScalingPoint.from_json(json.loads(out.stdout.strip().splitlines()[-1])))
+    return points
+
+
+def scaling_point(job: dict[str, Any]) -> ScalingPoint:
+    """One size of ``scaling``, in this (fresh) process."""
+    model = load_model(job["model"])
+    split = test_split(model, job["data"], job["n"])
+    p = streamed_pass(model.SerializeToString(), split, input_spec(model, job["model"]),
+                      StreamChoice.from_json(job["schedule"]), job["repeat"])
+    return ScalingPoint(split.n, p.median_s, p.images_per_s, p.peak_rss_mb or 0.0, p.accuracy or 0.0,
+                        split.n * split.image_bytes / 1e9)
+
+
+def check_model_path(path: str) -> None:
+    if not Path(path).is_file():
+        raise XferError(f"{path}: model not found (train one with `xfer train --mode frozen`)")
+
+
+def report_path(cfg: BenchConfig) -> Path:
+    """Where the report is saved: ``--out``, or MODEL.bench.json beside the model."""
+    return Path(cfg.out or Path(cfg.model_path).with_suffix(".bench.json"))
+
+
+def main(cfg: BenchConfig) -> BenchReport:
+    """``xfer bench`` in one process (``xfer.bench.sharded`` runs ``--workers N``): time, then save the JSON."""
+    check_model_path(cfg.model_path)
+    rep = run(cfg.model_path, cfg.data, cfg.images, cfg.repeat, cfg.per_image_limit,
+              list(cfg.threads) if cfg.threads else None, list(cfg.batch) if cfg.batch else None,
+              not cfg.no_baselines, cfg.device)
+    write_json(report_path(cfg), rep.to_json())
+    return rep
