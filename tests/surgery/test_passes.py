@@ -96,3 +96,23 @@ def test_lenet_from_converter(lenet_onnx):
     for mode in MODES:
         m = apply(mode, src, list(EMOTIONS), 1, (32, 32))
         assert run(m, np.zeros((3, 1, 32, 32), np.float32)).shape == (3, 7)
+
+
+def test_a_fifth_mode_is_one_recipe(cnn, monkeypatch, tmp_path):
+    """A throw-away mode (fresh body under a new MLP head) registered as one row: surgery, the learning rate, the
+    CLI's choices and the config's check all take it, and the study's Table 1 shows it without a study value."""
+    from xfer import config
+    from xfer.cli import build_parser
+    from xfer.config import RECIPES, Recipe, TrainConfig, default_lr
+
+    monkeypatch.setitem(RECIPES, "mlp-scratch", Recipe("mlp-scratch", "fresh", "replace", "all", 2e-3,
+                                                       "a fresh body under a new MLP head"))
+    m = apply("mlp-scratch", cnn, list(EMOTIONS), 1, (32, 32), head=(16,))
+    inits, src = initializers(m), initializers(cnn)
+    assert not get_frozen(m) and read_meta(m).mode == "mlp-scratch"
+    assert not np.array_equal(inits["c2_w"], src["c2_w"])  # the body is fresh
+    assert [v.shape[0] for k, v in inits.items() if k.startswith("head_fc") and k.endswith("_weight")] == [16, 7]
+    assert default_lr("mlp-scratch") == 2e-3 and TrainConfig(mode="mlp-scratch").learning_rate == 2e-3
+    assert build_parser().parse_args(["train", "--mode", "mlp-scratch"]).mode == "mlp-scratch"
+    with pytest.raises(XferError, match="--mode: expected one of reuse, scratch, frozen, finetune, mlp-scratch"):
+        config.recipe("nope")

@@ -14,7 +14,7 @@ from xfer.bench.baselines import BASELINES, Baseline, opencv_preprocess, pil_pre
 from xfer.bench.floors import model_macs, peak_flops
 from xfer.bench.inputs import TestSplit, gather, load_test_images, test_split
 from xfer.bench.report import BenchReport, environment, known_paths, ratios
-from xfer.bench.run import ScalingPoint, main, run, scaling
+from xfer.bench.runner import ScalingPoint, main, run, scaling
 from xfer.bench.session import cuda_session, infer, session
 from xfer.bench.timing import PathResult, timed
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from xfer.bench.inputs import Gathered, load_test_images
 from xfer.bench.report import BenchReport, OrtChoice, environment
-from xfer.bench.run import check_model_path, report_path
+from xfer.bench.runner import check_model_path, report_path
 from xfer.bench.session import infer, session
 from xfer.bench.timing import PathResult, timed
 from xfer.config import BenchConfig

@@ -14,12 +14,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from xfer.config import FERG_SCALES, FERG_TEST_IMAGES, MODES, StudyConfig, TrainConfig, default_lr
+from xfer.config import FERG_SCALES, FERG_TEST_IMAGES, RECIPES, StudyConfig, TrainConfig, default_lr
 from xfer.errors import XferError
-
-# Table 1 of the study: experiment -> (test accuracy, mean test time in seconds).
-STUDY = {"reuse": (0.157, 189.45), "scratch": (0.132, 190.16), "frozen": (0.715, 477.38), "finetune": (0.157, 461.37)}
-STUDY_ORDER = MODES
 
 
 @dataclass
@@ -161,7 +157,7 @@ def main(args: StudyConfig) -> dict:
                "sources": [source_info(p) for p in filter(None, (args.source, args.compare_source))],
                "data": {"images": len(pack), "classes": pack.classes, "groups": pack.group_names, "layout": pack.layout,
                         "source": pack.source},
-               "study": {m: {"accuracy": a, "test_time_s": t} for m, (a, t) in STUDY.items()},
+               "study": {m: {"accuracy": r.study[0], "test_time_s": r.study[1]} for m, r in RECIPES.items() if r.study},
                "summary": summarize(main_runs), "runs": runs,
                "summary_compare": summarize([r for r in runs if r["compare"]]) if args.compare_source else None,
                "bench": bench_rep.to_json(), "scaling": [p.to_json() for p in scaling], "env": bench_rep.env.to_json(),
@@ -189,13 +185,13 @@ def _print_table1(results: dict) -> None:
     for protocol, modes in results["summary"].items():
         print(f"\nTable 1 ({protocol} split): mode, test accuracy, mean test time (xfer vs the study)")
         rows = []
-        for mode in STUDY_ORDER:
+        for i, (mode, r) in enumerate(RECIPES.items(), start=1):
             if mode not in modes:
                 continue
             s = modes[mode]
-            sa, st = STUDY[mode]
-            rows.append([STUDY_ORDER.index(mode) + 1, mode, s["n"], spread(s["acc_mean"], s["acc_std"], s["n"]),
-                         spread(s["time_mean"], s["time_std"], s["n"]), s["test_size"], f"{sa:.3f}", f"{st:.2f}"])
+            rows.append([i, mode, s["n"], spread(s["acc_mean"], s["acc_std"], s["n"]),
+                         spread(s["time_mean"], s["time_std"], s["n"]), s["test_size"],
+                         f"{r.study[0]:.3f}" if r.study else "-", f"{r.study[1]:.2f}" if r.study else "-"])
         print_table(["#", "mode", "seeds", "accuracy", "test time s", "test images", "study acc", "study time s"], rows)
     if results.get("summary_compare"):
         from xfer.report.render import source_table

@@ -7,7 +7,7 @@ import io
 import numpy as np
 
 from xfer.bench.report import known_paths
-from xfer.bench.run import ScalingPoint
+from xfer.bench.runner import ScalingPoint
 from xfer.bench.timing import PathResult
 
 

@@ -8,21 +8,20 @@ from pathlib import Path
 
 import numpy as np
 
-from xfer.bench.run import ScalingPoint
+from xfer.bench.runner import ScalingPoint
 from xfer.bench.timing import PathResult
-from xfer.config import DEFAULT_LR, MODE_LR, MODES
+from xfer.config import DEFAULT_LR, RECIPES
 from xfer.data.split import class_word
 from xfer.report import plots
 from xfer.tables import markdown_table, spread
 
-ORDER = MODES
 PROTOCOL_TITLES = {"random": "random stratified 80/20 split (the study's protocol)",
                    "loco": "leave one character out (the test character is never seen in training)"}
 
 
 
 def _default_lrs() -> str:
-    return ", ".join(f"{v:g} for {m}" for m, v in MODE_LR.items()) + f", {DEFAULT_LR:g} otherwise"
+    return ", ".join(f"{r.lr:g} for {m}" for m, r in RECIPES.items()) + f" ({DEFAULT_LR:g} for the DAN network)"
 
 def _figures(results: dict, pack) -> dict[str, tuple[str, bytes]]:
     """name -> (caption, png bytes)."""
@@ -34,7 +33,7 @@ def _figures(results: dict, pack) -> dict[str, tuple[str, bytes]]:
             if r["protocol"] == protocol:
                 by_mode.setdefault(r["mode"], []).append(r["history"])
         figs[f"curves_{protocol}"] = (f"Training curves, {protocol} split (mean over seeds)", plots.curves(by_mode))
-        for mode in ORDER:
+        for mode in RECIPES:
             rs = [r for r in runs if r["protocol"] == protocol and r["mode"] == mode]
             if rs:
                 cm = np.sum([r["confusion"] for r in rs], axis=0)
@@ -65,18 +64,23 @@ def _table1(results: dict, protocol: str) -> tuple[list[str], list[list[str]]]:
     header = ["#", "mode", "seeds", f"test accuracy{spread_of}", f"test time, s{spread_of}", "images/s",
               "study accuracy", "study time, s"]
     rows = []
-    for i, mode in enumerate(ORDER, start=1):
+    for i, mode in enumerate(RECIPES, start=1):
         s = results["summary"][protocol].get(mode)
         if s is None:
             continue
         rows.append([str(i), mode, str(s["n"]), spread(s["acc_mean"], s["acc_std"], s["n"]),
                      spread(s["time_mean"], s["time_std"], s["n"]),
-                     f"{s['images_per_s']:,.0f}", f"{study[mode]['accuracy']:.3f}", f"{study[mode]['test_time_s']:.2f}"])
+                     f"{s['images_per_s']:,.0f}", _study_cell(study, mode, "accuracy", 3), _study_cell(study, mode, "test_time_s", 2)])
     return header, rows
 
 
+def _study_cell(study: dict, mode: str, key: str, digits: int) -> str:
+    """The study's Table 1 value, or "-" for a mode the study did not run."""
+    return f"{study[mode][key]:.{digits}f}" if mode in study else "-"
+
+
 def _per_class(results: dict, protocol: str) -> tuple[list[str], list[list[str]]]:
-    modes = [m for m in ORDER if m in results["summary"][protocol]]
+    modes = [m for m in RECIPES if m in results["summary"][protocol]]
     classes = list(results["summary"][protocol][modes[0]]["per_class"])
     return [class_word(results["data"]["layout"])] + modes, [[c] + [f"{results['summary'][protocol][m]['per_class'][c]:.3f}" for m in modes]
                                  for c in classes]
@@ -134,11 +138,11 @@ def source_table(results: dict) -> tuple[list[str], list[list]]:
     rows = []
     for protocol, modes in results["summary"].items():
         other = results["summary_compare"].get(protocol, {})
-        for i, mode in enumerate(ORDER, start=1):
+        for i, mode in enumerate(RECIPES, start=1):
             if mode in modes and mode in other:
                 s, t = modes[mode], other[mode]
                 rows.append([protocol, str(i), mode, spread(s["acc_mean"], s["acc_std"], s["n"]),
-                             spread(t["acc_mean"], t["acc_std"], t["n"]), f"{results['study'][mode]['accuracy']:.3f}"])
+                             spread(t["acc_mean"], t["acc_std"], t["n"]), _study_cell(results["study"], mode, "accuracy", 3)])
     return header, rows
 
 
@@ -206,7 +210,7 @@ def write_report(results: dict, root: Path, pack) -> tuple[Path, Path]:
         doc.table(*_per_class(results, protocol))
         doc.fig(f"curves_{protocol}")
         doc.body.append('<div class="grid">')
-        for mode in ORDER:
+        for mode in RECIPES:
             if f"confusion_{protocol}_{mode}" in figs:
                 doc.fig(f"confusion_{protocol}_{mode}")
         doc.body.append("</div>")

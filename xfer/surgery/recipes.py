@@ -1,12 +1,10 @@
-"""The study's four transfer modes as sequences of surgery passes.
+"""A transfer mode's ``Recipe`` (``xfer.config.RECIPES``) carried out as a sequence of surgery passes.
 
-- ``reuse``: inner weights carried over and frozen; the layer after the input
-  (first conv) and the layer before the output (last FC) are re-created and
-  trained, plus the first FC when the new input size changes its width.
-- ``scratch``: the same structure, every weight fresh, everything trains.
-- ``frozen``: the source's conv layers as a fixed feature extractor under a new
-  MLP head (default 1000-500-200) + an N-way output; only the head trains.
-- ``finetune``: as ``frozen``, but every weight trains.
+The recipe says what to do, never which mode it is: ``head`` ``retarget``
+re-creates the first conv (new input), the first FC when its width changes
+and the last FC (new classes); ``replace`` puts a new MLP head under the
+feature extractor; ``body`` ``fresh`` re-initialises every remaining layer;
+``trains`` ``new`` freezes everything surgery did not re-create.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ import copy
 
 import numpy as np
 
-from xfer.config import DEFAULT_HEAD, MODES
+from xfer.config import DEFAULT_HEAD, Recipe, recipe
 from xfer.errors import XferError
 from xfer.graph import finalize, initializers, set_initializer, simplify, tensor_shape
 from xfer.meta import read_meta, write_meta
@@ -67,16 +65,55 @@ def _fc_in_width(model, d) -> int:
     return int(w.shape[1] if d.trans_b else w.shape[0])
 
 
-def apply(mode: str, source, classes: list[str], channels: int = 1, size: tuple[int, int] = (32, 32),
-          head: tuple[int, ...] = DEFAULT_HEAD, train_all: bool = False, seed: int = 0,
-          adapt: str = "average"):
-    """Rewrite ``source`` (an ``onnx.ModelProto``) for ``mode``; returns a new, checked model."""
-    if mode not in MODES:
-        raise XferError(f"--mode: expected one of {', '.join(MODES)}, got '{mode}'")
-    if len(classes) < 2:
-        raise XferError(f"need at least 2 classes, got {len(classes)}")
+def _retarget(m, b, act: str, n_classes: int, seed: int) -> set[str]:
+    """Re-create the layers whose shapes change: first conv, first FC (when its width changes), last FC."""
+    layers = dense_layers(m, b)
+    if len(layers) < 1:
+        raise XferError("the source head has no fully-connected layer to retarget")
+    trainable = set(_reinit_conv(m, first_conv(m), act, seed))
+    width = _flat_width(m, b)
+    if _fc_in_width(m, layers[0]) != width:
+        reinit_dense(m, layers[0], in_features=width, activation=act if len(layers) > 1 else "Identity", seed=seed)
+        trainable.update(_dense_names(layers[0]))
+    reinit_dense(m, layers[-1], out_features=n_classes, activation="Identity", seed=seed)
+    trainable.update(_dense_names(layers[-1]))
+    _set_output_classes(m, n_classes)
+    return trainable
+
+
+def _refresh_body(m, b, act: str, seed: int) -> set[str]:
+    """Every conv and FC of the (retargeted) source re-initialised, every BatchNorm reset."""
+    trainable: set[str] = set()
+    for n in m.graph.node:
+        if n.op_type == "Conv":
+            trainable.update(_reinit_conv(m, n, act, seed))
+        elif n.op_type == "BatchNormalization":
+            _reset_batchnorm(m, n)
+    layers = dense_layers(m, b)
+    for i, d in enumerate(layers):
+        reinit_dense(m, d, activation=act if i < len(layers) - 1 else "Identity", seed=seed)
+        trainable.update(_dense_names(d))
+    return trainable
+
+
+def _rewrite(m, r: Recipe, b, n_classes: int, head: tuple[int, ...], seed: int) -> set[str]:
+    """Carry out ``r`` on the canonical graph ``m``; returns the initializers surgery re-created."""
+    act = activation_of(b)
+    if r.head == "retarget":
+        trainable = _retarget(m, b, act, n_classes, seed)
+    else:
+        _flat_width(m, b)
+        feature_inits = {i for n in feature_nodes(m, b) for i in n.input} & set(initializers(m))
+        replace_head(m, tuple(head), n_classes, act, seed)
+        trainable = set(initializers(m)) - feature_inits
+    if r.body == "fresh":
+        trainable |= _refresh_body(m, find_boundary(m), act, seed)
+    return trainable
+
+
+def _canonical(source, channels: int, size: tuple[int, int], adapt: str):
+    """The source in canonical form at the new input: (model, its batch dim, its native input dims)."""
     m = copy.deepcopy(source)
-    src_meta = read_meta(m)
     simplify(m)
     fold_constants(m)
     batch = canonical_input(m)
@@ -85,37 +122,19 @@ def apply(mode: str, source, classes: list[str], channels: int = 1, size: tuple[
     reshapes = native_reshapes(m)
     retarget_input(m, channels, size, adapt)
     retarget_reshapes(m, reshapes, batch)
-    b = find_boundary(m)
-    act = activation_of(b)
-    trainable: set[str] = set()
+    return m, native
 
-    if mode in ("reuse", "scratch"):
-        layers = dense_layers(m, b)
-        if len(layers) < 1:
-            raise XferError("the source head has no fully-connected layer to retarget")
-        trainable.update(_reinit_conv(m, first_conv(m), act, seed))
-        width = _flat_width(m, b)
-        if _fc_in_width(m, layers[0]) != width:
-            reinit_dense(m, layers[0], in_features=width, activation=act if len(layers) > 1 else "Identity", seed=seed)
-            trainable.update(_dense_names(layers[0]))
-        reinit_dense(m, layers[-1], out_features=len(classes), activation="Identity", seed=seed)
-        trainable.update(_dense_names(layers[-1]))
-        _set_output_classes(m, len(classes))
-        if mode == "scratch":
-            for n in m.graph.node:
-                if n.op_type == "Conv":
-                    trainable.update(_reinit_conv(m, n, act, seed))
-                elif n.op_type == "BatchNormalization":
-                    _reset_batchnorm(m, n)
-            for i, d in enumerate(layers):
-                reinit_dense(m, d, activation=act if i < len(layers) - 1 else "Identity", seed=seed)
-                trainable.update(_dense_names(d))
-    else:
-        _flat_width(m, b)
-        feature_inits = {i for n in feature_nodes(m, b) for i in n.input} & set(initializers(m))
-        replace_head(m, tuple(head), len(classes), act, seed)
-        trainable = set(initializers(m)) - feature_inits
 
+def apply(mode: str, source, classes: list[str], channels: int = 1, size: tuple[int, int] = (32, 32),
+          head: tuple[int, ...] = DEFAULT_HEAD, train_all: bool = False, seed: int = 0,
+          adapt: str = "average"):
+    """Rewrite ``source`` (an ``onnx.ModelProto``) for ``mode``; returns a new, checked model."""
+    r = recipe(mode)
+    if len(classes) < 2:
+        raise XferError(f"need at least 2 classes, got {len(classes)}")
+    src_meta = read_meta(source)
+    m, native = _canonical(source, channels, size, adapt)
+    trainable = _rewrite(m, r, find_boundary(m), len(classes), head, seed)
     m = finalize(m)
     try:
         check_trains(m, channels, size, len(classes))
@@ -125,10 +144,10 @@ def apply(mode: str, source, classes: list[str], channels: int = 1, size: tuple[
                             "size gives, such as a transformer's patch grid, is fixed in its graph)") from None
         raise
     all_inits = set(initializers(m))
-    frozen = set() if (mode in ("scratch", "finetune") or train_all) else all_inits - trainable
+    frozen = set() if (r.trains == "all" or train_all) else all_inits - trainable
     set_frozen(m, frozen)
     write_meta(m, mode=mode, classes=list(classes), input_shape=[channels, *size],
-               transfer_from=src_meta.source or "unknown", head=list(head) if mode in ("frozen", "finetune") else [],
+               transfer_from=src_meta.source or "unknown", head=list(head) if r.uses_head_widths else [],
                init_seed=seed, train_all=bool(train_all), mean=src_meta.mean or [0.0], std=src_meta.std or [1.0])
     m.graph.name = f"{m.graph.name}-{mode}"
     return m

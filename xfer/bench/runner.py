@@ -118,7 +118,7 @@ def scaling(model_path: str | os.PathLike[str], data: str | None, sizes: list[in
     points = []
     for n in sizes:
         job = json.dumps({"model": str(model_path), "data": data, "n": n, "repeat": repeat, "schedule": choice.to_json()})
-        code = ("import json, sys; from xfer.bench.run import scaling_point; "
+        code = ("import json, sys; from xfer.bench.runner import scaling_point; "
                 "print(json.dumps(scaling_point(json.loads(sys.argv[1])).to_json()))")
         out = subprocess.run([sys.executable, "-c", code, job], capture_output=True, text=True, check=False)
         if out.returncode != 0:
