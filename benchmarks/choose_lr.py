@@ -18,17 +18,19 @@ import sys
 import time
 
 from xfer import train
+from xfer.config import TrainConfig
 from xfer.errors import XferError
 from xfer.io import write_text
+from xfer.train import TrainResult
 
 
-def run(mode: str, lr: float, seed: int, a) -> dict:
+def run(mode: str, lr: float, seed: int, a) -> TrainResult:
     ns = argparse.Namespace(mode=mode, data=a.data, source=a.source, epochs=a.epochs, batch_size=64, lr=lr,
                             weight_decay=0.0, seed=seed, split="random", device="cpu", augment=True, resume=False,
                             name=f"{mode}-lr{lr:g}-s{seed}", out=a.out, input_size=[32], channels=1,
                             head=[1000, 500, 200], train_all=False, model="lenet", label_scheme="clean", alpha=0.0,
                             beta=1.0, width=0.25, val=a.val)
-    return train.train_or_reuse(ns)
+    return train.train_or_reuse(TrainConfig.from_object(ns))
 
 
 def main() -> int:
@@ -47,7 +49,7 @@ def main() -> int:
     try:
         for mode in a.modes:
             for lr in a.lrs:
-                accs = [run(mode, lr, s, a)["val_accuracy"] for s in a.seeds]
+                accs = [run(mode, lr, s, a).val_accuracy for s in a.seeds]
                 rows.append({"mode": mode, "lr": lr, "val_accuracy": accs, "mean": statistics.mean(accs),
                              "std": statistics.stdev(accs) if len(accs) > 1 else 0.0})
                 print(f"{mode:9s} lr {lr:g}: val accuracy {rows[-1]['mean']:.4f} +- {rows[-1]['std']:.4f} "

@@ -23,6 +23,7 @@ import onnxruntime as ort
 import torch
 from onnx import helper
 
+from xfer.dan import TaskLoss
 from xfer.errors import XferError
 from xfer.importer import to_torch
 from xfer.io import write_text
@@ -56,7 +57,7 @@ def epoch_seconds(model, images: int) -> float:
     y = rng.integers(0, len(CLASSES), images).astype(np.int64)
     net = to_torch(model)
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-4)
-    return train_one_epoch(net, opt, x, y, 32, 0, 0, torch.device("cpu"))["seconds"]
+    return train_one_epoch(net, opt, x, y, 32, 0, 0, torch.device("cpu"), TaskLoss(y)).seconds
 
 
 def main() -> int:

@@ -98,7 +98,7 @@ def test_dan_benches_with_the_same_pass(synth_pack, tmp_path):
     a = TrainConfig(model="dan", data=str(synth_pack), epochs=1, batch_size=16, lr=1e-3, out=str(tmp_path),
                     input_size=(32,), head=(64,), label_scheme="majority", alpha=1.0, width=0.125)
     r = train.main(a)
-    assert r["mode"] == "dan" and r["landmark_nme"] is not None
+    assert r.mode == "dan" and r.landmark_nme is not None
     rep = bench.run(tmp_path / "dan.onnx", str(synth_pack), repeat=1, per_image_limit=3, threads=[1], batches=[32])
     assert rep.accuracy_matches_train
     assert rep.paths["naive_batched"].accuracy == pytest.approx(rep.paths["kernel+ort"].accuracy, abs=0.1)

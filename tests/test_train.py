@@ -9,6 +9,8 @@ from xfer.config import TrainConfig
 from xfer.errors import XferError
 from xfer.graph import initializers
 from xfer.meta import read_meta
+from xfer.report.console import train_text
+from xfer.tasks import task_of
 
 
 def args(tmp_path, pack, source, **kw):
@@ -21,8 +23,9 @@ def args(tmp_path, pack, source, **kw):
 @pytest.mark.parametrize("mode", ["frozen", "reuse"])
 def test_frozen_bit_identical_trainable_changed(tmp_path, synth_pack, lenet_onnx, mode):
     a = args(tmp_path, synth_pack, lenet_onnx, mode=mode)
-    result = train.main(a)
-    init_graph = train.build_model(args(tmp_path, synth_pack, lenet_onnx, mode=mode), result["classes"])
+    train.main(a)
+    cfg = args(tmp_path, synth_pack, lenet_onnx, mode=mode)
+    init_graph = task_of(cfg).build(cfg, train.load_split(str(synth_pack), "random", (32, 32), 1, seed=0, progress=False))
     before = initializers(init_graph)
     trained = onnx.load(tmp_path / f"{mode}.onnx")
     after = initializers(trained)
@@ -60,7 +63,7 @@ def test_resume_after_interrupt_matches_unbroken_run(tmp_path, synth_pack, lenet
     b = initializers(onnx.load(tmp_path / "resumed" / "finetune.onnx"))
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-    assert resumed["test_accuracy"] == full["test_accuracy"]
+    assert resumed.test_accuracy == full.test_accuracy
 
 
 def test_resume_with_other_settings_refused(tmp_path, synth_pack, lenet_onnx):
@@ -123,8 +126,8 @@ def test_validation_part_is_carved_from_the_training_split(tmp_path, synth_pack,
     assert not set(part.val_index) & set(part.test_index)
     assert set(part.y_val.tolist()) == set(whole.y_train.tolist())  # stratified: every class is there
     m = train.main(args(tmp_path, synth_pack, lenet_onnx, epochs=1, val=0.25))
-    assert m["val_size"] == len(part.y_val) and 0.0 <= m["val_accuracy"] <= 1.0
-    assert "val_acc" in m["history"][0]
+    assert m.val_size == len(part.y_val) and 0.0 <= m.val_accuracy <= 1.0
+    assert "val_acc" in m.history[0]
     with pytest.raises(XferError, match="--val"):
         train.load_split(str(synth_pack), "random", (32, 32), 1, seed=0, progress=False, val=1.5)
 
@@ -177,12 +180,12 @@ def _photo_folder(root):
     return root
 
 
-def test_class_per_folder_data_is_labelled_as_classes(tmp_path, lenet_onnx, capsys):
+def test_class_per_folder_data_is_labelled_as_classes(tmp_path, lenet_onnx):
     data = _photo_folder(tmp_path / "photos")
     m = train.main(TrainConfig(mode="frozen", data=str(data), source=str(lenet_onnx), epochs=1, batch_size=8,
                                out=str(tmp_path / "out"), head=(16,)))
-    assert m["class_word"] == "class" and m["classes"] == ["cat", "dog", "owl"]
-    out = capsys.readouterr().out
+    assert m.class_word == "class" and m.classes == ["cat", "dog", "owl"]
+    out = train_text(m)
     import re
 
     assert re.search(r"^class\s+accuracy$", out, re.M), out

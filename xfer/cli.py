@@ -120,6 +120,17 @@ def _bench(args: argparse.Namespace) -> None:
     print(f"wrote {runner.report_path(cfg)}")
 
 
+def _train(args: argparse.Namespace) -> None:
+    from xfer import train
+    from xfer.report.console import train_text
+
+    cfg = C.TrainConfig.from_object(args)
+    result = train.main(cfg)
+    if result is not None:  # rank 0 (every rank trains under torchrun; one reports)
+        print(train_text(result))
+        print(f"wrote {', '.join(map(str, train.paths_of(cfg)))}")
+
+
 def _experiments(args: argparse.Namespace) -> object:
     cfg = C.StudyConfig.from_object(args)
     return importlib.import_module("xfer.report.dan_study" if cfg.study == "dan" else "xfer.report.experiments").main(cfg)
@@ -227,7 +238,7 @@ def _train_parser(sub) -> None:
     tr.add_argument("--name", help="output stem (default: the mode)")
     tr.add_argument("--out", default=C.DEFAULT_MODELS, help="output folder")
     _model_options(tr)
-    tr.set_defaults(func=_stage("xfer.train", C.TrainConfig))
+    tr.set_defaults(func=_train)
 
 
 def _bench_parsers(sub) -> None:

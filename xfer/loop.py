@@ -9,13 +9,17 @@ data parallelism every rank draws the same global batch and keeps its slice.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from xfer.errors import XferError
+from xfer.importer import logits_of
+from xfer.io import atomic_path
 from xfer.parallel import Dist, all_sum
 
 CKPT_VERSION = 1
@@ -34,9 +38,45 @@ def augment(x: torch.Tensor, g: torch.Generator, shift: int = 2) -> torch.Tensor
     return x
 
 
-def train_one_epoch(model, optimizer, x: np.ndarray, y: np.ndarray, batch_size: int, epoch: int, seed: int,
-                    device: torch.device, do_augment: bool = True, pbar=None, dist: Dist | None = None,
-                    criterion=None) -> dict:
+class Criterion(Protocol):
+    """What a task's loss gives the loop: per-epoch targets for a batch, and each sample's loss."""
+
+    def targets(self, idx: torch.Tensor, epoch_rng: np.random.Generator) -> torch.Tensor: ...
+
+    def sample_losses(self, out: Any, idx: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
+
+
+class Metric(Protocol):
+    """An extra evaluation measure a task adds, fed each batch's outputs (rows ``start:stop``)."""
+
+    def update(self, out: Any, start: int, stop: int) -> None: ...
+
+    def result(self) -> dict[str, float]: ...
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    train_acc: float
+    seconds: float
+
+
+@dataclass
+class Evaluation:
+    """Accuracy, per-class accuracy, the confusion matrix (rows: true, columns: predicted), the predictions, the
+    mean loss, and whatever the task's metric adds (``extra``)."""
+
+    accuracy: float
+    per_class: dict[str, float | None]
+    confusion: list[list[int]]
+    predictions: list[int]
+    loss: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: np.ndarray, y: np.ndarray,
+                    batch_size: int, epoch: int, seed: int, device: torch.device, criterion: Criterion,
+                    do_augment: bool = True, pbar: Any = None, dist: Dist | None = None) -> EpochStats:
     """One pass over the training set; raises ``XferError`` on a non-finite loss.
 
     Under data parallelism every rank draws the same global batch, the same
@@ -47,10 +87,7 @@ def train_one_epoch(model, optimizer, x: np.ndarray, y: np.ndarray, batch_size: 
     also for a last batch smaller than the world (a rank with no sample still
     runs forward and backward, contributing zero gradients).
     """
-    from xfer.dan import TaskLoss, logits_of
-
     d = dist or Dist()
-    criterion = criterion or TaskLoss(y)
     model.train()
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     order = torch.randperm(len(x), generator=g)
@@ -86,57 +123,43 @@ def train_one_epoch(model, optimizer, x: np.ndarray, y: np.ndarray, batch_size: 
             pbar.update(1)
             pbar.set_postfix(epoch=epoch + 1, loss=f"{total / max(seen, 1):.3f}", acc=f"{correct / max(seen, 1):.3f}")
     total, correct, seen = all_sum([total, float(correct), float(seen)], d)
-    return {"loss": total / seen, "train_acc": correct / seen, "seconds": time.time() - t0}
+    return EpochStats(total / seen, correct / seen, time.time() - t0)
 
 
 @torch.no_grad()
-def evaluate(model, x: np.ndarray, y: np.ndarray, classes: list[str], device: torch.device,
-             batch_size: int = 1024, landmarks: np.ndarray | None = None) -> dict:
-    """Accuracy, per-class accuracy and the confusion matrix (rows: true, columns: predicted); landmark NME too
-    when the model predicts landmarks and ``landmarks`` holds the truth."""
-    from xfer.dan import landmark_nme, logits_of
-
+def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, classes: list[str], device: torch.device,
+             batch_size: int = 1024, metric: Metric | None = None) -> Evaluation:
+    """Classification metrics over ``x``, plus ``metric``'s when the task adds one."""
     model.eval()
-    preds, total, nme = [], 0.0, []
+    preds, total = [], 0.0
     for i in range(0, len(x), batch_size):
         out = model(torch.from_numpy(x[i:i + batch_size]).to(device))
         logits = logits_of(out)
         total += float(F.cross_entropy(logits, torch.from_numpy(y[i:i + batch_size]).to(device), reduction="sum"))
         preds.append(logits.argmax(1).cpu().numpy())
-        if landmarks is not None and isinstance(out, (tuple, list)):
-            true = torch.from_numpy(landmarks[i:i + batch_size])
-            nme.append(landmark_nme(out[1].cpu().reshape(true.shape), true, eye_indices()).numpy())
+        if metric is not None:
+            metric.update(out, i, min(i + batch_size, len(x)))
     pred = np.concatenate(preds) if preds else np.zeros(0, np.int64)
-    res = metrics(pred, y, classes) | {"loss": total / max(len(y), 1)}
-    if nme:
-        res["landmark_nme"] = float(np.concatenate(nme).mean())
-    return res
+    ev = metrics(pred, y, classes)
+    ev.loss = total / max(len(y), 1)
+    ev.extra = metric.result() if metric is not None else {}
+    return ev
 
 
-def eye_indices() -> tuple[list[int], list[int]]:
-    from xfer.data.sidecars import LANDMARK_NAMES
-
-    return ([i for i, n in enumerate(LANDMARK_NAMES) if n.startswith("eye_l")],
-            [i for i, n in enumerate(LANDMARK_NAMES) if n.startswith("eye_r")])
-
-
-def metrics(pred: np.ndarray, y: np.ndarray, classes: list[str]) -> dict:
+def metrics(pred: np.ndarray, y: np.ndarray, classes: list[str]) -> Evaluation:
     k = len(classes)
     cm = np.zeros((k, k), np.int64)
     np.add.at(cm, (y, pred), 1)
     per_class = {c: (float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None) for i, c in enumerate(classes)}
-    return {"accuracy": float((pred == y).mean()) if len(y) else 0.0, "per_class": per_class,
-            "confusion": cm.tolist(), "predictions": pred.tolist()}
+    return Evaluation(float((pred == y).mean()) if len(y) else 0.0, per_class, cm.tolist(), pred.tolist())
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    from xfer.io import atomic_path
-
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
-def load_checkpoint(path: Path) -> dict:
+def load_checkpoint(path: Path) -> dict[str, Any]:
     """Checkpoints are untrusted files: tensors and plain containers only (``weights_only=True``)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)

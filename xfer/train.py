@@ -1,56 +1,122 @@
 """Stage 4: train a rewritten ONNX graph in PyTorch, then write the weights back into it.
 
 A thin orchestrator over ``xfer.loop`` (``train_one_epoch``, ``evaluate``,
-checkpoints) and ``xfer.data.split``: build the graph for the mode, import it,
-train with an atomic checkpoint after every epoch, write the trained weights
-back into the same ONNX graph. ``resume`` after a kill reaches the same final
-weights as an unbroken run.
+checkpoints), ``xfer.data.split`` and the run's ``Task`` (``xfer.tasks``):
+build the graph, import it, train with an atomic checkpoint after every
+epoch, write the trained weights back into the same ONNX graph. ``resume``
+after a kill reaches the same final weights as an unbroken run. Returns a
+``TrainResult`` (saved as ``NAME.metrics.json``).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from xfer import progress
 from xfer.config import TrainConfig
-from xfer.data.split import Split, default_data, load_split
+from xfer.data.split import Split, load_split
 from xfer.errors import XferError
-from xfer.loop import CKPT_VERSION, evaluate, eye_indices, load_checkpoint, save_checkpoint, train_one_epoch
+from xfer.graph import save_model
+from xfer.importer import to_torch, write_back
+from xfer.io import write_json
+from xfer.loop import CKPT_VERSION, Evaluation, evaluate, load_checkpoint, save_checkpoint, train_one_epoch
+from xfer.meta import write_meta
 from xfer.parallel import Dist, barrier, collective_failed, finish, init_from_env
+from xfer.records import Record
+from xfer.tasks import Task, task_of
 
-__all__ = ["TrainConfig", "build_model", "default_data", "load_split", "main", "train_or_reuse"]
+__all__ = ["TrainConfig", "TrainResult", "main", "train_or_reuse"]
 
 FINGERPRINT = ("mode", "data", "source", "epochs", "batch_size", "lr", "seed", "input_size", "channels", "split",
                "head", "train_all", "augment", "model", "label_scheme", "alpha", "beta", "width", "weight_decay", "val")
 
 
-def fingerprint(cfg: TrainConfig) -> dict:
+def fingerprint(cfg: TrainConfig) -> dict[str, Any]:
     """Every setting that changes the trained weights: a checkpoint resumes only under the same ones."""
-    values = {k: getattr(cfg, k) for k in FINGERPRINT} | {"lr": cfg.learning_rate,
-                                                          "source": None if cfg.is_dan else cfg.source_path}
+    values = {k: getattr(cfg, k) for k in FINGERPRINT} | {"lr": cfg.learning_rate, "source": task_of(cfg).source(cfg)}
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items() if v is not None}
 
 
-def build_model(cfg: TrainConfig, classes: list[str], n_landmarks: int = 0):
-    """The ONNX graph that training fills in: the source rewritten for the mode, or a fresh DAN network."""
-    from xfer.graph import load_model
-    from xfer.surgery import apply
-
-    if cfg.is_dan:
-        from xfer.dan import build_dan
-
-        if n_landmarks == 0:
-            raise XferError("--model dan needs landmarks in the data (the synthetic FERG-DB has them; real FERG-DB does not)")
-        return build_dan((cfg.channels, *cfg.size), classes, n_landmarks, cfg.width, cfg.seed)
-    return apply(cfg.mode, load_model(cfg.source_path), classes, cfg.channels, cfg.size, cfg.head, cfg.train_all,
-                 cfg.seed)
+@dataclass
+class Timings(Record):
+    data_s: float
+    train_s: float
+    eval_s: float
 
 
-def main(cfg: TrainConfig) -> dict:
+@dataclass
+class TrainResult(Record):
+    """One finished training run (``NAME.metrics.json``): the model written, its test scores, how it was made."""
+
+    mode: str
+    name: str
+    label_scheme: str
+    alpha: float
+    landmark_nme: float | None
+    model: str
+    source: str | None
+    data: str | None
+    split: str
+    seed: int
+    epochs: int
+    input_shape: list[int]
+    train_size: int
+    test_size: int
+    classes: list[str]
+    test_accuracy: float
+    per_class: dict[str, float | None]
+    confusion: list[list[int]]
+    test_index: list[int]
+    predictions: list[int]
+    trainable_params: int
+    frozen_params: int
+    timings: Timings
+    history: list[dict[str, float]]
+    settings: dict[str, Any]
+    world_size: int
+    layout: str
+    class_word: str
+    val_accuracy: float | None = None
+    val_size: int | None = None
+
+
+@dataclass
+class _Run:
+    """What one training run holds between its steps."""
+
+    cfg: TrainConfig
+    task: Task
+    d: Dist
+    device: torch.device
+    data: Split
+    graph: Any  # onnx.ModelProto
+    model: torch.nn.Module
+    net: torch.nn.Module
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    fp: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def paths(self) -> tuple[Path, Path, Path]:
+        out, stem = Path(self.cfg.out), self.cfg.stem
+        return out / f"{stem}.ckpt", out / f"{stem}.onnx", out / f"{stem}.metrics.json"
+
+    def evaluate_test(self) -> Evaluation:
+        return evaluate(self.model, self.data.x_test, self.data.y_test, self.data.classes, self.device,
+                        metric=self.task.metric(self.data))
+
+
+def main(cfg: TrainConfig) -> TrainResult | None:
+    """``xfer train``; under torchrun every rank trains, rank 0 writes and returns the result (others None)."""
     d = init_from_env(cfg.device)
     try:
         return _main(cfg, d)
@@ -63,62 +129,26 @@ def main(cfg: TrainConfig) -> dict:
         finish(d)
 
 
-@dataclass
-class _Run:
-    """What one training run holds between its steps."""
-
-    cfg: TrainConfig
-    d: Dist
-    device: torch.device
-    data: Split
-    graph: object
-    model: torch.nn.Module
-    net: torch.nn.Module
-    params: list
-    optimizer: torch.optim.Optimizer
-    scheduler: object
-    criterion: object
-    test_landmarks: object
-    fp: dict
-    history: list = field(default_factory=list)
-
-    @property
-    def paths(self) -> tuple[Path, Path, Path]:
-        out, stem = Path(self.cfg.out), self.cfg.stem
-        return out / f"{stem}.ckpt", out / f"{stem}.onnx", out / f"{stem}.metrics.json"
-
-
-def _check(cfg: TrainConfig, d: Dist) -> torch.device:
+def _device(cfg: TrainConfig, d: Dist) -> torch.device:
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise XferError("--device cuda: PyTorch sees no CUDA device (this torch build is CPU-only or no GPU is present)")
-    if not cfg.is_dan and not Path(cfg.source_path).is_file():
-        raise XferError(f"{cfg.source_path}: source model not found (run `xfer pretrain` and `xfer convert` first)")
     return torch.device(f"cuda:{d.local_rank}" if cfg.device == "cuda" else "cpu")
 
 
-def _setup(cfg: TrainConfig, d: Dist, device: torch.device, data: Split) -> _Run:
-    from xfer.dan import TaskLoss
-    from xfer.importer import to_torch
-
-    graph = build_model(cfg, data.classes, 0 if data.landmarks is None else data.landmarks.shape[1])
-    alpha = cfg.alpha if cfg.is_dan else 0.0
-    lm = data.landmarks
-    criterion = TaskLoss(data.y_train, None if data.votes is None else data.votes[data.train_index],
-                         None if lm is None else lm[data.train_index], cfg.label_scheme, alpha, cfg.beta, eye_indices())
+def _setup(cfg: TrainConfig, task: Task, d: Dist, device: torch.device, data: Split) -> _Run:
+    graph = task.build(cfg, data)
     model = to_torch(graph).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise XferError(f"mode {cfg.mode}: nothing to train (every initializer is frozen)")
-    net = model
+    net: torch.nn.Module = model
     if d.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[d.local_rank] if cfg.device == "cuda" else None)
     optimizer = torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    test_lm = None if lm is None or not cfg.is_dan else lm[data.test_index]
-    return _Run(cfg, d, device, data, graph, model, net, params, optimizer, scheduler, criterion, test_lm,
-                fingerprint(cfg))
+    return _Run(cfg, task, d, device, data, graph, model, net, params, optimizer, scheduler, fingerprint(cfg))
 
 
 def _resume(run: _Run) -> int:
@@ -134,34 +164,30 @@ def _resume(run: _Run) -> int:
     run.scheduler.load_state_dict(ck["scheduler"])
     run.history = list(ck["history"])
     if run.d.main:
-        print(f"resuming {run.cfg.stem} from epoch {ck['epoch']} of {run.cfg.epochs}")
+        progress.say(f"resuming {run.cfg.stem} from epoch {ck['epoch']} of {run.cfg.epochs}")
     return int(ck["epoch"])
 
 
-def _epoch_row(run: _Run, row: dict, epoch: int) -> dict:
+def _epoch_row(run: _Run, stats: dict[str, float], epoch: int) -> dict[str, float]:
     data = run.data
-    ev = evaluate(run.model, data.x_test, data.y_test, data.classes, run.device, landmarks=run.test_landmarks)
-    row |= {"epoch": epoch + 1, "test_acc": ev["accuracy"], "test_loss": ev["loss"],
-            "lr": run.optimizer.param_groups[0]["lr"]}
-    if "landmark_nme" in ev:
-        row["landmark_nme"] = ev["landmark_nme"]
-    if data.x_val is not None:
-        row["val_acc"] = evaluate(run.model, data.x_val, data.y_val, data.classes, run.device)["accuracy"]
+    ev = run.evaluate_test()
+    row = stats | {"epoch": epoch + 1, "test_acc": ev.accuracy, "test_loss": ev.loss,
+                   "lr": run.optimizer.param_groups[0]["lr"]} | ev.extra
+    if data.x_val is not None and data.y_val is not None:
+        row["val_acc"] = evaluate(run.model, data.x_val, data.y_val, data.classes, run.device).accuracy
     return row
 
 
 def _fit(run: _Run, start: int) -> None:
-    from xfer.progress import bar
-
     cfg, d = run.cfg, run.d
     steps = math.ceil(len(run.data.x_train) / cfg.batch_size)
-    do_augment = cfg.augment and not cfg.is_dan  # flips and shifts would have to move the landmarks too
-    with bar((cfg.epochs - start) * steps, f"train {cfg.stem}", "batch", disable=not d.main) as pb:
+    criterion = run.task.criterion(cfg, run.data)
+    with progress.bar((cfg.epochs - start) * steps, f"train {cfg.stem}", "batch", disable=not d.main) as pb:
         for epoch in range(start, cfg.epochs):
-            row = train_one_epoch(run.net, run.optimizer, run.data.x_train, run.data.y_train, cfg.batch_size, epoch,
-                                  cfg.seed, run.device, do_augment, pb, d, run.criterion)
+            stats = train_one_epoch(run.net, run.optimizer, run.data.x_train, run.data.y_train, cfg.batch_size, epoch,
+                                    cfg.seed, run.device, criterion, run.task.augments(cfg), pb, d)
             run.scheduler.step()
-            run.history.append(_epoch_row(run, row, epoch))
+            run.history.append(_epoch_row(run, asdict(stats), epoch))
             if d.main:
                 save_checkpoint(run.paths[0], {"version": CKPT_VERSION, "fingerprint": run.fp, "epoch": epoch + 1,
                                                "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
@@ -169,82 +195,66 @@ def _fit(run: _Run, start: int) -> None:
             barrier(d)
 
 
-def _write(run: _Run, final: dict, timings: dict) -> dict:
-    """Write the trained ONNX model and the metrics JSON (rank 0 only); returns the metrics."""
-    from xfer.graph import save_model
-    from xfer.importer import write_back
-    from xfer.io import write_json
-    from xfer.meta import write_meta
-
-    cfg, data, model = run.cfg, run.data, run.model
+def _write(run: _Run, final: Evaluation, timings: Timings) -> TrainResult:
+    """Write the trained ONNX model and the metrics JSON (rank 0 only)."""
+    cfg, data, model, task = run.cfg, run.data, run.model, run.task
     _, onnx_path, metrics_path = run.paths
     trained = write_back(model.cpu(), run.graph)
     write_meta(trained, mean=data.mean, std=data.std, dataset=str(cfg.data or "synthetic"), split=cfg.split,
-               split_seed=cfg.seed, test_accuracy=final["accuracy"])
+               split_seed=cfg.seed, test_accuracy=final.accuracy)
     save_model(trained, onnx_path)
-    result = {
-        "mode": "dan" if cfg.is_dan else cfg.mode, "name": cfg.stem, "label_scheme": cfg.label_scheme,
-        "alpha": cfg.alpha if cfg.is_dan else 0.0, "landmark_nme": final.get("landmark_nme"), "model": str(onnx_path),
-        "source": None if cfg.is_dan else cfg.source_path, "data": cfg.data, "split": cfg.split, "seed": cfg.seed,
-        "epochs": cfg.epochs, "input_shape": [cfg.channels, *cfg.size], "train_size": len(data.y_train),
-        "test_size": len(data.y_test), "classes": data.classes, "test_accuracy": final["accuracy"],
-        "per_class": final["per_class"], "confusion": final["confusion"], "test_index": data.test_index.tolist(),
-        "predictions": final["predictions"], "trainable_params": int(sum(p.numel() for p in run.params)),
-        "frozen_params": int(sum(p.numel() for p in model.parameters() if not p.requires_grad)),
-        "timings": timings, "history": run.history, "settings": run.fp, "world_size": run.d.world,
-        "layout": data.layout, "class_word": data.class_word,
-    }
-    if data.x_val is not None:
-        result |= {"val_accuracy": evaluate(model, data.x_val, data.y_val, data.classes, run.device)["accuracy"],
-                   "val_size": len(data.y_val)}
-    write_json(metrics_path, result)
-    _print_summary(result)
-    print(f"wrote {onnx_path}, {metrics_path}")
+    result = TrainResult(
+        cfg.mode_name, cfg.stem, cfg.label_scheme, task.alpha(cfg), final.extra.get("landmark_nme"), str(onnx_path),
+        task.source(cfg), cfg.data, cfg.split, cfg.seed, cfg.epochs, [cfg.channels, *cfg.size], len(data.y_train),
+        len(data.y_test), data.classes, final.accuracy, final.per_class, final.confusion, data.test_index.tolist(),
+        final.predictions, int(sum(p.numel() for p in run.params)),
+        int(sum(p.numel() for p in model.parameters() if not p.requires_grad)), timings, run.history, run.fp,
+        run.d.world, data.layout, data.class_word)
+    if data.x_val is not None and data.y_val is not None:
+        result.val_accuracy = evaluate(model, data.x_val, data.y_val, data.classes, run.device).accuracy
+        result.val_size = len(data.y_val)
+    write_json(metrics_path, result.to_json())
     return result
 
 
-def _main(cfg: TrainConfig, d: Dist) -> dict:
-    device = _check(cfg, d)
+def _main(cfg: TrainConfig, d: Dist) -> TrainResult | None:
+    task = task_of(cfg)
+    task.check(cfg)
+    device = _device(cfg, d)
     torch.manual_seed(cfg.seed)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     data = load_split(cfg.data, cfg.split, cfg.size, cfg.channels, cfg.seed, val=cfg.val)
     t_data = time.time() - t0
-    run = _setup(cfg, d, device, data)
+    run = _setup(cfg, task, d, device, data)
     start = _resume(run)
     t0 = time.time()
     _fit(run, start)
     t_train = time.time() - t0
     t0 = time.time()
-    final = evaluate(run.model, data.x_test, data.y_test, data.classes, device, landmarks=run.test_landmarks)
+    final = run.evaluate_test()
     t_eval = time.time() - t0
     if not d.main:
-        return {"rank": d.rank}
-    return _write(run, final, {"data_s": t_data, "train_s": t_train, "eval_s": t_eval})
+        return None
+    return _write(run, final, Timings(t_data, t_train, t_eval))
 
 
-def train_or_reuse(cfg: TrainConfig) -> dict:
-    """The metrics of a finished run with exactly these settings, or a fresh (quiet) training run.
+def paths_of(cfg: TrainConfig) -> tuple[Path, Path]:
+    """(the trained model, its metrics JSON) a run with ``cfg`` writes."""
+    return Path(cfg.out) / f"{cfg.stem}.onnx", Path(cfg.out) / f"{cfg.stem}.metrics.json"
+
+
+def train_or_reuse(cfg: TrainConfig) -> TrainResult:
+    """The result of a finished run with exactly these settings, or a fresh (quiet) training run.
 
     What lets a study interrupted halfway resume without redoing finished runs.
     """
-    import contextlib
-    import io
-    import json
-
-    _, model_path, metrics_path = (Path(cfg.out) / f"{cfg.stem}{ext}" for ext in (".ckpt", ".onnx", ".metrics.json"))
+    model_path, metrics_path = paths_of(cfg)
     if metrics_path.is_file() and model_path.is_file():
         cached = json.loads(metrics_path.read_text())
         if cached.get("settings") == fingerprint(cfg):
-            return cached
-    with contextlib.redirect_stdout(io.StringIO()):
-        return main(cfg)
-
-
-def _print_summary(r: dict) -> None:
-    from xfer.tables import print_table
-
-    print(f"{r['name']}: test accuracy {r['test_accuracy']:.4f} on {r['test_size']} images "
-          f"({r['trainable_params']:,} trainable / {r['frozen_params']:,} frozen parameters, "
-          f"{r['timings']['train_s']:.1f}s training)")
-    print_table([r.get("class_word", "emotion"), "accuracy"], [[k, "-" if v is None else f"{v:.3f}"] for k, v in r["per_class"].items()])
+            return TrainResult.from_json(cached)
+    with progress.quiet():
+        result = main(cfg)
+    assert result is not None, "a run outside torchrun is rank 0"
+    return result

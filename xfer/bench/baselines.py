@@ -105,8 +105,7 @@ def _torch_net(b: BaselineInput) -> Callable[[np.ndarray], np.ndarray]:
     """PyTorch eager on xfer's import of the model: float32 NCHW in, predicted classes out."""
     import torch
 
-    from xfer.dan import logits_of
-    from xfer.importer import to_torch
+    from xfer.importer import logits_of, to_torch
 
     torch.set_num_threads(os.cpu_count() or 1)
     net = to_torch(b.model).eval()

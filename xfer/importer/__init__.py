@@ -20,7 +20,12 @@ from xfer.errors import XferError
 from xfer.importer import fusion, ops  # noqa: F401  (ops registers the converters)
 from xfer.importer.registry import REGISTRY, attributes, model_opset, node_label, register, spec_for, upgrade
 
-__all__ = ["REGISTRY", "OnnxModule", "register", "supported_ops", "to_torch", "write_back"]
+__all__ = ["REGISTRY", "OnnxModule", "logits_of", "register", "supported_ops", "to_torch", "write_back"]
+
+
+def logits_of(out: torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor]) -> torch.Tensor:
+    """The class scores of an imported model's output: its first output when the graph has several."""
+    return out[0] if isinstance(out, (tuple, list)) else out
 
 
 def supported_ops() -> frozenset[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from xfer.bench.report import BenchReport, is_end_to_end, known_paths, label_of
 from xfer.tables import format_table
+from xfer.train import TrainResult
 
 
 def bench_text(rep: BenchReport) -> str:
@@ -35,3 +36,12 @@ def bench_text(rep: BenchReport) -> str:
         lines.append(f"  streamed accuracy {rep.paths['stream'].accuracy:.4f} {verdict} xfer train's "
                      f"{rep.train_accuracy:.4f}")
     return "\n".join(lines)
+
+
+def train_text(r: TrainResult) -> str:
+    """A finished training run: the test accuracy, parameters, time, and the accuracy per class."""
+    head = (f"{r.name}: test accuracy {r.test_accuracy:.4f} on {r.test_size} images "
+            f"({r.trainable_params:,} trainable / {r.frozen_params:,} frozen parameters, "
+            f"{r.timings.train_s:.1f}s training)")
+    rows = [[k, "-" if v is None else f"{v:.3f}"] for k, v in r.per_class.items()]
+    return head + "\n" + format_table([r.class_word, "accuracy"], rows)

@@ -45,12 +45,12 @@ def main(args: StudyConfig) -> dict:
             name = f"{label.replace(':', '-')}-s{seed}"
             result = train.train_or_reuse(_config(args, seed, a, scheme, name, out))
             runs.append({"variant": label, "seed": seed, "alpha": a, "scheme": scheme,
-                         "test_accuracy": result["test_accuracy"], "landmark_nme": result.get("landmark_nme"),
-                         "history": result["history"], "model": result["model"]})
+                         "test_accuracy": result.test_accuracy, "landmark_nme": result.landmark_nme,
+                         "history": result.history, "model": result.model})
             pb.update(1)
             if pb.disable:
-                print(f"  [{k}/{len(plan)}] {label:22s} seed {seed}: accuracy {result['test_accuracy']:.4f}"
-                      + (f", landmark NME {result['landmark_nme']:.4f}" if result.get("landmark_nme") is not None and a > 0 else "")
+                print(f"  [{k}/{len(plan)}] {label:22s} seed {seed}: accuracy {result.test_accuracy:.4f}"
+                      + (f", landmark NME {result.landmark_nme:.4f}" if result.landmark_nme is not None and a > 0 else "")
                       + f"  (ETA {(time.time() - t0) / k * (len(plan) - k):.0f}s)", flush=True)
     summary = {}
     for label, _, _ in VARIANTS:

@@ -67,12 +67,12 @@ def run_step(step: Step, args: StudyConfig, root: Path) -> dict:
                     threads=list(args.bench_threads) if args.bench_threads else None)
     p = rep.lead
     return {"protocol": step.protocol, "mode": step.mode, "seed": step.seed, "split": step.split, "compare": step.compare,
-            "model": str(model_path), "test_accuracy": result["test_accuracy"], "bench_accuracy": p.accuracy,
-            "per_class": result["per_class"], "confusion": result["confusion"], "history": result["history"],
-            "test_time_s": p.median_s, "images_per_s": p.images_per_s, "test_size": result["test_size"],
-            "train_s": result["timings"]["train_s"], "trainable_params": result["trainable_params"],
-            "frozen_params": result["frozen_params"], "test_index": result["test_index"],
-            "predictions": result["predictions"], "classes": result["classes"]}
+            "model": str(model_path), "test_accuracy": result.test_accuracy, "bench_accuracy": p.accuracy,
+            "per_class": result.per_class, "confusion": result.confusion, "history": result.history,
+            "test_time_s": p.median_s, "images_per_s": p.images_per_s, "test_size": result.test_size,
+            "train_s": result.timings.train_s, "trainable_params": result.trainable_params,
+            "frozen_params": result.frozen_params, "test_index": result.test_index,
+            "predictions": result.predictions, "classes": result.classes}
 
 
 def source_info(path: str) -> dict:
