@@ -36,7 +36,7 @@ def synth_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def synth_pack(synth_root, tmp_path_factory) -> Path:
-    from xfer.data.pack import pack_folder
+    from xfer.data.formats import pack_folder
 
     return pack_folder(synth_root, tmp_path_factory.mktemp("pack") / "ferg.xpack", progress=False)
 

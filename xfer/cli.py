@@ -72,7 +72,8 @@ def _data_synth(args: argparse.Namespace) -> None:
 
 
 def _data_pack(args: argparse.Namespace) -> None:
-    from xfer.data.pack import load_pack, pack_folder
+    from xfer.data.formats import pack_folder
+    from xfer.data.pack import load_pack
 
     out = args.out or str(args.src).rstrip("/") + ".xpack"
     pack_folder(args.src, out, tuple(args.size) if args.size else None)

@@ -130,7 +130,7 @@ def main(args: OptimizeConfig) -> dict:
         print(f"wrote {out}: normalisation folded into the first convolution")
     if args.int8:
         from xfer.data import ferg
-        from xfer.data.pack import load_dataset
+        from xfer.data.formats import load_dataset
         from xfer.data.split import default_data
         from xfer.preprocess import preprocess
 

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from xfer.data.ferg import EMOTIONS, loco_split, scan, scan_ferg, split, stratified_split
+from xfer.data.ferg import EMOTIONS, loco_split, scan_ferg, split, stratified_split
+from xfer.data.formats import scan
 from xfer.errors import XferError
 
 

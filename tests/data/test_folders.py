@@ -3,8 +3,8 @@ import pytest
 from PIL import Image
 
 from xfer.data import folders
-from xfer.data.ferg import scan
 from xfer.data.folders import load_image, scan_folders
+from xfer.data.formats import scan
 from xfer.errors import XferError
 
 

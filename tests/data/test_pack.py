@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from xfer.data.ferg import scan
 from xfer.data.folders import load_image
-from xfer.data.pack import is_pack, load_dataset, load_pack, pack_folder
+from xfer.data.formats import load_dataset, pack_folder, scan
+from xfer.data.pack import is_pack, load_pack
 from xfer.errors import XferError
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 
 from xfer.data import ferg
-from xfer.data.pack import load_dataset
+from xfer.data.formats import load_dataset
 from xfer.data.split import default_data
 from xfer.meta import read_meta
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xfer.data.folders import ImageIndex, check_root, list_images, scan_folders, subfolders
+from xfer.data.folders import ImageIndex, check_root, list_images, subfolders
 from xfer.errors import XferError
 
 CHARACTERS = ("aia", "bonnie", "jules", "malcolm", "mery", "ray")
@@ -98,9 +98,3 @@ def split(spec: str, labels: np.ndarray, groups: np.ndarray, group_names: list[s
     if spec.startswith("loco:"):
         return loco_split(groups, group_names, spec.split(":", 1)[1])
     raise XferError(f"--split: expected 'random' or 'loco:<character>', got '{spec}'")
-
-
-def scan(root: str | os.PathLike[str]) -> ImageIndex:
-    """Scan a FERG-DB tree or, when it is not one, a class-per-folder tree."""
-    root = check_root(root)
-    return scan_ferg(root) if looks_like_ferg(root) else scan_folders(root)

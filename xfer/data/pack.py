@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from xfer.data.ferg import scan
 from xfer.data.folders import ImageIndex, load_image
 from xfer.errors import XferError
 from xfer.io import atomic_dir
@@ -121,11 +120,6 @@ def save_pack(pack: Pack, out: str | os.PathLike[str]) -> Path:
     return out
 
 
-def pack_folder(root: str | os.PathLike[str], out: str | os.PathLike[str], size: tuple[int, int] | None = None,
-                progress: bool = True) -> Path:
-    return save_pack(decode_index(scan(root), size, progress=progress), out)
-
-
 def is_pack(path: str | os.PathLike[str]) -> bool:
     return (Path(path) / "meta.json").is_file() and (Path(path) / "images.npy").is_file()
 
@@ -165,10 +159,3 @@ def load_pack(path: str | os.PathLike[str], mmap: bool = True) -> Pack:
         raise XferError(f"{path}: labels outside 0..{len(meta['classes']) - 1}")
     return Pack(images, labels, groups, list(meta["classes"]), list(meta["groups"]), arr("landmarks.npy"),
                 arr("intensity.npy"), arr("votes.npy"), meta.get("source", ""), meta.get("layout", "folders"))
-
-
-def load_dataset(path: str | os.PathLike[str], size: tuple[int, int] | None = None, progress: bool = True) -> Pack:
-    """A pack folder as is, or any image tree decoded on the fly."""
-    if is_pack(path):
-        return load_pack(path)
-    return decode_index(scan(path), size, progress=progress)

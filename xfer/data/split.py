@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xfer.data import formats
 from xfer.errors import XferError
 
 
@@ -31,7 +32,7 @@ class Split:
     x_val: np.ndarray | None = None  # a validation part carved from the training split (``--val``)
     y_val: np.ndarray | None = None
     val_index: np.ndarray | None = None
-    layout: str = "ferg"  # "ferg" (classes are emotions) or "folders" (any class-per-folder set)
+    layout: str = "folders"  # a name in xfer.data.formats.LAYOUTS (what the classes are)
 
     @property
     def class_word(self) -> str:
@@ -39,14 +40,15 @@ class Split:
         return class_word(self.layout)
 
 
-def class_word(layout: str) -> str:
-    return "emotion" if layout == "ferg" else "class"
+def class_word(name: str) -> str:
+    return formats.layout(name).class_word
 
 
 def default_data(progress: bool = True, per_class: int = 150, seed: int = 0) -> Path:
     """The embedded default target: a synthetic FERG-DB, rendered and packed on first use."""
     from xfer.config import DEFAULT_PACK, DEFAULT_SYNTH
-    from xfer.data.pack import is_pack, pack_folder
+    from xfer.data.formats import pack_folder
+    from xfer.data.pack import is_pack
     from xfer.data.synth import generate
 
     if is_pack(DEFAULT_PACK):
@@ -78,12 +80,12 @@ def load_split(data: str | None, split: str, size: tuple[int, int], channels: in
     is never looked at before the final number.
     """
     from xfer.data import ferg
-    from xfer.data.pack import load_dataset
+    from xfer.data.formats import load_dataset
 
     if not 0.0 <= val < 1.0:
         raise XferError(f"--val: expected a fraction in [0, 1), got {val}")
     pack = load_dataset(data or default_data(progress), progress=progress)
-    if split.startswith("loco:") and pack.layout != "ferg":
+    if split.startswith("loco:") and not formats.layout(pack.layout).leave_one_out:
         raise XferError(f"--split {split}: leaving one character out needs FERG-DB data "
                         f"(<root>/<character>/<character>_<emotion>/); {data} is a class-per-folder set")
     tr, te = ferg.split(split, pack.labels, pack.groups, pack.group_names, seed)

@@ -106,7 +106,7 @@ def summarize(runs: list[dict]) -> dict:
 
 def main(args: StudyConfig) -> dict:
     from xfer import bench
-    from xfer.data.pack import load_dataset
+    from xfer.data.formats import load_dataset
     from xfer.data.split import default_data
     from xfer.io import write_json
     from xfer.progress import bar
