@@ -4,6 +4,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.xfer-installed
+# The local CPU build, installed before xfer so its `torch>=2.1` range is met without a multi-GB CUDA download.
+TORCH ?= torch==2.13.0
 # The editable install maps the package's modules when it is made: adding or removing a module reinstalls.
 MODULES := $(VENV)/.xfer-modules
 $(shell mkdir -p $(VENV) && find xfer -name '*.py' | sort > $(MODULES).new && (cmp -s $(MODULES).new $(MODULES) || mv $(MODULES).new $(MODULES)); rm -f $(MODULES).new)
@@ -14,6 +16,7 @@ SOURCES := pyproject.toml CMakeLists.txt $(MODULES) $(wildcard csrc/*.cpp csrc/*
 $(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $@
 
@@ -27,6 +30,7 @@ test: lint
 
 lint: $(STAMP)
 	$(BIN)/ruff check xfer tests benchmarks
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_test_pass.py

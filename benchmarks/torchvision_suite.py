@@ -22,6 +22,7 @@ between the README's ``<!-- torchvision -->`` markers.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from xfer.config import TORCHVISION_ENV_REQUIREMENTS, TORCHVISION_PYTHON_VAR
+from xfer.hw import hardware
 from xfer.io import write_text
 
 HERE = Path(__file__).resolve().parent
@@ -58,12 +60,9 @@ def export(python: str, model: str, folder: Path, timeout: int) -> dict:
     record = folder / f"{model}.json"
     if not record.is_file():
         log = folder / f"{model}.export.log"
-        with open(log, "w") as f:
-            try:
-                subprocess.run([python, str(WORKER), model, str(folder)], stdout=f, stderr=subprocess.STDOUT,
-                               timeout=timeout, check=False)
-            except subprocess.TimeoutExpired:
-                pass
+        with open(log, "w") as f, contextlib.suppress(subprocess.TimeoutExpired):
+            subprocess.run([python, str(WORKER), model, str(folder)], stdout=f, stderr=subprocess.STDOUT,
+                           timeout=timeout, check=False)
         if not record.is_file():
             return {"model": model, "exports": {e: {"ok": False, "error": "export crashed or timed out"} for e in EXPORTERS}}
     return json.loads(record.read_text())
@@ -179,7 +178,7 @@ def _measured(f: Path, timeout: int) -> dict:
     """``measure`` in a process of its own (a crash or a model too big for memory ends only that process)."""
     try:
         run = subprocess.run([sys.executable, __file__, "--measure", str(f)], capture_output=True, text=True,
-                             timeout=timeout)
+                             timeout=timeout, check=False)
         stdout, note = run.stdout, None if run.returncode == 0 else \
             f"crashed ({(run.stderr.strip().splitlines() or ['no output'])[-1][:200]})"
     except subprocess.TimeoutExpired as e:
@@ -229,10 +228,8 @@ def summary(results: list[dict]) -> str:
 
 
 def cpu_label() -> str:
-    """The CPU every quoted number is labelled with (model name and the cores this process may use)."""
-    with open("/proc/cpuinfo") as f:
-        name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "unknown CPU")
-    return f"{name}, {len(os.sched_getaffinity(0))} cores"
+    """The CPU every quoted number is labelled with (model name, the cores this process may use, the vector ISA)."""
+    return hardware().label
 
 
 def main(argv: list[str]) -> int:

@@ -80,3 +80,36 @@ def test_cuda_pass_matches_cpu_pass_prediction_for_prediction(trained_frozen, sy
                     device="cuda")
     assert rep.device == "cuda"
     assert rep.paths["cuda_kernel+ort_cuda"].details["agrees_with_cpu"] == 1.0
+
+
+def test_a_new_baseline_is_one_record(trained_frozen, synth_pack, monkeypatch):
+    """A throw-away baseline registered as one record runs, is labelled, compared with xfer's path and printed."""
+    from xfer.bench import baselines
+    from xfer.bench.timing import PathResult
+
+    def numpy_copy(b):
+        times, _ = bench.timed(lambda: b.gathered.images.astype(np.float32), b.repeat)
+        return PathResult.of(times, len(b.gathered.images))
+
+    extra = bench.Baseline("numpy_cast", "numpy astype(float32)", False, numpy_copy)
+    monkeypatch.setattr(baselines, "BASELINES", [*baselines.BASELINES, extra])
+    rep = bench.run(trained_frozen, str(synth_pack), repeat=1, per_image_limit=3, threads=[1], batches=[32])
+    assert rep.paths["numpy_cast"].median_s > 0
+    assert rep.ratios["kernel_vs_numpy_cast_speedup"] == rep.paths["numpy_cast"].median_s / rep.paths["kernel"].median_s
+    assert "numpy astype(float32)" in bench_text(rep)
+    assert list(bench.known_paths())[-1] == "numpy_cast"
+
+
+def test_machine_facts_are_read_from_cpuinfo():
+    from xfer.hw import Hardware, parse_cpuinfo
+
+    name, mhz, flags = parse_cpuinfo("processor : 0\nmodel name : Xeon X\ncpu MHz : 2100.5\nflags : fma avx avx2 "
+                                     "avx512f avx512_vnni amx_tile\nprocessor : 1\nmodel name : other\n")
+    hw = Hardware(name, "x86_64", 4, 2, mhz, flags)
+    assert name == "Xeon X" and mhz == 2100.5
+    assert hw.vector_bits == 512 and hw.fp32_flops_per_cycle == 64
+    assert hw.label == "Xeon X, 2 cores (AMX, AVX-512 VNNI, AVX-512)"
+    avx2 = Hardware("EPYC", "x86_64", 2, 2, 2000.0, frozenset({"avx", "avx2", "fma"}))
+    assert avx2.fp32_flops_per_cycle == 32 and avx2.label == "EPYC, 2 cores (AVX2)"
+    peak, how = avx2.peak_flops()
+    assert peak == 2 * 2000e6 * 32 and "256-bit" in how

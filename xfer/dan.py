@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from xfer.config import DEFAULT_WIDTH
 from xfer.data.sidecars import LANDMARK_NAMES
 from xfer.errors import XferError
 
@@ -29,7 +30,7 @@ MULTILABEL_SHARE = 0.3
 BASE_WIDTHS = (64, 128, 256, 512)
 
 
-def build_dan(input_shape: tuple[int, int, int], classes: list[str], n_landmarks: int, width: float = 0.25,
+def build_dan(input_shape: tuple[int, int, int], classes: list[str], n_landmarks: int, width: float = DEFAULT_WIDTH,
               seed: int = 0):
     """The DAN-style network as an ``onnx.ModelProto`` with fresh seeded weights."""
     import onnx
@@ -156,7 +157,7 @@ class TaskLoss:
         process.
         """
         ids = idx.numpy()
-        if self.scheme == "clean":
+        if self.scheme == "clean" or self.votes is None:
             return torch.from_numpy(self.labels[ids])
         return torch.from_numpy(scheme_targets(self.votes[ids], self.scheme, epoch_rng))
 
@@ -164,7 +165,7 @@ class TaskLoss:
         """The loss of each sample: beta x emotion term (+ alpha x landmark NME)."""
         logits, lm = (out if isinstance(out, (tuple, list)) else (out, None))
         loss = self.beta * emotion_losses(logits, target.to(logits.device), self.scheme)
-        if self.alpha > 0 and lm is not None:
+        if self.alpha > 0 and lm is not None and self.landmarks is not None and self.eyes is not None:
             true = torch.from_numpy(self.landmarks[idx.numpy()]).to(lm.device)
             loss = loss + self.alpha * landmark_nme(lm.reshape(true.shape), true, self.eyes)
         return loss
@@ -184,7 +185,8 @@ class LandmarkMetric:
     """Mean landmark NME over an evaluation pass, fed batch by batch by ``xfer.loop.evaluate``."""
 
     def __init__(self, landmarks: np.ndarray) -> None:
-        self.landmarks, self.eyes, self.nme = landmarks, eye_indices(), []
+        self.landmarks, self.eyes = landmarks, eye_indices()
+        self.nme: list[np.ndarray] = []
 
     def update(self, out: object, start: int, stop: int) -> None:
         if isinstance(out, (tuple, list)):

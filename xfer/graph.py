@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from xfer.errors import XferError
 
+if TYPE_CHECKING:
+    import onnx
 
-def load_model(path_or_model, check: bool = True):
+
+def load_model(path_or_model: str | os.PathLike[str] | onnx.ModelProto, check: bool = True) -> onnx.ModelProto:
     """Load an ONNX model from a path (clear errors for missing, truncated or non-ONNX files) or pass one through."""
     import onnx
 
@@ -44,7 +47,7 @@ def load_model(path_or_model, check: bool = True):
     return model
 
 
-def _check_external_data(model, base: Path) -> None:
+def _check_external_data(model: onnx.ModelProto, base: Path) -> None:
     """External tensor data must live inside the model's folder: a model file may not read arbitrary paths."""
     from onnx import TensorProto
 
@@ -63,7 +66,7 @@ def _check_external_data(model, base: Path) -> None:
     edh.load_external_data_for_model(model, str(base))
 
 
-def set_initializer(model, name: str, value: np.ndarray) -> None:
+def set_initializer(model: onnx.ModelProto, name: str, value: np.ndarray) -> None:
     """Replace initializer ``name`` with ``value`` (any shape), or add it."""
     from onnx import numpy_helper
 
@@ -107,15 +110,15 @@ class Initializers(Mapping):
         return len(self._protos)
 
 
-def initializers(model) -> Initializers:
+def initializers(model: onnx.ModelProto) -> Initializers:
     return Initializers(model)
 
 
-def producers(graph) -> dict[str, Any]:
+def producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
     return {o: n for n in graph.node for o in n.output}
 
 
-def consumers(graph) -> dict[str, list]:
+def consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
     out: dict[str, list] = {}
     for n in graph.node:
         for i in n.input:
@@ -123,7 +126,7 @@ def consumers(graph) -> dict[str, list]:
     return out
 
 
-def toposort(graph) -> None:
+def toposort(graph: onnx.GraphProto) -> None:
     """Sort nodes so every input is produced before use (Kahn's algorithm, stable)."""
     available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
     pending = list(graph.node)
@@ -160,7 +163,7 @@ def _delete_where(field, drop) -> None:
         del field[i]
 
 
-def remove_dead(graph) -> None:
+def remove_dead(graph: onnx.GraphProto) -> None:
     """Drop nodes whose outputs nobody reads and initializers no node uses."""
     needed = {o.name for o in graph.output}
     live = set()
@@ -175,7 +178,7 @@ def remove_dead(graph) -> None:
     _delete_where(graph.value_info, lambda v: v.name not in needed)
 
 
-def bypass(graph, node) -> None:
+def bypass(graph: onnx.GraphProto, node: onnx.NodeProto) -> None:
     """Remove a one-in one-out node, rewiring its readers to its input."""
     src, dst = node.input[0], node.output[0]
     outputs = {o.name for o in graph.output}
@@ -194,7 +197,7 @@ def bypass(graph, node) -> None:
 SMALL_CONSTANT = 4096  # initializers up to this many elements keep their values in a skeleton
 
 
-def skeleton(model, keep_ir: bool = False):
+def skeleton(model: onnx.ModelProto, keep_ir: bool = False) -> onnx.ModelProto:
     """The model without its large initializers' payloads (they become typed inputs).
 
     Shape and type inference only need types, shapes and the small constants
@@ -232,7 +235,7 @@ def _inferred(model):
         return skeleton(model)
 
 
-def value_types(model) -> dict[str, Any]:
+def value_types(model: onnx.ModelProto) -> dict[str, Any]:
     """Every value's element type (an ``onnx.TensorProto`` enum), or the kind of a non-tensor value."""
     g = _inferred(model).graph
     out: dict[str, Any] = {}
@@ -248,7 +251,7 @@ def value_types(model) -> dict[str, Any]:
     return out
 
 
-def shapes(model) -> dict[str, list]:
+def shapes(model: onnx.ModelProto) -> dict[str, list[Any]]:
     """Static shapes (None for symbolic dims) of every value shape inference can determine."""
     inferred = _inferred(model)
     out = {}
@@ -262,7 +265,7 @@ def shapes(model) -> dict[str, list]:
     return out
 
 
-def tensor_shape(model, name: str) -> list | None:
+def tensor_shape(model: onnx.ModelProto, name: str) -> list[Any] | None:
     """The shape of tensor ``name`` past the batch dim: from shape inference, else measured in ONNX Runtime.
 
     Shapes computed at run time (the old exporter's Shape -> Gather -> Concat ->
@@ -291,7 +294,7 @@ def tensor_shape(model, name: str) -> list | None:
     return [None, *y.shape[1:]]
 
 
-def simplify(model) -> None:
+def simplify(model: onnx.ModelProto) -> None:
     """Drop inference no-ops: Identity, Dropout, and Flatten of an already 2-D tensor."""
     g = model.graph
     changed = True
@@ -311,7 +314,7 @@ def simplify(model) -> None:
     remove_dead(g)
 
 
-def name_nodes(graph) -> None:
+def name_nodes(graph: onnx.GraphProto) -> None:
     """Give every node a unique name (tools such as ONNX Runtime's quantizer key on node names)."""
     seen: set[str] = set()
     for n in graph.node:
@@ -324,7 +327,7 @@ def name_nodes(graph) -> None:
         seen.add(name)
 
 
-def finalize(model, strict: bool = True):
+def finalize(model: onnx.ModelProto, strict: bool = True) -> onnx.ModelProto:
     """Clean up, sort, check and infer shapes: the last step before any model is saved."""
     import onnx
 
@@ -343,7 +346,7 @@ def finalize(model, strict: bool = True):
     return model
 
 
-def _check_initializers(model) -> None:
+def _check_initializers(model: onnx.ModelProto) -> None:
     """What the checker verifies of the weights the skeleton leaves out: a payload of the declared size."""
     from onnx import helper, numpy_helper
 
@@ -368,7 +371,7 @@ def _quiet_run():
     return ro
 
 
-def check_runs(model, channels: int, size: tuple[int, int], outputs: int, x: np.ndarray | None = None) -> np.ndarray:
+def check_runs(model: onnx.ModelProto, channels: int, size: tuple[int, int], outputs: int, x: np.ndarray | None = None) -> np.ndarray:
     """Run ``model`` in ONNX Runtime on a batch of 2: a rewritten graph that passes the checker may still not run.
 
     Returns the output for ``x`` (zeros unless given), for comparison with another runtime.
@@ -401,7 +404,7 @@ def check_runs(model, channels: int, size: tuple[int, int], outputs: int, x: np.
 PROTO_LIMIT = 2 ** 31 - 2 ** 24
 
 
-def is_large(model) -> bool:
+def is_large(model: onnx.ModelProto) -> bool:
     return sum(len(t.raw_data) for t in model.graph.initializer) > PROTO_LIMIT or model.ByteSize() > PROTO_LIMIT
 
 
@@ -422,7 +425,7 @@ def ort_session(model, opts=None):
         return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
-def save_model(model, path: str | os.PathLike[str]) -> Path:
+def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> Path:
     """Write ``model`` atomically; one over 2 GB keeps its weights in ``NAME.data`` beside it (written first)."""
     from xfer.io import atomic_path, write_bytes
 
@@ -453,7 +456,7 @@ class InputSpec(NamedTuple):
     std: list[float]
 
 
-def input_spec(model, where: object = "model") -> InputSpec:
+def input_spec(model: onnx.ModelProto, where: object = "model") -> InputSpec:
     """The input spec recorded in ``model``'s metadata; ``XferError`` naming ``where`` when it is missing."""
     from xfer.meta import read_meta
 

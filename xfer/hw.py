@@ -62,7 +62,7 @@ class Hardware:
 
 def parse_cpuinfo(text: str) -> tuple[str, float, frozenset[str]]:
     """(model name, MHz, flags) of the first processor in a ``/proc/cpuinfo`` text; empty values where absent."""
-    name, mhz, flags = "", 0.0, frozenset()
+    name, mhz, flags = "", 0.0, frozenset[str]()
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip()

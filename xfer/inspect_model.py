@@ -41,7 +41,5 @@ def main(args: InspectConfig) -> dict:
     print_table(["#", "op", "name", "output", "params", ""], rows)
     print(f"parameters: {d['params']:,} ({d['trainable_params']:,} trainable, {d['frozen_params']:,} frozen)")
     for k, v in d["metadata"].items():
-        if k == "xfer.frozen":
-            v = f"{len(v)} initializers"
-        print(f"  {k}: {v}")
+        print(f"  {k}: {f'{len(v)} initializers' if k == 'xfer.frozen' else v}")
     return d

@@ -23,6 +23,7 @@ from xfer.io import atomic_path
 from xfer.parallel import Dist, all_sum
 
 CKPT_VERSION = 1
+EVAL_BATCH = 1024  # evaluation needs no gradients: large batches
 
 
 def augment(x: torch.Tensor, g: torch.Generator, shift: int = 2) -> torch.Tensor:
@@ -92,7 +93,7 @@ def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x:
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     order = torch.randperm(len(x), generator=g)
     xt = torch.from_numpy(x)
-    total, correct, seen = 0.0, 0, 0
+    total, correct, seen = 0.0, 0.0, 0.0
     t0 = time.time()
     for step, i in enumerate(range(0, len(x), batch_size)):
         idx = order[i:i + batch_size]
@@ -122,13 +123,13 @@ def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x:
         if pbar is not None:
             pbar.update(1)
             pbar.set_postfix(epoch=epoch + 1, loss=f"{total / max(seen, 1):.3f}", acc=f"{correct / max(seen, 1):.3f}")
-    total, correct, seen = all_sum([total, float(correct), float(seen)], d)
+    total, correct, seen = all_sum([total, correct, seen], d)
     return EpochStats(total / seen, correct / seen, time.time() - t0)
 
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, classes: list[str], device: torch.device,
-             batch_size: int = 1024, metric: Metric | None = None) -> Evaluation:
+             batch_size: int = EVAL_BATCH, metric: Metric | None = None) -> Evaluation:
     """Classification metrics over ``x``, plus ``metric``'s when the task adds one."""
     model.eval()
     preds, total = [], 0.0

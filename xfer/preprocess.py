@@ -45,7 +45,9 @@ def _size(size: int | Sequence[int]) -> tuple[int, int]:
 
 
 def _floats(v: float | Sequence[float]) -> list[float]:
-    return [float(v)] if np.isscalar(v) else [float(x) for x in v]
+    if isinstance(v, (Sequence, np.ndarray)):
+        return [float(x) for x in v]
+    return [float(v)]
 
 
 def preprocess(images, size: int | Sequence[int] = (32, 32), channels: int = 1,

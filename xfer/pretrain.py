@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xfer.config import PretrainConfig
+from xfer.config import PRETRAIN_BATCH, PRETRAIN_LR, PretrainConfig
 from xfer.data.digits import DigitSet
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -26,7 +26,8 @@ class _Bar:
     """Turns the worker's progress lines into a progress bar with rate and ETA."""
 
     def __init__(self, enabled: bool) -> None:
-        self.enabled, self.pb, self.postfix = enabled, None, {}
+        self.enabled, self.pb = enabled, None
+        self.postfix: dict[str, str] = {}
 
     def __call__(self, fields: dict) -> None:
         from xfer.progress import bar
@@ -44,7 +45,7 @@ class _Bar:
             self.pb.close()
 
 
-def pretrain(digits: DigitSet, out: str | os.PathLike[str], epochs: int, batch_size: int = 128, lr: float = 3e-3,
+def pretrain(digits: DigitSet, out: str | os.PathLike[str], epochs: int, batch_size: int = PRETRAIN_BATCH, lr: float = PRETRAIN_LR,
              seed: int = 0, activation: str = "relu", progress: bool = True) -> dict:
     """Train LeNet-5 on ``digits`` in the pretraining environment; write ``out``-symbol.json / -0000.params / .json."""
     from xfer import pretrain_env

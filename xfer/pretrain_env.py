@@ -96,8 +96,8 @@ def _pip_install(python: Path, requirements: Sequence[str], where: Path) -> None
            *requirements]
     tail: list[str] = []
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_child_env()) as proc:
-        for line in proc.stdout or ():
-            line = line.rstrip()
+        for raw in proc.stdout or ():
+            line = raw.rstrip()
             tail = (tail + [line])[-40:]
             if line.startswith(("Collecting", "Installing collected", "Successfully installed")):
                 _say(f"  pip: {line[:150]}")
@@ -121,7 +121,7 @@ def _build(spec: EnvSpec, folder: Path) -> None:
     _say(f"creating the {spec.label} {folder} ({', '.join(spec.requirements)}); "
          "a one-time install from the package registry")
     try:
-        made = subprocess.run([sys.executable, "-m", "venv", str(tmp)], capture_output=True, text=True)
+        made = subprocess.run([sys.executable, "-m", "venv", str(tmp)], capture_output=True, text=True, check=False)
         if made.returncode != 0:
             last = (made.stderr.strip().splitlines() or ["no output"])[-1]
             raise XferError(f"cannot create the {spec.label} in {folder}: python -m venv failed: {last[:200]}")

@@ -21,7 +21,7 @@ JSONValue = Any  # what json.dumps takes: the plain containers, numbers, strings
 
 
 @cache
-def _hints(cls: type) -> dict[str, Any]:
+def _hints(cls: Any) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
@@ -74,6 +74,6 @@ class Record:
 
     @classmethod
     def from_json(cls: type[R], data: dict[str, JSONValue]) -> R:
-        hints = _hints(cls)
+        hints = _hints(cls)  # type: ignore[arg-type]
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         return cls(**{k: _decode(hints[k], v) for k, v in data.items() if k in names})

@@ -199,7 +199,7 @@ def _write(run: _Run, final: Evaluation, timings: Timings) -> TrainResult:
     """Write the trained ONNX model and the metrics JSON (rank 0 only)."""
     cfg, data, model, task = run.cfg, run.data, run.model, run.task
     _, onnx_path, metrics_path = run.paths
-    trained = write_back(model.cpu(), run.graph)
+    trained = write_back(model.cpu(), run.graph)  # type: ignore[arg-type]
     write_meta(trained, mean=data.mean, std=data.std, dataset=str(cfg.data or "synthetic"), split=cfg.split,
                split_seed=cfg.seed, test_accuracy=final.accuracy)
     save_model(trained, onnx_path)

@@ -82,7 +82,7 @@ def pil_preprocess_one(im: np.ndarray, size: tuple[int, int], channels: int, mea
     """The naive path for one image: PIL resize and convert, numpy normalise."""
     from PIL import Image
 
-    p = Image.fromarray(im).convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.BOX)
+    p = Image.fromarray(im).convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.Resampling.BOX)
     a = np.asarray(p, np.float32) / 255.0
     a = a[None] if channels == 1 else a.transpose(2, 0, 1)
     return (a - np.asarray(mean, np.float32).reshape(-1, 1, 1)) / np.asarray(std, np.float32).reshape(-1, 1, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import mmap
@@ -17,10 +18,8 @@ def peak_rss_reset() -> bool:
     Heap that earlier work freed (sessions tried while tuning) is handed back to the system first
     (glibc ``malloc_trim``), so the peak that follows is the pass's own.
     """
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True
@@ -50,9 +49,10 @@ def mapped_file_bytes() -> int:
 
 def mapping_of(images: np.ndarray) -> mmap.mmap | None:
     """The mmap behind a memory-mapped array (``np.load(mmap_mode='r')``), or None for an in-memory one."""
-    base = images
+    base: object = images
     while base is not None:
-        if isinstance(getattr(base, "_mmap", None), mmap.mmap):
-            return base._mmap
+        found = getattr(base, "_mmap", None)
+        if isinstance(found, mmap.mmap):
+            return found
         base = getattr(base, "base", None)
     return None

@@ -43,7 +43,7 @@ class Lead:
 def _int8_variant(model_path: str | os.PathLike[str], split: TestSplit, spec: InputSpec, choice: StreamChoice,
                   repeat: int, paths: dict[str, PathResult]) -> Lead:
     """Stream ``MODEL.int8.onnx`` (from ``xfer optimize --int8``) too; it leads when it keeps the accuracy."""
-    q = int8_path(model_path)
+    q = int8_path(Path(model_path))
     if not q.is_file():
         return Lead("stream", f"float model (no {q.name}: `xfer optimize --int8` writes one)")
     paths["stream_int8"] = streamed_pass(load_model(q).SerializeToString(), split, spec, choice, repeat)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -65,7 +66,7 @@ def tune_ort(model_bytes: bytes, x: np.ndarray, threads: list[int], batches: lis
     for t in threads:
         sess = session(model_bytes, t)
         for b in batches:
-            times, _ = timed(lambda sess=sess, b=b: infer(sess, sample, b), repeat=2)
+            times, _ = timed(partial(infer, sess, sample, b), repeat=2)
             trials.append(OrtTrial(t, b, len(sample) / min(times)))
     best = max(trials, key=lambda r: r.images_per_s)
     return OrtTuning(best.threads, best.batch, trials)

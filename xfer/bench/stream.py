@@ -19,6 +19,7 @@ from __future__ import annotations
 import mmap
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,7 @@ TUNE_IMAGES = 8192  # images a schedule trial streams
 class StreamPlan:
     """How the pass is cut and scheduled; ``tune_stream`` picks these by measurement."""
 
-    chunk: int = 1024
+    chunk: int = CHUNKS[-1]
     overlap: bool = False
     kernel_threads: int = 0
     release_bytes: int = 256 << 20
@@ -180,7 +181,7 @@ def tune_stream(model_bytes: bytes, split: TestSplit, spec: InputSpec, cores: in
     for c in stream_candidates(cores):
         stream = stream_of(split, spec, c.plan, n)
         sess = session(model_bytes, c.ort_threads, spinning=c.spinning)
-        times, _ = timed(lambda stream=stream, sess=sess: stream.run(sess), repeat=2)
+        times, _ = timed(partial(stream.run, sess), repeat=2)
         trials.append(StreamTrial(**vars(c), images_per_s=n / min(times)))
     best = max(trials, key=lambda t: t.images_per_s)
     return StreamChoice(best.chunk, best.overlap, best.kernel_threads, best.ort_threads, best.spinning), trials

@@ -19,9 +19,11 @@ import pickle
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from xfer.config import TEST_FRACTION
 from xfer.errors import XferError
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -61,7 +63,7 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     if len(raw) < header:
         raise XferError(f"{path}: truncated IDX header")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
-    dtype = np.dtype(_IDX_DTYPES[code])
+    dtype: np.dtype[Any] = np.dtype(_IDX_DTYPES[code])  # type: ignore[call-overload]
     expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
     payload = len(raw) - header
     if payload != expected:
@@ -102,11 +104,11 @@ def _upsample(images: np.ndarray) -> np.ndarray:
     out = np.zeros((len(images), 28, 28), np.uint8)
     for i, im in enumerate(images):
         small = Image.fromarray((im * (255.0 / 16.0)).round().astype(np.uint8))
-        out[i, 4:24, 4:24] = np.asarray(small.resize((20, 20), Image.BILINEAR))
+        out[i, 4:24, 4:24] = np.asarray(small.resize((20, 20), Image.Resampling.BILINEAR))
     return out
 
 
-def load_embedded_digits(seed: int = 0, test_fraction: float = 0.2) -> DigitSet:
+def load_embedded_digits(seed: int = 0, test_fraction: float = TEST_FRACTION) -> DigitSet:
     """scikit-learn's 1,797 bundled digit scans in MNIST geometry, split per class with ``seed``."""
     from sklearn.datasets import load_digits as sk_digits
     from sklearn.model_selection import train_test_split

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xfer.config import TEST_FRACTION
 from xfer.data.folders import ImageIndex, check_root, list_images, subfolders
 from xfer.errors import XferError
 
@@ -56,7 +57,7 @@ def scan_ferg(root: str | os.PathLike[str]) -> ImageIndex:
                       list(CHARACTERS), "ferg")
 
 
-def stratified_split(labels: np.ndarray, groups: np.ndarray, test_fraction: float = 0.2,
+def stratified_split(labels: np.ndarray, groups: np.ndarray, test_fraction: float = TEST_FRACTION,
                      seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The study's protocol: a seeded 80/20 split, stratified by (group, label) so every cell keeps its share."""
     if not 0.0 < test_fraction < 1.0:
@@ -94,7 +95,7 @@ def split(spec: str, labels: np.ndarray, groups: np.ndarray, group_names: list[s
           seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Parse ``random`` or ``loco:<character>`` and split accordingly."""
     if spec == "random":
-        return stratified_split(labels, groups, 0.2, seed)
+        return stratified_split(labels, groups, TEST_FRACTION, seed)
     if spec.startswith("loco:"):
         return loco_split(groups, group_names, spec.split(":", 1)[1])
     raise XferError(f"--split: expected 'random' or 'loco:<character>', got '{spec}'")

@@ -58,7 +58,7 @@ def _idx_files(path: Path) -> bool:
     return path.is_dir() and any(p.name.startswith(("train-images", "train-images.idx")) for p in path.iterdir())
 
 
-def _load_idx(path: Path, size: Size, progress: bool) -> Pack:
+def _load_idx(path: Path, _size: Size, _progress: bool) -> Pack:
     """An MNIST-style IDX folder as a target set: both of its parts, digits 0-9 as the classes (xfer splits it)."""
     d = load_mnist(path)
     images = np.concatenate([d.x_train, d.x_test])[..., None]
@@ -68,7 +68,7 @@ def _load_idx(path: Path, size: Size, progress: bool) -> Pack:
 
 
 FORMATS: list[DataFormat] = [
-    DataFormat("pack", "a pack folder (`xfer data pack`)", is_pack, lambda p, size, progress: load_pack(p)),
+    DataFormat("pack", "a pack folder (`xfer data pack`)", is_pack, lambda p, _size, _progress: load_pack(p)),
     DataFormat("idx", "an MNIST-style IDX folder", _idx_files, _load_idx),
     DataFormat("ferg", "a FERG-DB tree (<character>/<character>_<emotion>/*.png)", looks_like_ferg,
                lambda p, size, progress: decode_index(scan_ferg(p), size, progress=progress)),

@@ -12,6 +12,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -46,7 +47,7 @@ def _decode(path: Path, size: tuple[int, int] | None) -> np.ndarray:
     if size is not None and img.shape[:2] != size:
         from PIL import Image
 
-        img = np.asarray(Image.fromarray(img).resize((size[1], size[0]), Image.BOX))
+        img = np.asarray(Image.fromarray(img).resize((size[1], size[0]), Image.Resampling.BOX))
     return img
 
 
@@ -138,7 +139,7 @@ def load_pack(path: str | os.PathLike[str], mmap: bool = True) -> Pack:
     if meta.get("version") != PACK_VERSION:
         raise XferError(f"{path / 'meta.json'}: pack version {meta.get('version')} is not {PACK_VERSION}")
 
-    def arr(name: str, mode: str | None = None) -> np.ndarray | None:
+    def arr(name: str, mode: Literal["r"] | None = None) -> np.ndarray | None:
         p = path / name
         if not p.is_file():
             return None

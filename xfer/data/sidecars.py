@@ -47,7 +47,7 @@ def _read_sidecar(root, name: str, header_ok, parse_row) -> dict | None:
     return table
 
 
-def _votes_row(header: list[str], row: list[str]) -> np.ndarray:
+def _votes_row(_header: list[str], row: list[str]) -> np.ndarray:
     try:
         v = np.asarray(row[1:], np.int64)
     except ValueError:
@@ -57,7 +57,7 @@ def _votes_row(header: list[str], row: list[str]) -> np.ndarray:
     return v
 
 
-def _landmarks_row(header: list[str], row: list[str]) -> tuple[np.ndarray, float]:
+def _landmarks_row(_header: list[str], row: list[str]) -> tuple[np.ndarray, float]:
     try:
         return np.asarray(row[2:], np.float32).reshape(-1, 2), float(row[1])
     except ValueError:

@@ -12,8 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from xfer.config import DEFAULT_PACK, DEFAULT_PER_CLASS, DEFAULT_SYNTH
 from xfer.data import formats
 from xfer.errors import XferError
+
+KERNEL_CHUNK = 1024  # images the kernel preprocesses per call while a split is prepared (packs are memory-mapped)
 
 
 @dataclass
@@ -44,9 +47,8 @@ def class_word(name: str) -> str:
     return formats.layout(name).class_word
 
 
-def default_data(progress: bool = True, per_class: int = 150, seed: int = 0) -> Path:
+def default_data(progress: bool = True, per_class: int = DEFAULT_PER_CLASS, seed: int = 0) -> Path:
     """The embedded default target: a synthetic FERG-DB, rendered and packed on first use."""
-    from xfer.config import DEFAULT_PACK, DEFAULT_SYNTH
     from xfer.data.formats import pack_folder
     from xfer.data.pack import is_pack
     from xfer.data.synth import generate
@@ -59,7 +61,7 @@ def default_data(progress: bool = True, per_class: int = 150, seed: int = 0) -> 
     return pack_folder(DEFAULT_SYNTH, DEFAULT_PACK, progress=progress)
 
 
-def tensors(images: np.ndarray, size: tuple[int, int], channels: int, chunk: int = 1024) -> np.ndarray:
+def tensors(images: np.ndarray, size: tuple[int, int], channels: int, chunk: int = KERNEL_CHUNK) -> np.ndarray:
     """All images through the C++ kernel into [0, 1] floats, chunk by chunk (packs are memory-mapped)."""
     from xfer.preprocess import preprocess
 

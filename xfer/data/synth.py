@@ -126,7 +126,8 @@ class _Canvas:
 
 
 def _shade(color, k: float) -> tuple[int, int, int]:
-    return tuple(int(np.clip(v * k, 0, 255)) for v in color)
+    r, g, b = (int(np.clip(v * k, 0, 255)) for v in color)
+    return r, g, b
 
 
 def _background(rng: np.random.Generator, side: int):
@@ -268,7 +269,7 @@ def _photograph(img, rng: np.random.Generator) -> np.ndarray:
     """Down to 256x256 (anti-aliased), then lighting, blur and noise in float."""
     from PIL import Image, ImageFilter
 
-    img = img.resize((SIZE, SIZE), Image.BOX)
+    img = img.resize((SIZE, SIZE), Image.Resampling.BOX)
     if rng.random() < 0.3:
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
     a = np.asarray(img, np.float32)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from torch import nn
 from xfer.errors import XferError
 from xfer.importer import fusion, ops  # noqa: F401  (ops registers the converters)
 from xfer.importer.registry import REGISTRY, attributes, model_opset, node_label, register, spec_for, upgrade
+
+if TYPE_CHECKING:
+    import onnx
 
 __all__ = ["REGISTRY", "OnnxModule", "logits_of", "register", "supported_ops", "to_torch", "write_back"]
 
@@ -33,7 +36,7 @@ def supported_ops() -> frozenset[str]:
     return frozenset(REGISTRY)
 
 
-def check_types(model, specs) -> None:
+def check_types(model: onnx.ModelProto, specs) -> None:
     """Refuse, naming the node, any value the converters cannot represent with ONNX semantics."""
     from onnx import TensorProto
 
@@ -129,7 +132,7 @@ class OnnxModule(nn.Module):
         return out[0] if len(out) == 1 else tuple(out)
 
 
-def to_torch(model: Any, frozen: set[str] | None = None) -> OnnxModule:
+def to_torch(model: onnx.ModelProto, frozen: set[str] | None = None) -> OnnxModule:
     """An ``nn.Module`` running ``model`` (an ``onnx.ModelProto`` or a path).
 
     Initializers listed in the model's ``xfer.frozen`` metadata (or ``frozen``)
@@ -143,7 +146,7 @@ def to_torch(model: Any, frozen: set[str] | None = None) -> OnnxModule:
     return OnnxModule(model, frozen)
 
 
-def write_back(module: OnnxModule, model: Any):
+def write_back(module: OnnxModule, model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` whose initializers hold ``module``'s current values."""
     from onnx import numpy_helper
 

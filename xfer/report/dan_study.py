@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 from xfer.config import StudyConfig, TrainConfig
 from xfer.dan import SCHEMES
@@ -35,7 +36,7 @@ def main(args: StudyConfig) -> dict:
     root = Path(args.out) / args.name
     out = root / "runs"
     plan = [(v, s) for v in VARIANTS for s in args.seeds]
-    runs = []
+    runs: list[dict[str, Any]] = []
     t0 = time.time()
     print(f"DAN study '{args.name}': {len(plan)} runs ({len(VARIANTS)} variants x seeds {args.seeds}), "
           f"{args.epochs} epochs each -> {root}")
@@ -52,7 +53,7 @@ def main(args: StudyConfig) -> dict:
                 print(f"  [{k}/{len(plan)}] {label:22s} seed {seed}: accuracy {result.test_accuracy:.4f}"
                       + (f", landmark NME {result.landmark_nme:.4f}" if result.landmark_nme is not None and a > 0 else "")
                       + f"  (ETA {(time.time() - t0) / k * (len(plan) - k):.0f}s)", flush=True)
-    summary = {}
+    summary: dict[str, dict[str, Any]] = {}
     for label, _, _ in VARIANTS:
         rs = [r for r in runs if r["variant"] == label]
         accs = [r["test_accuracy"] for r in rs]

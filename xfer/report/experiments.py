@@ -116,8 +116,8 @@ def main(args: StudyConfig) -> dict:
         if not Path(src).is_file():
             raise XferError(f"{src}: source model not found (run `xfer pretrain` and `xfer convert` first)")
     args = args.but(data=args.data or str(default_data()), source=args.source_path)
-    pack = load_dataset(args.data)
-    steps = make_plan(args.modes, args.seeds, args.protocols, pack.group_names)
+    pack = load_dataset(str(args.data))
+    steps = make_plan(list(args.modes), list(args.seeds), list(args.protocols), pack.group_names)
     if args.compare_source:
         steps += [replace(s, source=args.compare_source, compare=True) for s in steps]
     root = Path(args.out) / args.name

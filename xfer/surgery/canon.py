@@ -17,12 +17,17 @@ so that a model rewritten for any input size still runs, at any batch size.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from onnx import helper
 
 from xfer.errors import XferError
 from xfer.graph import consumers, initializers, producers, remove_dead, set_initializer, shapes, toposort
 from xfer.surgery.cut import FLATTEN_OPS, GLOBAL_POOLS, HEAD_ACTIVATIONS, PASS_THROUGH, PROBABILITIES, find_boundary, global_pool_of
+
+if TYPE_CHECKING:
+    import onnx
 
 FOLDABLE = ("Reshape", "Unsqueeze", "Squeeze", "Transpose", "Identity", "Constant")
 
@@ -56,7 +61,7 @@ def _fold(node, args: list[np.ndarray]) -> np.ndarray | None:
     return x
 
 
-def fold_constants(model) -> None:
+def fold_constants(model: onnx.ModelProto) -> None:
     """Replace layout ops whose inputs are all constants by initializers (weights computed from weights)."""
     g = model.graph
     inits = initializers(model)
@@ -83,7 +88,7 @@ def _set_dim(dim, value) -> None:
         dim.dim_value = int(value)
 
 
-def canonical_input(model) -> int | None:
+def canonical_input(model: onnx.ModelProto) -> int | None:
     """NHWC inputs (read through a Transpose to NCHW) become NCHW; batch dims become symbolic.
 
     Returns the source's fixed batch size, or None where it was symbolic.
@@ -136,7 +141,7 @@ def _global_pool_in_disguise(node, sh: dict, inits) -> str | None:
     return "GlobalAveragePool" if node.op_type == "AveragePool" else "GlobalMaxPool"
 
 
-def canonical_head(model) -> None:
+def canonical_head(model: onnx.ModelProto) -> None:
     """features -> [global pool] -> xfer's Flatten -> the source's dense layers -> logits (no softmax)."""
     g = model.graph
     b = find_boundary(model)
@@ -147,7 +152,7 @@ def canonical_head(model) -> None:
     prod = producers(g)
     pooled = prod.get(b.features)
     disguise = _global_pool_in_disguise(pooled, sh, inits) if pooled is not None else None
-    if disguise:
+    if disguise and pooled is not None:
         new = helper.make_node(disguise, [pooled.input[0]], [pooled.output[0]], name=pooled.name or pooled.output[0])
         g.node.insert(list(g.node).index(pooled), new)
         g.node.remove(pooled)
@@ -181,7 +186,7 @@ def canonical_head(model) -> None:
     remove_dead(g)
 
 
-def _drop_tail(model) -> None:
+def _drop_tail(model: onnx.ModelProto) -> None:
     """Remove what follows the last dense layer (softmax, activations, pools, reshapes): the head emits logits."""
     g = model.graph
     prod = producers(g)
@@ -201,16 +206,16 @@ def _drop_tail(model) -> None:
         n.input[:] = [out if i == t else i for i in n.input]
 
 
-def native_reshapes(model) -> dict[str, tuple[list, list]]:
+def native_reshapes(model: onnx.ModelProto) -> dict[str, tuple[list, list]]:
     """Each body Reshape's input and output shape at the source geometry (before retargeting)."""
     b = find_boundary(model)
     head = {id(n) for n in b.head}
     sh = shapes(model)
-    return {n.output[0]: (sh.get(n.input[0]), sh.get(n.output[0])) for n in model.graph.node
+    return {n.output[0]: (sh.get(n.input[0]) or [], sh.get(n.output[0]) or []) for n in model.graph.node
             if n.op_type == "Reshape" and id(n) not in head}
 
 
-def retarget_reshapes(model, native: dict[str, tuple[list, list]], batch: int | None) -> None:
+def retarget_reshapes(model: onnx.ModelProto, native: dict[str, tuple[list, list]], batch: int | None) -> None:
     """Rewrite body Reshapes whose constant target hard-codes the batch or the source's spatial size.
 
     The batch entry becomes 0 (copy the input's batch); trailing entries equal

@@ -12,9 +12,13 @@ pass-through ops. The head is everything downstream of the features.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from xfer.errors import XferError
 from xfer.graph import consumers, initializers, producers
+
+if TYPE_CHECKING:
+    import onnx
 
 FC_OPS = ("Gemm", "MatMul")
 FLATTEN_OPS = ("Flatten", "Reshape", "Squeeze")
@@ -33,9 +37,9 @@ HEAD_OPS = FC_OPS + FLATTEN_OPS + PASS_THROUGH + HEAD_ACTIVATIONS + GLOBAL_POOLS
 @dataclass
 class Boundary:
     features: str            # the body's last feature map (N, C, H, W), or feature vector (N, D) of a transformer
-    classifier: object       # first classifier layer: Gemm/MatMul, or a 1x1 Conv
-    head: list = field(default_factory=list)   # every node downstream of ``features``
-    flatten: object = None   # the Flatten/Reshape between features and classifier, if any
+    classifier: onnx.NodeProto  # first classifier layer: Gemm/MatMul, or a 1x1 Conv
+    head: list[onnx.NodeProto] = field(default_factory=list)   # every node downstream of ``features``
+    flatten: onnx.NodeProto | None = None  # the Flatten/Reshape between features and classifier, if any
     pool: str | None = None  # a global pool the source applies *after* a conv classifier
 
     @property
@@ -112,7 +116,7 @@ def _data_input(node, inits) -> str | None:
     return node.input[0] if node.input else None
 
 
-def _head_chain(model, inits) -> list:
+def _head_chain(model: onnx.ModelProto, inits) -> list:
     """Classifier-side nodes on the path ending at the first graph output, body side first."""
     g = model.graph
     prod = producers(g)
@@ -134,7 +138,7 @@ def _head_chain(model, inits) -> list:
     return chain
 
 
-def find_boundary(model) -> Boundary:
+def find_boundary(model: onnx.ModelProto) -> Boundary:
     """Where the body ends and the classifier begins; ``XferError`` when the graph has no such cut."""
     g = model.graph
     inits = initializers(model)
@@ -157,7 +161,7 @@ def find_boundary(model) -> Boundary:
     return Boundary(t, classifier, downstream(g, t), flatten, pool)
 
 
-def dense_layers(model, boundary: Boundary | None = None) -> list[Dense]:
+def dense_layers(model: onnx.ModelProto, boundary: Boundary | None = None) -> list[Dense]:
     """The head's fully-connected layers in order, each with its weight and bias initializer names."""
     g = model.graph
     b = boundary or find_boundary(model)
@@ -189,12 +193,12 @@ def activation_of(boundary: Boundary) -> str:
     return next((n.op_type for n in boundary.head if n.op_type in ACTIVATIONS), "Relu")
 
 
-def feature_nodes(model, boundary: Boundary) -> list:
+def feature_nodes(model: onnx.ModelProto, boundary: Boundary) -> list:
     head = {id(n) for n in boundary.head}
     return [n for n in model.graph.node if id(n) not in head]
 
 
-def first_conv(model):
+def first_conv(model: onnx.ModelProto):
     """The Conv that reads the graph input (through at most pass-through ops)."""
     g = model.graph
     prod = producers(g)

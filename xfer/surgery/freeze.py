@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from xfer.errors import XferError
 from xfer.meta import read_meta, write_meta
 
+if TYPE_CHECKING:
+    import onnx
 
-def set_frozen(model, names) -> None:
+
+def set_frozen(model: onnx.ModelProto, names) -> None:
     names = sorted(set(names))
     known = {t.name for t in model.graph.initializer}
     unknown = [n for n in names if n not in known]
@@ -15,5 +20,5 @@ def set_frozen(model, names) -> None:
     write_meta(model, frozen=names)
 
 
-def get_frozen(model) -> set[str]:
+def get_frozen(model: onnx.ModelProto) -> set[str]:
     return set(read_meta(model).frozen or [])

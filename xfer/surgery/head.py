@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from onnx import helper
 
@@ -11,15 +13,18 @@ from xfer.surgery import init
 from xfer.surgery.canon import canonical_head
 from xfer.surgery.cut import Dense, activation_of, downstream, find_boundary
 
+if TYPE_CHECKING:
+    import onnx
 
-def _set_output_classes(model, classes: int) -> None:
+
+def _set_output_classes(model: onnx.ModelProto, classes: int) -> None:
     dims = model.graph.output[0].type.tensor_type.shape.dim
     if len(dims) == 2:
         dims[1].Clear()
         dims[1].dim_value = classes
 
 
-def reinit_dense(model, layer: Dense, in_features: int | None = None, out_features: int | None = None,
+def reinit_dense(model: onnx.ModelProto, layer: Dense, in_features: int | None = None, out_features: int | None = None,
                  activation: str = "Relu", seed: int = 0) -> None:
     """Give ``layer`` fresh weights, optionally with a new input or output width."""
     w = initializers(model)[layer.weight]
@@ -31,7 +36,7 @@ def reinit_dense(model, layer: Dense, in_features: int | None = None, out_featur
         set_initializer(model, layer.bias, np.zeros(fout, np.float32))
 
 
-def replace_head(model, widths: tuple[int, ...], classes: int, activation: str | None = None,
+def replace_head(model: onnx.ModelProto, widths: tuple[int, ...], classes: int, activation: str | None = None,
                  seed: int = 0) -> list[str]:
     """Replace every node after xfer's flatten by Gemm layers of ``widths`` + a ``classes``-way output.
 

@@ -6,10 +6,7 @@ import numpy as np
 
 
 def weight(shape: tuple[int, ...], fan_in: int, fan_out: int, activation: str, rng: np.random.Generator) -> np.ndarray:
-    if activation in ("Relu", "LeakyRelu", "Elu"):
-        bound = np.sqrt(6.0 / fan_in)
-    else:
-        bound = np.sqrt(6.0 / (fan_in + fan_out))
+    bound = np.sqrt(6.0 / fan_in) if activation in ("Relu", "LeakyRelu", "Elu") else np.sqrt(6.0 / (fan_in + fan_out))
     return rng.uniform(-bound, bound, shape).astype(np.float32)
 
 

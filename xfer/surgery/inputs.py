@@ -6,11 +6,16 @@ weights are averaged (responses to gray-like input preserved) or replicated.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from xfer.errors import XferError
 from xfer.graph import initializers, set_initializer
 from xfer.surgery.cut import first_conv
+
+if TYPE_CHECKING:
+    import onnx
 
 
 def adapt_channels(w: np.ndarray, channels: int, how: str = "average") -> np.ndarray:
@@ -27,7 +32,7 @@ def adapt_channels(w: np.ndarray, channels: int, how: str = "average") -> np.nda
     raise XferError(f"channel adaptation must be 'average' or 'replicate', got '{how}'")
 
 
-def retarget_input(model, channels: int, size: tuple[int, int], adapt: str = "average") -> None:
+def retarget_input(model: onnx.ModelProto, channels: int, size: tuple[int, int], adapt: str = "average") -> None:
     """Set the input to (N, channels, H, W) and adapt the first convolution's weights."""
     if channels < 1:
         raise XferError(f"input channels must be >= 1, got {channels}")

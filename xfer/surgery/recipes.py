@@ -10,6 +10,7 @@ feature extractor; ``body`` ``fresh`` re-initialises every remaining layer;
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,8 +26,11 @@ from xfer.surgery.head import _set_output_classes, reinit_dense, replace_head
 from xfer.surgery.inputs import retarget_input
 from xfer.surgery.verify import check_trains
 
+if TYPE_CHECKING:
+    import onnx
 
-def _reinit_conv(model, node, activation: str, seed: int) -> list[str]:
+
+def _reinit_conv(model: onnx.ModelProto, node: onnx.NodeProto, activation: str, seed: int) -> list[str]:
     inits = initializers(model)
     w = inits[node.input[1]]
     fan_in = int(np.prod(w.shape[1:]))
@@ -39,7 +43,7 @@ def _reinit_conv(model, node, activation: str, seed: int) -> list[str]:
     return names
 
 
-def _reset_batchnorm(model, node) -> None:
+def _reset_batchnorm(model: onnx.ModelProto, node: onnx.NodeProto) -> None:
     """A fresh BatchNormalization: scale 1, shift 0, running mean 0, running variance 1."""
     inits = initializers(model)
     for name, value in zip(node.input[1:5], (1.0, 0.0, 0.0, 1.0)):
@@ -51,7 +55,7 @@ def _dense_names(d) -> list[str]:
     return [d.weight] + ([d.bias] if d.bias else [])
 
 
-def _flat_width(model, boundary) -> int:
+def _flat_width(model: onnx.ModelProto, boundary) -> int:
     s = tensor_shape(model, boundary.features)
     if not s or any(v is None for v in s[1:]):
         raise XferError(f"cannot infer the feature map shape at '{boundary.features}' for this input size")
@@ -60,12 +64,12 @@ def _flat_width(model, boundary) -> int:
     return int(np.prod(s[1:]))
 
 
-def _fc_in_width(model, d) -> int:
+def _fc_in_width(model: onnx.ModelProto, d) -> int:
     w = initializers(model)[d.weight]
     return int(w.shape[1] if d.trans_b else w.shape[0])
 
 
-def _retarget(m, b, act: str, n_classes: int, seed: int) -> set[str]:
+def _retarget(m: onnx.ModelProto, b, act: str, n_classes: int, seed: int) -> set[str]:
     """Re-create the layers whose shapes change: first conv, first FC (when its width changes), last FC."""
     layers = dense_layers(m, b)
     if len(layers) < 1:
@@ -81,7 +85,7 @@ def _retarget(m, b, act: str, n_classes: int, seed: int) -> set[str]:
     return trainable
 
 
-def _refresh_body(m, b, act: str, seed: int) -> set[str]:
+def _refresh_body(m: onnx.ModelProto, b, act: str, seed: int) -> set[str]:
     """Every conv and FC of the (retargeted) source re-initialised, every BatchNorm reset."""
     trainable: set[str] = set()
     for n in m.graph.node:
@@ -96,7 +100,7 @@ def _refresh_body(m, b, act: str, seed: int) -> set[str]:
     return trainable
 
 
-def _rewrite(m, r: Recipe, b, n_classes: int, head: tuple[int, ...], seed: int) -> set[str]:
+def _rewrite(m: onnx.ModelProto, r: Recipe, b, n_classes: int, head: tuple[int, ...], seed: int) -> set[str]:
     """Carry out ``r`` on the canonical graph ``m``; returns the initializers surgery re-created."""
     act = activation_of(b)
     if r.head == "retarget":
@@ -125,9 +129,9 @@ def _canonical(source, channels: int, size: tuple[int, int], adapt: str):
     return m, native
 
 
-def apply(mode: str, source, classes: list[str], channels: int = 1, size: tuple[int, int] = (32, 32),
+def apply(mode: str, source: onnx.ModelProto, classes: list[str], channels: int = 1, size: tuple[int, int] = (32, 32),
           head: tuple[int, ...] = DEFAULT_HEAD, train_all: bool = False, seed: int = 0,
-          adapt: str = "average"):
+          adapt: str = "average") -> onnx.ModelProto:
     """Rewrite ``source`` (an ``onnx.ModelProto``) for ``mode``; returns a new, checked model."""
     r = recipe(mode)
     if len(classes) < 2:

@@ -9,17 +9,22 @@ backward step in training mode.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from xfer.errors import XferError
 from xfer.graph import check_runs
 from xfer.importer import to_torch
 
+if TYPE_CHECKING:
+    import onnx
+
 # max |torch - ORT| over the output's range: the importer's parity bar (1e-5) with room for a fresh head
 AGREEMENT = 1e-4
 
 
-def check_trains(model, channels: int, size: tuple[int, int], outputs: int) -> None:
+def check_trains(model: onnx.ModelProto, channels: int, size: tuple[int, int], outputs: int) -> None:
     """``XferError`` unless ``model`` runs in ORT, agrees with xfer's importer and takes a training step there."""
     import torch
 

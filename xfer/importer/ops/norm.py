@@ -60,10 +60,7 @@ class Dropout(nn.Module):
         self.ratio, self.mask = ratio, mask
 
     def forward(self, x, ratio=None, training_mode=None):
-        if not self.training:
-            y = x
-        else:
-            y = F.dropout(x, self.ratio if ratio is None else float(ratio), True)
+        y = F.dropout(x, self.ratio if ratio is None else float(ratio), True) if self.training else x
         if self.mask:
             return y, (y != 0) if self.training else torch.ones_like(x, dtype=torch.bool)
         return y

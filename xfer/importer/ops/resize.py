@@ -40,7 +40,7 @@ class Resize(torch.nn.Module):
                 raise unsupported(self.node, "resizing the batch or channel dims")
             args = {"size": size[2:]}
         else:
-            scale = [float(v) for v in self._full(scales, rank, lambda d: 1.0)]
+            scale = [float(v) for v in self._full(scales, rank, lambda _: 1.0)]
             if scale[:2] != [1.0, 1.0]:
                 raise unsupported(self.node, "resizing the batch or channel dims")
             args = {"scale_factor": scale[2:], "recompute_scale_factor": False}

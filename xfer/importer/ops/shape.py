@@ -120,7 +120,7 @@ def _slice(x, starts, ends, axes=None, steps=None):
     for s, e, ax, st in zip(starts, ends, axes, steps):
         if st == 0:
             raise ValueError("Slice step must not be 0")
-        ax = ax % x.dim()
+        ax = ax % x.dim()  # noqa: PLW2901  (the axis, made non-negative)
         index = range(x.shape[ax])[slice(s, e, st)]  # Python's clamping is ONNX's
         if st > 0:
             x = x.narrow(ax, index.start, len(index)) if st == 1 else x[(slice(None),) * ax + (slice(index.start, index.stop, st),)]
