@@ -32,7 +32,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 def _default(cfg: type, name: str) -> Any:
     """The default of ``cfg``'s field ``name``: the CLI shows and uses the config's own defaults, never its copies."""
-    f = {f.name: f for f in dataclasses.fields(cfg)}[name]  # type: ignore[arg-type]
+    f = {f.name: f for f in dataclasses.fields(cfg)}[name]
     value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
     return list(value) if isinstance(value, tuple) else value
 

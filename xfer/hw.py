@@ -54,9 +54,9 @@ class Hardware:
     @property
     def label(self) -> str:
         """The label every quoted number carries: ``AMD EPYC, 2 cores (AVX2)``."""
-        widest = next((n for n in self.isa if n != "AVX-512 VNNI"), None)
-        extra = [n for n in ("AMX", "AVX-512 VNNI") if n in self.isa]
-        isa = ", ".join(dict.fromkeys([*extra, widest] if widest else extra))
+        widest = next((n for n in ("AVX-512", "AVX2", "AVX", "SSE4.2") if n in self.isa), None)
+        extra = [n for n in ("AMX", "AVX-512 VNNI", "AVX-VNNI") if n in self.isa]
+        isa = ", ".join([*extra, widest] if widest else extra)
         return f"{self.cpu}, {self.affinity} cores" + (f" ({isa})" if isa else "")
 
 
