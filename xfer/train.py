@@ -107,8 +107,8 @@ class _Run:
 
     @property
     def paths(self) -> tuple[Path, Path, Path]:
-        out, stem = Path(self.cfg.out), self.cfg.stem
-        return out / f"{stem}.ckpt", out / f"{stem}.onnx", out / f"{stem}.metrics.json"
+        """(checkpoint, trained model, metrics JSON)."""
+        return (Path(self.cfg.out) / f"{self.cfg.stem}.ckpt", *paths_of(self.cfg))
 
     def evaluate_test(self) -> Evaluation:
         return evaluate(self.model, self.data.x_test, self.data.y_test, self.data.classes, self.device,

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 
 from xfer.data import ferg
 from xfer.data.formats import load_dataset
 from xfer.data.split import default_data
 from xfer.meta import read_meta
+
+if TYPE_CHECKING:
+    import onnx
 
 
 @dataclass
