@@ -83,10 +83,11 @@ def test_study_end_to_end(synth_pack, tmp_path):
     args = StudyConfig(name="dan", study="dan", data=str(synth_pack), seeds=(0,), epochs=1, batch_size=16, lr=1e-3,
                        head=(64,), alpha=1.0, width=0.125, out=str(tmp_path))
     res = dan_study.main(args)
-    assert set(res["summary"]) == {"single-task", "multi-task", "scheme:majority", "scheme:multilabel",
+    assert set(res.summary) == {"single-task", "multi-task", "scheme:majority", "scheme:multilabel",
                                    "scheme:probability", "scheme:crossentropy"}
-    assert res["summary"]["single-task"]["nme_mean"] is None
-    assert res["summary"]["multi-task"]["nme_mean"] > 0
+    assert res.summary["single-task"].nme_mean is None
+    nme = res.summary["multi-task"].nme_mean
+    assert nme is not None and nme > 0
     saved = json.loads((tmp_path / "dan" / "results.json").read_text())
     assert len(saved["runs"]) == 6
     assert "scheme:crossentropy" in (tmp_path / "dan" / "report.html").read_text()

@@ -31,11 +31,12 @@ def test_optimize_cli_and_bench(trained_frozen, synth_pack, tmp_path):
     src = tmp_path / "m.onnx"
     shutil.copy(trained_frozen, src)
     out = optimize.main(OptimizeConfig(model=str(src), fold=True, int8=True, data=str(synth_pack), calibration=32))
-    q = onnx.load(out["int8"])
+    assert out.int8 is not None and out.folded is not None and out.calibration_images == 32
+    q = onnx.load(out.int8)
     assert any(n.op_type == "QuantizeLinear" for n in q.graph.node)
     assert read_meta(q).folded is True
     base = bench.run(src, str(synth_pack), repeat=1, baselines=False, threads=[1], batches=[64])
-    fold = bench.run(out["fold"], str(synth_pack), repeat=1, baselines=False, threads=[1], batches=[64])
-    quant = bench.run(out["int8"], str(synth_pack), repeat=1, baselines=False, threads=[1], batches=[64])
+    fold = bench.run(out.folded, str(synth_pack), repeat=1, baselines=False, threads=[1], batches=[64])
+    quant = bench.run(out.int8, str(synth_pack), repeat=1, baselines=False, threads=[1], batches=[64])
     assert fold.paths["kernel+ort"].accuracy == base.paths["kernel+ort"].accuracy
     assert abs(quant.paths["kernel+ort"].accuracy - base.paths["kernel+ort"].accuracy) <= 0.1

@@ -21,8 +21,9 @@ def test_pretrain_learns(tmp_path):
     d = load_embedded_digits(seed=0)
     small = DigitSet(d.x_train[:600], d.y_train[:600], d.x_test[:200], d.y_test[:200], d.source)
     info = pretrain.pretrain(small, tmp_path / "m", epochs=3, batch_size=32, seed=0, progress=False)
-    assert info["test_accuracy"] > 0.7  # chance is 0.1
-    assert [h["epoch"] for h in info["history"]] == [1, 2, 3]
+    assert info.test_accuracy > 0.7  # chance is 0.1
+    assert [h["epoch"] for h in info.history] == [1, 2, 3]
+    assert json.loads((tmp_path / "m.json").read_text())["test_accuracy"] == info.test_accuracy  # convert reads it
 
 
 def test_bad_arguments():

@@ -193,3 +193,45 @@ def test_class_per_folder_data_is_labelled_as_classes(tmp_path, lenet_onnx):
     with pytest.raises(XferError, match="needs FERG-DB data"):
         train.main(TrainConfig(mode="frozen", data=str(data), source=str(lenet_onnx), epochs=1, split="loco:aia",
                                out=str(tmp_path / "out")))
+
+
+@pytest.mark.parametrize("content,expected", [
+    (b"", "not a valid xfer checkpoint"),                      # 0 bytes: torch's error has no message line
+    ("list", "expected a dict"),
+    ("no-model", "'model' missing"),
+    ("negative", "epoch -1 < 0"),
+    ("bad-state", "not a state_dict of named tensors"),
+])
+def test_hostile_checkpoints_are_one_line(tmp_path, content, expected):
+    import torch
+
+    from xfer.loop import load_checkpoint
+
+    p = tmp_path / "x.ckpt"
+    good = {"version": 1, "fingerprint": {}, "epoch": 1, "model": {"w": torch.zeros(2)}, "optimizer": {},
+            "scheduler": {}, "history": []}
+    if isinstance(content, bytes):
+        p.write_bytes(content)
+    else:
+        state = {"list": [1, 2], "no-model": {k: v for k, v in good.items() if k != "model"},
+                 "negative": good | {"epoch": -1}, "bad-state": good | {"model": {"w": [1, 2]}}}[content]
+        torch.save(state, p)
+    with pytest.raises(XferError, match=expected) as e:
+        load_checkpoint(p)
+    assert "\n" not in str(e.value) and str(p) in str(e.value)
+
+
+def test_a_checkpoint_path_that_is_a_directory_is_refused_before_training(tmp_path):
+    from xfer.loop import load_checkpoint
+
+    with pytest.raises(XferError, match="a directory where a checkpoint file was expected"):
+        load_checkpoint(tmp_path)
+
+
+def test_a_directory_in_the_checkpoints_place_is_refused_before_an_epoch(tmp_path, synth_pack, lenet_onnx):
+    (tmp_path / "frozen.ckpt").mkdir()
+    cfg = TrainConfig(mode="frozen", data=str(synth_pack), source=str(lenet_onnx), epochs=1, batch_size=32,
+                      head=(16,), out=str(tmp_path))
+    with pytest.raises(XferError, match="frozen.ckpt: a directory where xfer train writes a file"):
+        train.main(cfg)
+    assert not (tmp_path / "frozen.onnx").exists()

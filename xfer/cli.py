@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from xfer import config as C
@@ -59,14 +58,6 @@ nonneg_float = _number(float, lambda v: v >= 0, "a number >= 0")
 fraction = _number(float, lambda v: 0 <= v < 1, "a fraction in [0, 1)")
 
 
-def _stage(module: str, make: type[C.Config]) -> Callable[[argparse.Namespace], object]:
-    """Run ``module.main`` on the config ``make`` builds from the parsed arguments (modules load lazily)."""
-    def run(args: argparse.Namespace) -> object:
-        return importlib.import_module(module).main(make.from_object(args))
-
-    return run
-
-
 def _command(sub, name: str, help: str, example: str, description: str | None = None) -> argparse.ArgumentParser:
     return sub.add_parser(name, help=help, description=(description or help[0].upper() + help[1:] + "."),
                           epilog=f"example:\n  {example}", formatter_class=_Formatter)
@@ -103,7 +94,7 @@ def _surgery(args: argparse.Namespace) -> None:
     save_model(model, out)
     d = describe(model)
     print(f"wrote {out}: mode {cfg.mode}, input {[cfg.channels, *cfg.size]}, {len(cfg.classes)} classes, "
-          f"{d['trainable_params']:,} trainable / {d['frozen_params']:,} frozen parameters")
+          f"{d.trainable_params:,} trainable / {d.frozen_params:,} frozen parameters")
 
 
 def _zoo(args: argparse.Namespace) -> None:
@@ -141,9 +132,54 @@ def _train(args: argparse.Namespace) -> None:
         print(f"wrote {', '.join(map(str, train.paths_of(cfg)))}")
 
 
-def _experiments(args: argparse.Namespace) -> object:
+def _experiments(args: argparse.Namespace) -> None:
+    from xfer.report import console, dan_study, experiments
+
     cfg = C.StudyConfig.from_object(args)
-    return importlib.import_module("xfer.report.dan_study" if cfg.study == "dan" else "xfer.report.experiments").main(cfg)
+    if cfg.study == "dan":
+        print(console.dan_text(dan_study.main(cfg)))
+    else:
+        print(console.study_text(experiments.main(cfg)))
+    print(f"wrote {', '.join(map(str, experiments.study_paths(cfg)))}")
+
+
+def _pretrain(args: argparse.Namespace) -> None:
+    from xfer import pretrain
+    from xfer.report.console import pretrain_text
+
+    cfg = C.PretrainConfig.from_object(args)
+    print(pretrain_text(pretrain.main(cfg), cfg.out))
+
+
+def _convert(args: argparse.Namespace) -> None:
+    from xfer import convert
+    from xfer.report.console import convert_text
+
+    print(convert_text(convert.main(C.ConvertConfig.from_object(args))))
+
+
+def _optimize(args: argparse.Namespace) -> None:
+    from xfer import optimize
+    from xfer.report.console import optimize_text
+
+    print(optimize_text(optimize.main(C.OptimizeConfig.from_object(args))))
+
+
+def _inspect(args: argparse.Namespace) -> None:
+    from xfer import inspect_model
+    from xfer.report.console import inspect_text
+
+    cfg = C.InspectConfig.from_object(args)
+    print(inspect_text(inspect_model.main(cfg), str(cfg.model)))
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from xfer import demo
+    from xfer.report.console import study_text
+
+    result = demo.main(C.DemoConfig.from_object(args))
+    print(study_text(result.study))
+    print(f"\ndemo finished in {result.seconds:.0f}s: open {result.report}")
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
@@ -189,13 +225,13 @@ def _source_parsers(sub) -> None:
     t.add_argument("--seed", type=int, default=_default(C.PretrainConfig, "seed"), help="initialisation and shuffling seed")
     t.add_argument("--activation", choices=C.ACTIVATIONS, default=_default(C.PretrainConfig, "activation"), help="LeNet-5's activation")
     t.add_argument("--out", default=C.DEFAULT_SOURCE_PREFIX, help="output prefix (PREFIX-symbol.json, PREFIX-0000.params)")
-    t.set_defaults(func=_stage("xfer.pretrain", C.PretrainConfig))
+    t.set_defaults(func=_pretrain)
     c = _command(sub, "convert", "export the MXNet model to ONNX and check parity", "xfer convert --out models/lenet5.onnx")
     c.add_argument("--model", default=C.DEFAULT_SOURCE_PREFIX, help="MXNet prefix (PREFIX-symbol.json, PREFIX-0000.params)")
     c.add_argument("--out", default=C.DEFAULT_SOURCE, help="output ONNX file")
     c.add_argument("--tolerance", type=positive_float, default=_default(C.ConvertConfig, "tolerance"),
                    help="max |MXNet - ONNX Runtime| accepted")
-    c.set_defaults(func=_stage("xfer.convert", C.ConvertConfig))
+    c.set_defaults(func=_convert)
     z = _command(sub, "zoo", "write one of the nine model-zoo CNNs shipped in the onnx wheel, runnable",
                  "xfer zoo squeezenet", "The onnx wheel ships nine classic CNNs (AlexNet ... SqueezeNet) whose weights "
                  "are ConstantOfShape generators;\nthis writes one with seeded random weights, ready for "
@@ -282,7 +318,7 @@ def _bench_parsers(sub) -> None:
     o.add_argument("--data", help="the data the model was trained on, for calibration (default: the synthetic FERG-DB)")
     o.add_argument("--calibration", type=positive_int, default=_default(C.OptimizeConfig, "calibration"), help="calibration images")
     o.add_argument("--int8-convs", action="store_true", help="quantise the convolutions too (costs accuracy here)")
-    o.set_defaults(func=_stage("xfer.optimize", C.OptimizeConfig))
+    o.set_defaults(func=_optimize)
 
 
 def _study_parsers(sub) -> None:
@@ -327,11 +363,11 @@ def _study_parsers(sub) -> None:
     dm.add_argument("--epochs", type=positive_int, default=_default(C.DemoConfig, "epochs"), help="training epochs per run")
     dm.add_argument("--bench-images", type=positive_int, default=C.FERG_TEST_IMAGES,
                     help="images in the baseline comparison (FERG-DB's test split)")
-    dm.set_defaults(func=_stage("xfer.demo", C.DemoConfig))
+    dm.set_defaults(func=_demo)
     i = _command(sub, "inspect", "layers, shapes, parameters and metadata of an ONNX model",
                  "xfer inspect models/lenet5.onnx")
     i.add_argument("model", help="ONNX model")
-    i.set_defaults(func=_stage("xfer.inspect_model", C.InspectConfig))
+    i.set_defaults(func=_inspect)
 
 
 def build_parser() -> argparse.ArgumentParser:

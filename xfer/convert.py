@@ -10,14 +10,18 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from xfer import pretrain_env
 from xfer.config import ConvertConfig
 from xfer.errors import XferError
 from xfer.graph import finalize, simplify
+from xfer.io import write_bytes
 from xfer.meta import write_meta
+from xfer.records import Record
 
 INPUT = "input"
 OUTPUT = "logits"
@@ -70,8 +74,6 @@ def export(symbol_file: str | os.PathLike[str], params_file: str | os.PathLike[s
     """MXNet's exporter in the pretraining environment -> (cleaned ``onnx.ModelProto``, max |MXNet - ONNX Runtime|)."""
     import onnx
 
-    from xfer import pretrain_env
-
     x = np.random.default_rng(seed).standard_normal((PARITY_INPUTS, *input_shape)).astype(np.float32)
     with tempfile.TemporaryDirectory(prefix="xfer-convert-") as tmp:
         files = {k: os.path.join(tmp, name) for k, name in
@@ -96,9 +98,18 @@ def parity(model, x: np.ndarray, reference: np.ndarray) -> float:
     return float(np.abs(reference - got).max())
 
 
-def main(args: ConvertConfig) -> dict:
-    from xfer.io import write_bytes
+@dataclass
+class ConvertResult(Record):
+    """The ONNX file written and how closely it matches the framework's own outputs."""
 
+    out: str
+    max_abs_diff: float
+    nodes: int
+    opset: int
+    parity_inputs: int
+
+
+def main(args: ConvertConfig) -> ConvertResult:
     prefix = str(args.model)
     sym, params = Path(f"{prefix}-symbol.json"), Path(f"{prefix}-0000.params")
     info_path = Path(f"{prefix}.json")
@@ -115,6 +126,4 @@ def main(args: ConvertConfig) -> dict:
         raise XferError(f"{sym}: ONNX output differs from MXNet by {diff:.3g} (> {args.tolerance:g})")
     out = Path(args.out)
     write_bytes(out, model.SerializeToString())
-    print(f"wrote {out}: {len(model.graph.node)} nodes, opset {model.opset_import[0].version}, "
-          f"MXNet vs ONNX Runtime max |diff| {diff:.2e} on {PARITY_INPUTS} inputs")
-    return {"out": str(out), "max_abs_diff": diff}
+    return ConvertResult(str(out), diff, len(model.graph.node), model.opset_import[0].version, PARITY_INPUTS)

@@ -24,6 +24,9 @@ import torch.nn.functional as F
 from xfer.config import DEFAULT_WIDTH
 from xfer.data.sidecars import LANDMARK_NAMES
 from xfer.errors import XferError
+from xfer.graph import finalize
+from xfer.meta import write_meta
+from xfer.surgery import init
 
 SCHEMES = ("majority", "multilabel", "probability", "crossentropy")
 MULTILABEL_SHARE = 0.3
@@ -35,10 +38,6 @@ def build_dan(input_shape: tuple[int, int, int], classes: list[str], n_landmarks
     """The DAN-style network as an ``onnx.ModelProto`` with fresh seeded weights."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-
-    from xfer.graph import finalize
-    from xfer.meta import write_meta
-    from xfer.surgery import init
 
     c, h, w = input_shape
     blocks = 0

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from xfer.errors import XferError
+from xfer.io import atomic_path, write_bytes
+from xfer.meta import read_meta
 
 if TYPE_CHECKING:
     import onnx
@@ -235,10 +237,10 @@ def _inferred(model):
         return skeleton(model)
 
 
-def value_types(model: onnx.ModelProto) -> dict[str, Any]:
+def value_types(model: onnx.ModelProto) -> dict[str, int | str]:
     """Every value's element type (an ``onnx.TensorProto`` enum), or the kind of a non-tensor value."""
     g = _inferred(model).graph
-    out: dict[str, Any] = {}
+    out: dict[str, int | str] = {}
     for v in list(g.input) + list(g.value_info) + list(g.output):
         kind = v.type.WhichOneof("value")
         if kind == "tensor_type":
@@ -427,8 +429,6 @@ def ort_session(model, opts=None):
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> Path:
     """Write ``model`` atomically; one over 2 GB keeps its weights in ``NAME.data`` beside it (written first)."""
-    from xfer.io import atomic_path, write_bytes
-
     if not is_large(model):
         return write_bytes(path, model.SerializeToString())
     import onnx
@@ -458,8 +458,6 @@ class InputSpec(NamedTuple):
 
 def input_spec(model: onnx.ModelProto, where: object = "model") -> InputSpec:
     """The input spec recorded in ``model``'s metadata; ``XferError`` naming ``where`` when it is missing."""
-    from xfer.meta import read_meta
-
     meta = read_meta(model)
     shape = meta.input_shape
     if not shape or len(shape) != 3:

@@ -155,14 +155,60 @@ def metrics(pred: np.ndarray, y: np.ndarray, classes: list[str]) -> Evaluation:
     return Evaluation(float((pred == y).mean()) if len(y) else 0.0, per_class, cm.tolist(), pred.tolist())
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+@dataclass
+class Checkpoint:
+    """A run's state after an epoch: what ``--resume`` needs to continue bit-identically.
+
+    On disk it is ``torch.save`` of the plain dict (tensors and containers only), so it loads with
+    ``weights_only=True``; reading it back checks every field, because a checkpoint is an untrusted file.
+    """
+
+    fingerprint: dict[str, Any]
+    epoch: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    history: list[dict[str, float]]
+    version: int = CKPT_VERSION
+
+    @classmethod
+    def of(cls, state: object, path: Path) -> Checkpoint:
+        """``state`` as loaded from ``path``, checked: one ``XferError`` line naming the file and the field."""
+        def bad(what: str) -> XferError:
+            return XferError(f"{path}: not a valid xfer checkpoint ({what})")
+
+        if not isinstance(state, dict):
+            raise bad(f"expected a dict of the run's state, got {type(state).__name__}")
+        kinds = {"version": int, "fingerprint": dict, "epoch": int, "model": dict, "optimizer": dict,
+                 "scheduler": dict, "history": list}
+        for key, kind in kinds.items():
+            if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+                raise bad(f"'{key}' missing or not a {kind.__name__}")
+        if state["epoch"] < 0:
+            raise bad(f"epoch {state['epoch']} < 0")
+        if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state["model"].items()):
+            raise bad("'model' is not a state_dict of named tensors")
+        if not all(isinstance(r, dict) for r in state["history"]):
+            raise bad("'history' is not a list of epoch rows")
+        return cls(**{k: state[k] for k in kinds})
+
+    def _state(self) -> dict[str, Any]:
+        return {"version": self.version, "fingerprint": self.fingerprint, "epoch": self.epoch, "model": self.model,
+                "optimizer": self.optimizer, "scheduler": self.scheduler, "history": self.history}
+
+
+def save_checkpoint(path: Path, ck: Checkpoint) -> None:
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        torch.save(ck._state(), tmp)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Checkpoints are untrusted files: tensors and plain containers only (``weights_only=True``)."""
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Checkpoints are untrusted files: tensors and plain containers only (``weights_only=True``), then checked."""
+    if path.is_dir():
+        raise XferError(f"{path}: a directory where a checkpoint file was expected")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and torch errors all mean the same thing here
-        raise XferError(f"{path}: not a valid xfer checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:150]})") from None
+        first = (str(e).splitlines() or [""])[0][:150]
+        raise XferError(f"{path}: not a valid xfer checkpoint ({type(e).__name__}: {first})") from None
+    return Checkpoint.of(state, path)

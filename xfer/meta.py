@@ -15,6 +15,8 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from xfer.records import JSONObject
+
 PREFIX = "xfer."
 
 
@@ -92,6 +94,6 @@ def write_meta(model, **values: Any) -> None:
             existing[key] = len(props) - 1
 
 
-def meta_dict(meta: ModelMeta) -> dict[str, Any]:
+def meta_dict(meta: ModelMeta) -> JSONObject:
     """The set fields, by their metadata keys (for display)."""
     return {KEYS[k]: v for k, v in asdict(meta).items() if v is not None}

@@ -10,21 +10,26 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from xfer.config import OptimizeConfig
+from xfer.data import ferg
+from xfer.data.formats import load_dataset
+from xfer.data.split import default_data
 from xfer.errors import XferError
+from xfer.graph import finalize, initializers, input_spec, load_model, save_model, set_initializer
+from xfer.meta import read_meta, write_meta
+from xfer.preprocess import preprocess
+from xfer.records import Record
+from xfer.surgery.cut import first_conv
 
 
 def fold_normalization(model):
     """A copy of ``model`` that takes ``pixel / 255`` and applies the recorded mean/std inside its first conv."""
     from onnx import helper
-
-    from xfer.graph import finalize, initializers, input_spec, set_initializer
-    from xfer.meta import read_meta, write_meta
-    from xfer.surgery.cut import first_conv
 
     m = copy.deepcopy(model)
     if read_meta(m).folded:
@@ -81,8 +86,6 @@ def quantize_int8(model, calibration: np.ndarray, convs: bool = False):
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    from xfer.meta import read_meta, write_meta
-
     class Reader(CalibrationDataReader):
         def __init__(self):
             self.batches = iter([{model.graph.input[0].name: calibration[i:i + 64]} for i in range(0, len(calibration), 64)])
@@ -115,25 +118,25 @@ def int8_path(model: str | Path) -> Path:
     return Path(str(Path(model).with_suffix("")) + ".int8.onnx")
 
 
-def main(args: OptimizeConfig) -> dict:
-    from xfer.graph import finalize, input_spec, load_model, save_model
-    from xfer.meta import read_meta
+@dataclass
+class OptimizeResult(Record):
+    """The variants written: the normalisation-folded model and/or the int8 one (with its calibration size)."""
 
+    folded: str | None = None
+    int8: str | None = None
+    calibration_images: int | None = None
+
+
+def main(args: OptimizeConfig) -> OptimizeResult:
     model = load_model(args.model)
     stem = Path(args.model)
-    written = {}
+    written = OptimizeResult()
     if args.fold:
         model = fold_normalization(model)
         out = stem.with_suffix(".folded.onnx")
         save_model(model, out)
-        written["fold"] = str(out)
-        print(f"wrote {out}: normalisation folded into the first convolution")
+        written.folded = str(out)
     if args.int8:
-        from xfer.data import ferg
-        from xfer.data.formats import load_dataset
-        from xfer.data.split import default_data
-        from xfer.preprocess import preprocess
-
         meta = read_meta(model)
         spec = input_spec(model, args.model)
         pack = load_dataset(args.data or default_data())
@@ -144,8 +147,7 @@ def main(args: OptimizeConfig) -> dict:
         q = quantize_int8(finalize(model), calib, args.int8_convs)
         out = int8_path(stem.with_suffix(".folded.onnx") if args.fold else stem)
         save_model(q, out)
-        written["int8"] = str(out)
-        print(f"wrote {out}: int8 (QDQ, per-channel), calibrated on {len(calib)} training images")
-    if not written:
+        written.int8, written.calibration_images = str(out), len(calib)
+    if written.folded is None and written.int8 is None:
         raise XferError("nothing to do: pass --fold and/or --int8")
     return written

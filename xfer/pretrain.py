@@ -11,15 +11,46 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from xfer import pretrain_env
 from xfer.config import PRETRAIN_BATCH, PRETRAIN_LR, PretrainConfig
-from xfer.data.digits import DigitSet
+from xfer.data.digits import DigitSet, load_digits
+from xfer.io import write_json
+from xfer.progress import bar
+from xfer.records import Record
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 INPUT_NAME = "data"
+
+
+@dataclass
+class PretrainResult(Record):
+    """The pretrained source (``OUT.json``, the sidecar ``xfer convert`` reads): its digits, accuracy and settings."""
+
+    source: str
+    train_size: int
+    test_size: int
+    test_accuracy: float
+    epochs: int
+    seed: int
+    activation: str
+    classes: list[str]
+    input_shape: list[int]
+    input_name: str
+    mean: list[float]
+    std: list[float]
+    mxnet: str | None
+    seconds: float
+    history: list[dict[str, float]]
+
+    @staticmethod
+    def files(out: str | os.PathLike[str]) -> list[str]:
+        """What ``pretrain(..., out)`` writes."""
+        return [f"{out}-symbol.json", f"{out}-0000.params", f"{out}.json"]
 
 
 class _Bar:
@@ -30,8 +61,6 @@ class _Bar:
         self.postfix: dict[str, str] = {}
 
     def __call__(self, fields: dict) -> None:
-        from xfer.progress import bar
-
         if "total" in fields:
             self.pb = bar(fields["total"], "pretrain", "batch", disable=not self.enabled)
         elif self.pb is not None:
@@ -46,11 +75,8 @@ class _Bar:
 
 
 def pretrain(digits: DigitSet, out: str | os.PathLike[str], epochs: int, batch_size: int = PRETRAIN_BATCH, lr: float = PRETRAIN_LR,
-             seed: int = 0, activation: str = "relu", progress: bool = True) -> dict:
+             seed: int = 0, activation: str = "relu", progress: bool = True) -> PretrainResult:
     """Train LeNet-5 on ``digits`` in the pretraining environment; write ``out``-symbol.json / -0000.params / .json."""
-    from xfer import pretrain_env
-    from xfer.io import write_json
-
     bar = _Bar(progress)
     with tempfile.TemporaryDirectory(prefix="xfer-digits-") as tmp:
         arrays = os.path.join(tmp, "digits.npz")
@@ -62,21 +88,13 @@ def pretrain(digits: DigitSet, out: str | os.PathLike[str], epochs: int, batch_s
         finally:
             bar.close()
     history = done["history"]
-    info = {"source": digits.source, "train_size": len(digits.x_train), "test_size": len(digits.x_test),
-            "test_accuracy": history[-1]["test_acc"], "epochs": epochs, "seed": seed, "activation": activation,
-            "classes": [str(i) for i in range(10)], "input_shape": [1, 28, 28], "input_name": INPUT_NAME,
-            "mean": [MNIST_MEAN], "std": [MNIST_STD], "mxnet": done.get("mxnet"), "seconds": done["seconds"],
-            "history": history}
-    write_json(f"{out}.json", info)
+    info = PretrainResult(digits.source, len(digits.x_train), len(digits.x_test), history[-1]["test_acc"], epochs, seed,
+                          activation, [str(i) for i in range(10)], [1, 28, 28], INPUT_NAME, [MNIST_MEAN], [MNIST_STD],
+                          done.get("mxnet"), done["seconds"], history)
+    write_json(f"{out}.json", info.to_json())
     return info
 
 
-def main(args: PretrainConfig) -> dict:
-    from xfer.data.digits import load_digits
-
+def main(args: PretrainConfig) -> PretrainResult:
     digits = load_digits(args.mnist, seed=args.seed, digits=args.digits)
-    info = pretrain(digits, args.out, args.epoch_count, args.batch_size, args.lr, args.seed, args.activation)
-    print(f"LeNet-5 on {digits.source}, {len(digits.x_train):,} training digits: test accuracy {info['test_accuracy']:.4f} "
-          f"({len(digits.x_test):,} test digits) in {info['seconds']:.1f}s")
-    print(f"wrote {args.out}-symbol.json, {args.out}-0000.params, {args.out}.json")
-    return info
+    return pretrain(digits, args.out, args.epoch_count, args.batch_size, args.lr, args.seed, args.activation)

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from xfer.config import CACHE_VAR, MXNET_ENV_FREE_BYTES, MXNET_ENV_REQUIREMENTS, MXNET_PYTHON_VAR
 from xfer.errors import XferError
+from xfer.progress import say
+from xfer.records import JSONObject
 
 WORKER = Path(__file__).resolve().with_name("mxnet_worker") / "main.py"
 MARKER = "xfer-env.json"
@@ -86,10 +88,6 @@ def _locked(folder: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def _pip_install(python: Path, requirements: Sequence[str], where: Path) -> None:
     """pip into the new environment, its progress lines passed on; a failure is its last error line."""
     cmd = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
@@ -100,7 +98,7 @@ def _pip_install(python: Path, requirements: Sequence[str], where: Path) -> None
             line = raw.rstrip()
             tail = (tail + [line])[-40:]
             if line.startswith(("Collecting", "Installing collected", "Successfully installed")):
-                _say(f"  pip: {line[:150]}")
+                say(f"  pip: {line[:150]}")
     if proc.returncode != 0:
         errors = [t for t in tail if t.startswith("ERROR")] or [t for t in tail if t.strip()] or ["no output"]
         raise XferError(f"cannot create the pretraining environment in {where}: pip install failed: {errors[-1][:200]} "
@@ -118,7 +116,7 @@ def _build(spec: EnvSpec, folder: Path) -> None:
         raise XferError(f"cannot create the {spec.label} in {folder}: {free / 1e9:.2f} GB free on that disk, "
                         f"it needs {spec.free_bytes / 1e9:.1f} GB (set {CACHE_VAR} to a folder on a larger disk)")
     tmp = parent / f".{folder.name}.building-{os.getpid()}"
-    _say(f"creating the {spec.label} {folder} ({', '.join(spec.requirements)}); "
+    say(f"creating the {spec.label} {folder} ({', '.join(spec.requirements)}); "
          "a one-time install from the package registry")
     try:
         made = subprocess.run([sys.executable, "-m", "venv", str(tmp)], capture_output=True, text=True, check=False)
@@ -139,7 +137,7 @@ def _build(spec: EnvSpec, folder: Path) -> None:
         raise XferError(f"cannot create the {spec.label} in {folder}: {e.strerror or e}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    _say(f"{spec.label} ready: " + ", ".join(f"{k} {v}" for k, v in found.items() if k != "python"))
+    say(f"{spec.label} ready: " + ", ".join(f"{k} {v}" for k, v in found.items() if k != "python"))
 
 
 def ensure(spec: EnvSpec = MXNET, rebuild: bool = False) -> Path:
@@ -205,13 +203,13 @@ def _run_worker(python: Path, job: dict, progress: Progress | None) -> dict:
                 "kind": "crash"}
 
 
-def run(command: str, payload: dict, progress: Progress | None = None, spec: EnvSpec = MXNET) -> dict:
+def run(command: str, payload: JSONObject, progress: Progress | None = None, spec: EnvSpec = MXNET) -> JSONObject:
     """Run ``command`` in the pretraining environment; a broken managed environment is rebuilt and the job rerun."""
     python, managed = interpreter(spec)
     job = {**payload, "command": command}
     result = _run_worker(python, job, progress)
     if result.get("kind") == "environment" and managed:
-        _say(f"the pretraining environment {python.parents[1]} is broken ({result['error']}); rebuilding it")
+        say(f"the pretraining environment {python.parents[1]} is broken ({result['error']}); rebuilding it")
         python = ensure(spec, rebuild=True)
         result = _run_worker(python, job, progress)
     if result.get("kind") == "environment" and not managed:

@@ -18,6 +18,9 @@ from typing import Any, TypeVar, Union
 
 R = TypeVar("R", bound="Record")
 JSONValue = Any  # what json.dumps takes: the plain containers, numbers, strings, bools and None
+# A JSON object as such, not a record in disguise: a message across the process boundary, a settings
+# fingerprint compared with one read back from a file.
+JSONObject = dict[str, JSONValue]
 
 
 @cache

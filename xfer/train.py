@@ -26,10 +26,10 @@ from xfer.errors import XferError
 from xfer.graph import save_model
 from xfer.importer import to_torch, write_back
 from xfer.io import write_json
-from xfer.loop import CKPT_VERSION, Evaluation, evaluate, load_checkpoint, save_checkpoint, train_one_epoch
+from xfer.loop import CKPT_VERSION, Checkpoint, Evaluation, evaluate, load_checkpoint, save_checkpoint, train_one_epoch
 from xfer.meta import write_meta
 from xfer.parallel import Dist, barrier, collective_failed, finish, init_from_env
-from xfer.records import Record
+from xfer.records import JSONObject, Record
 from xfer.tasks import Task, task_of
 
 __all__ = ["TrainConfig", "TrainResult", "main", "train_or_reuse"]
@@ -38,7 +38,7 @@ FINGERPRINT = ("mode", "data", "source", "epochs", "batch_size", "lr", "seed", "
                "head", "train_all", "augment", "model", "label_scheme", "alpha", "beta", "width", "weight_decay", "val")
 
 
-def fingerprint(cfg: TrainConfig) -> dict[str, Any]:
+def fingerprint(cfg: TrainConfig) -> JSONObject:
     """Every setting that changes the trained weights: a checkpoint resumes only under the same ones."""
     values = {k: getattr(cfg, k) for k in FINGERPRINT} | {"lr": cfg.learning_rate, "source": task_of(cfg).source(cfg)}
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items() if v is not None}
@@ -154,18 +154,27 @@ def _setup(cfg: TrainConfig, task: Task, d: Dist, device: torch.device, data: Sp
 def _resume(run: _Run) -> int:
     """Load the run's checkpoint when resuming; returns the epoch to start from."""
     ckpt = run.paths[0]
+    for path in run.paths:  # refused now, not after the first epoch when the first write would fail
+        if path.is_dir():
+            raise XferError(f"{path}: a directory where xfer train writes a file; remove it or pick another --out/--name")
     if not (run.cfg.resume and ckpt.is_file()):
         return 0
     ck = load_checkpoint(ckpt)
-    if ck.get("version") != CKPT_VERSION or ck.get("fingerprint") != run.fp:
+    if ck.version != CKPT_VERSION or ck.fingerprint != run.fp:
         raise XferError(f"{ckpt}: checkpoint is from a run with other settings; remove it or drop --resume")
-    run.model.load_state_dict(ck["model"])
-    run.optimizer.load_state_dict(ck["optimizer"])
-    run.scheduler.load_state_dict(ck["scheduler"])
-    run.history = list(ck["history"])
+    if ck.epoch > run.cfg.epochs:
+        raise XferError(f"{ckpt}: checkpoint is at epoch {ck.epoch}, past the run's {run.cfg.epochs}")
+    try:
+        run.model.load_state_dict(ck.model)
+        run.optimizer.load_state_dict(ck.optimizer)
+        run.scheduler.load_state_dict(ck.scheduler)
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        first = (str(e).splitlines() or [""])[0][:150]
+        raise XferError(f"{ckpt}: checkpoint does not fit this run's model ({type(e).__name__}: {first})") from None
+    run.history = list(ck.history)
     if run.d.main:
-        progress.say(f"resuming {run.cfg.stem} from epoch {ck['epoch']} of {run.cfg.epochs}")
-    return int(ck["epoch"])
+        progress.say(f"resuming {run.cfg.stem} from epoch {ck.epoch} of {run.cfg.epochs}")
+    return ck.epoch
 
 
 def _epoch_row(run: _Run, stats: dict[str, float], epoch: int) -> dict[str, float]:
@@ -189,9 +198,9 @@ def _fit(run: _Run, start: int) -> None:
             run.scheduler.step()
             run.history.append(_epoch_row(run, asdict(stats), epoch))
             if d.main:
-                save_checkpoint(run.paths[0], {"version": CKPT_VERSION, "fingerprint": run.fp, "epoch": epoch + 1,
-                                               "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-                                               "scheduler": run.scheduler.state_dict(), "history": run.history})
+                save_checkpoint(run.paths[0], Checkpoint(run.fp, epoch + 1, run.model.state_dict(),
+                                                         run.optimizer.state_dict(), run.scheduler.state_dict(),
+                                                         run.history))
             barrier(d)
 
 

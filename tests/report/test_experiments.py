@@ -57,6 +57,25 @@ def test_results_and_report(tiny_study):
         assert (root / ref).is_file(), ref
 
 
+def test_results_json_reads_back_as_the_record(tiny_study):
+    """results.json is the record's JSON: read back, it is the same record, nested records and all."""
+    from xfer.report.results import StudyResult
+
+    root, results = tiny_study
+    back = StudyResult.from_json(json.loads((root / "results.json").read_text()))
+    assert back == results
+    assert back.summary["random"]["frozen"].acc_mean == results.summary["random"]["frozen"].acc_mean
+    assert back.bench.lead.median_s > 0 and back.showcase.mode == "frozen"
+
+
+def test_the_cli_prints_table1_and_the_files(tiny_study):
+    from xfer.report.console import study_text
+
+    _, results = tiny_study
+    text = study_text(results)
+    assert "Table 1 (random split)" in text and "Table 1 (loco split)" in text and "frozen" in text
+
+
 def test_rerun_reuses_finished_runs(tiny_study, synth_pack, lenet_onnx, monkeypatch):
     root, _ = tiny_study
     from xfer import train
@@ -66,7 +85,7 @@ def test_rerun_reuses_finished_runs(tiny_study, synth_pack, lenet_onnx, monkeypa
     args = StudyConfig(data=str(synth_pack), source=str(lenet_onnx), epochs=1, batch_size=32, lr=1e-3, head=(32, 16),
                        bench_threads=(1,))
     r = experiments.run_step(step, args, root)
-    assert r["bench_accuracy"] == r["test_accuracy"]
+    assert r.bench_accuracy == r.test_accuracy
 
 
 def test_every_figure_decodes(tiny_study):
@@ -116,8 +135,9 @@ def test_two_sources_side_by_side(synth_pack, lenet_onnx, tmp_path):
                                        modes=("frozen",), seeds=(0,), protocols=("random",), epochs=1, batch_size=32,
                                        head=(16,), per_image_limit=5, bench_threads=(1,), bench_images=50,
                                        out=str(tmp_path / "reports")))
-    assert res["summary_compare"]["random"]["frozen"]["n"] == 1 and len(res["sources"]) == 2
-    assert res["sources"][0]["dataset"] == "sklearn-digits"
-    assert {r["compare"] for r in res["runs"]} == {False, True}
+    assert res.summary_compare is not None
+    assert res.summary_compare["random"]["frozen"].n == 1 and len(res.sources) == 2
+    assert res.sources[0].dataset == "sklearn-digits"
+    assert {r.compare for r in res.runs} == {False, True}
     html = (tmp_path / "reports" / "two" / "report.html").read_text()
     assert "Table 1 by pretraining source" in html and "LeNet-5 on sklearn-digits" in html

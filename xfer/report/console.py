@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from xfer.bench.report import BenchReport, is_end_to_end, known_paths, label_of
-from xfer.tables import format_table
-from xfer.train import TrainResult
+from typing import TYPE_CHECKING
+
+from xfer.bench.report import is_end_to_end, known_paths, label_of
+from xfer.config import RECIPES
+from xfer.tables import format_table, spread
+
+if TYPE_CHECKING:  # the records are only read here: the CLI prints without loading torch for it
+    from xfer.bench.report import BenchReport
+    from xfer.convert import ConvertResult
+    from xfer.inspect_model import ModelSummary, Shape
+    from xfer.optimize import OptimizeResult
+    from xfer.pretrain import PretrainResult
+    from xfer.report.results import DanStudyResult, StudyResult, StudyValue
+    from xfer.train import TrainResult
 
 
 def bench_text(rep: BenchReport) -> str:
@@ -45,3 +56,87 @@ def train_text(r: TrainResult) -> str:
             f"{r.timings.train_s:.1f}s training)")
     rows = [[k, "-" if v is None else f"{v:.3f}"] for k, v in r.per_class.items()]
     return head + "\n" + format_table([r.class_word, "accuracy"], rows)
+
+
+def study_text(results: StudyResult) -> str:
+    """Table 1 per protocol (xfer beside the study's numbers), and by pretraining source when two were compared."""
+    out = []
+    for protocol, modes in results.summary.items():
+        rows = []
+        for i, (mode, r) in enumerate(RECIPES.items(), start=1):
+            if mode not in modes:
+                continue
+            s = modes[mode]
+            rows.append([i, mode, s.n, spread(s.acc_mean, s.acc_std, s.n), spread(s.time_mean, s.time_std, s.n),
+                         s.test_size, f"{r.study[0]:.3f}" if r.study else "-", f"{r.study[1]:.2f}" if r.study else "-"])
+        out += [f"Table 1 ({protocol} split): mode, test accuracy, mean test time (xfer vs the study)",
+                format_table(["#", "mode", "seeds", "accuracy", "test time s", "test images", "study acc",
+                              "study time s"], rows), ""]
+    if results.summary_compare:
+        out += ["Table 1 by pretraining source (test accuracy):", format_table(*source_table(results)), ""]
+    return "\n".join(out).rstrip()
+
+
+def dan_text(results: DanStudyResult) -> str:
+    """The DAN study: accuracy on the clean test labels and landmark NME, per variant."""
+    return format_table(["variant", "accuracy (clean test labels)", "landmark NME"], dan_rows(results))
+
+
+def pretrain_text(r: PretrainResult, out: str) -> str:
+    return (f"LeNet-5 on {r.source}, {r.train_size:,} training digits: test accuracy {r.test_accuracy:.4f} "
+            f"({r.test_size:,} test digits) in {r.seconds:.1f}s\nwrote {', '.join(r.files(out))}")
+
+
+def convert_text(r: ConvertResult) -> str:
+    return (f"wrote {r.out}: {r.nodes} nodes, opset {r.opset}, MXNet vs ONNX Runtime max |diff| {r.max_abs_diff:.2e} "
+            f"on {r.parity_inputs} inputs")
+
+
+def optimize_text(r: OptimizeResult) -> str:
+    lines = []
+    if r.folded:
+        lines.append(f"wrote {r.folded}: normalisation folded into the first convolution")
+    if r.int8:
+        lines.append(f"wrote {r.int8}: int8 (QDQ, per-channel), calibrated on {r.calibration_images} training images")
+    return "\n".join(lines)
+
+
+def shape_text(s: Shape) -> str:
+    return "?" if s is None else "(" + ", ".join("N" if d is None else str(d) for d in s) + ")"
+
+
+def inspect_text(d: ModelSummary, model: str) -> str:
+    """The layer table with shapes, parameters and frozen flags, the totals, then xfer's metadata."""
+    rows = [[i, L.op, L.name, shape_text(L.output_shape), f"{L.params:,}" if L.params else "",
+             "frozen" if L.frozen else ""] for i, L in enumerate(d.layers)]
+    lines = [f"{model}: opset {d.opset}, " + ", ".join(f"{k} {shape_text(v)}" for k, v in d.inputs.items()),
+             format_table(["#", "op", "name", "output", "params", ""], rows),
+             f"parameters: {d.params:,} ({d.trainable_params:,} trainable, {d.frozen_params:,} frozen)"]
+    lines += [f"  {k}: {f'{len(v)} initializers' if k == 'xfer.frozen' else v}" for k, v in d.metadata.items()]
+    return "\n".join(lines)
+
+
+def study_cell(study: dict[str, StudyValue], mode: str, key: str, digits: int) -> str:
+    """The study's Table 1 value, or "-" for a mode the study did not run."""
+    return f"{getattr(study[mode], key):.{digits}f}" if mode in study else "-"
+
+
+def source_table(results: StudyResult) -> tuple[list[str], list[list]]:
+    """Table 1 for each pretraining source, side by side: protocol, mode, accuracy per source, the study's."""
+    a, b = results.sources
+    header = ["protocol", "#", "mode", f"LeNet-5 on {a.label}", f"LeNet-5 on {b.label}", "study acc"]
+    rows = []
+    for protocol, modes in results.summary.items():
+        other = (results.summary_compare or {}).get(protocol, {})
+        for i, mode in enumerate(RECIPES, start=1):
+            if mode in modes and mode in other:
+                s, t = modes[mode], other[mode]
+                rows.append([protocol, str(i), mode, spread(s.acc_mean, s.acc_std, s.n), spread(t.acc_mean, t.acc_std, t.n),
+                             study_cell(results.study, mode, "accuracy", 3)])
+    return header, rows
+
+
+def dan_rows(results: DanStudyResult) -> list[list[str]]:
+    """variant, accuracy, landmark NME: one row per variant (mean ± std over seeds)."""
+    return [[k, spread(v.acc_mean, v.acc_std, v.n),
+             "-" if v.nme_mean is None else spread(v.nme_mean, v.nme_std or 0.0, v.n, 4)] for k, v in results.summary.items()]

@@ -9,13 +9,29 @@ interrupted study resumes where it stopped.
 from __future__ import annotations
 
 import datetime as dt
-import statistics
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from xfer.config import FERG_SCALES, FERG_TEST_IMAGES, RECIPES, StudyConfig, TrainConfig, default_lr
+from xfer import bench, optimize, train
+from xfer.config import FERG_SCALES, FERG_TEST_IMAGES, RECIPES, OptimizeConfig, StudyConfig, TrainConfig, default_lr
+from xfer.data.formats import load_dataset
+from xfer.data.split import default_data
 from xfer.errors import XferError
+from xfer.graph import load_model
+from xfer.io import write_json
+from xfer.meta import read_meta
+from xfer.progress import bar, say
+from xfer.report.render import write_report
+from xfer.report.results import (
+    DataInfo,
+    SourceInfo,
+    StudyResult,
+    StudyRun,
+    StudySettings,
+    StudyValue,
+    summarize,
+)
 
 
 @dataclass
@@ -56,76 +72,41 @@ def _train_config(step: Step, args: StudyConfig, out: Path) -> TrainConfig:
                        input_size=args.input_size, channels=args.channels, head=args.head, train_all=args.train_all)
 
 
-def run_step(step: Step, args: StudyConfig, root: Path) -> dict:
+def run_step(step: Step, args: StudyConfig, root: Path) -> StudyRun:
     """Train (or reuse a finished run with the same settings), then time its test pass."""
-    from xfer import bench, train
-
     out = root / "runs" / ("compare" if step.compare else "") / step.protocol
     result = train.train_or_reuse(_train_config(step, args, out))
     model_path = out / f"{step.name}.onnx"
     rep = bench.run(model_path, args.data, repeat=3, baselines=False,
                     threads=list(args.bench_threads) if args.bench_threads else None)
     p = rep.lead
-    return {"protocol": step.protocol, "mode": step.mode, "seed": step.seed, "split": step.split, "compare": step.compare,
-            "model": str(model_path), "test_accuracy": result.test_accuracy, "bench_accuracy": p.accuracy,
-            "per_class": result.per_class, "confusion": result.confusion, "history": result.history,
-            "test_time_s": p.median_s, "images_per_s": p.images_per_s, "test_size": result.test_size,
-            "train_s": result.timings.train_s, "trainable_params": result.trainable_params,
-            "frozen_params": result.frozen_params, "test_index": result.test_index,
-            "predictions": result.predictions, "classes": result.classes}
+    return StudyRun(step.protocol, step.mode, step.seed, step.split, step.compare, str(model_path),
+                    result.test_accuracy, p.accuracy, result.per_class, result.confusion, result.history, p.median_s,
+                    p.images_per_s, result.test_size, result.timings.train_s, result.trainable_params,
+                    result.frozen_params, result.test_index, result.predictions, result.classes)
 
 
-def source_info(path: str) -> dict:
+def source_info(path: str) -> SourceInfo:
     """What a source model was pretrained on, from its own metadata (which digits, how many)."""
-    from xfer.graph import load_model
-    from xfer.meta import read_meta
-
     meta = read_meta(load_model(path))
-    return {"path": str(path), "dataset": meta.dataset or "unknown", "dataset_size": meta.dataset_size}
+    return SourceInfo(str(path), meta.dataset or "unknown", meta.dataset_size)
 
 
-def summarize(runs: list[dict]) -> dict:
-    out: dict = {}
-    for r in runs:
-        out.setdefault(r["protocol"], {}).setdefault(r["mode"], []).append(r)
-    summary: dict = {}
-    for protocol, modes in out.items():
-        summary[protocol] = {}
-        for mode, rs in modes.items():
-            accs = [r["test_accuracy"] for r in rs]
-            times = [r["test_time_s"] for r in rs]
-            per_class = {c: statistics.mean([r["per_class"][c] for r in rs if r["per_class"][c] is not None] or [0.0])
-                         for c in rs[0]["per_class"]}
-            summary[protocol][mode] = {
-                "n": len(rs), "acc_mean": statistics.mean(accs), "acc_std": statistics.pstdev(accs) if len(accs) > 1 else 0.0,
-                "time_mean": statistics.mean(times), "time_std": statistics.pstdev(times) if len(times) > 1 else 0.0,
-                "images_per_s": statistics.mean(r["images_per_s"] for r in rs), "per_class": per_class,
-                "test_size": rs[0]["test_size"], "splits": sorted({r["split"] for r in rs})}
-    return summary
-
-
-def main(args: StudyConfig) -> dict:
-    from xfer import bench
-    from xfer.data.formats import load_dataset
-    from xfer.data.split import default_data
-    from xfer.io import write_json
-    from xfer.progress import bar
-    from xfer.report.render import write_report
-
-    for src in filter(None, (args.source_path, args.compare_source)):
-        if not Path(src).is_file():
-            raise XferError(f"{src}: source model not found (run `xfer pretrain` and `xfer convert` first)")
-    args = args.but(data=args.data or str(default_data()), source=args.source_path)
-    pack = load_dataset(str(args.data))
-    steps = make_plan(list(args.modes), list(args.seeds), list(args.protocols), pack.group_names)
-    if args.compare_source:
-        steps += [replace(s, source=args.compare_source, compare=True) for s in steps]
+def study_paths(args: StudyConfig) -> tuple[Path, Path, Path]:
+    """(results.json, report.md, report.html) a study named ``args.name`` writes."""
     root = Path(args.out) / args.name
-    root.mkdir(parents=True, exist_ok=True)
-    runs = []
+    return root / "results.json", root / "report.md", root / "report.html"
+
+
+def _settings(args: StudyConfig) -> StudySettings:
+    return StudySettings(list(args.modes), list(args.seeds), list(args.protocols), args.epochs, args.batch_size,
+                         args.lr, list(args.input_size), args.channels, list(args.head), args.data, args.source,
+                         args.compare_source)
+
+
+def _run_all(steps: list[Step], args: StudyConfig, root: Path) -> list[StudyRun]:
+    runs: list[StudyRun] = []
     t0 = time.time()
-    print(f"experiments '{args.name}': {len(steps)} runs ({', '.join(args.modes)} x seeds {list(args.seeds)} x "
-          f"{', '.join(args.protocols)}), {args.epochs} epochs each -> {root}")
     with bar(len(steps), "experiments", "run", disable=False) as pb:
         for k, step in enumerate(steps, start=1):
             pb.set_description(f"step {k}/{len(steps)}: {step.protocol} {step.mode} seed {step.seed}"
@@ -136,66 +117,50 @@ def main(args: StudyConfig) -> dict:
                 continue
             r = runs[-1]
             eta = (time.time() - t0) / k * (len(steps) - k)
-            print(f"  [{k}/{len(steps)}] {step.protocol:6s} {step.mode:8s} seed {step.seed} ({step.split}): "
-                  f"accuracy {r['test_accuracy']:.4f}, test pass {r['test_time_s']:.3f}s  (ETA {eta:.0f}s)", flush=True)
+            say(f"  [{k}/{len(steps)}] {step.protocol:6s} {step.mode:8s} seed {step.seed} ({step.split}): "
+                f"accuracy {r.test_accuracy:.4f}, test pass {r.test_time_s:.3f}s  (ETA {eta:.0f}s)")
+    return runs
 
-    main_runs = [r for r in runs if not r["compare"]]
-    showcase = next((r for r in main_runs if r["protocol"] == "random" and r["mode"] == "frozen"), main_runs[0])
-    _int8_head(showcase["model"], args.data)
-    print("timing the test pass against its baselines ...", flush=True)
-    bench_rep = bench.run(showcase["model"], args.data, images=args.bench_images, repeat=3,
+
+def main(args: StudyConfig) -> StudyResult:
+    for src in filter(None, (args.source_path, args.compare_source)):
+        if not Path(src).is_file():
+            raise XferError(f"{src}: source model not found (run `xfer pretrain` and `xfer convert` first)")
+    args = args.but(data=args.data or str(default_data()), source=args.source_path)
+    pack = load_dataset(str(args.data))
+    steps = make_plan(list(args.modes), list(args.seeds), list(args.protocols), pack.group_names)
+    if args.compare_source:
+        steps += [replace(s, source=args.compare_source, compare=True) for s in steps]
+    results_path = study_paths(args)[0]
+    root = results_path.parent
+    root.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    say(f"experiments '{args.name}': {len(steps)} runs ({', '.join(args.modes)} x seeds {list(args.seeds)} x "
+        f"{', '.join(args.protocols)}), {args.epochs} epochs each -> {root}")
+    runs = _run_all(steps, args, root)
+    main_runs = [r for r in runs if not r.compare]
+    showcase = next((r for r in main_runs if r.protocol == "random" and r.mode == "frozen"), main_runs[0])
+    _int8_head(showcase.model, args.data)
+    say("timing the test pass against its baselines ...")
+    bench_rep = bench.run(showcase.model, args.data, images=args.bench_images, repeat=3,
                           per_image_limit=args.per_image_limit,
                           threads=list(args.bench_threads) if args.bench_threads else None)
-    print("the streamed pass at 1x, 5x and 10x the FERG-DB test split ...", flush=True)
-    scaling = bench.scaling(showcase["model"], args.data, [k * FERG_TEST_IMAGES for k in FERG_SCALES])
-    results = {"name": args.name, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-               "settings": {"modes": list(args.modes), "seeds": list(args.seeds), "protocols": list(args.protocols),
-                            "epochs": args.epochs,
-                            "batch_size": args.batch_size, "lr": args.lr, "input_size": list(args.input_size),
-                            "channels": args.channels, "head": list(args.head), "data": args.data, "source": args.source,
-                            "compare_source": args.compare_source},
-               "sources": [source_info(p) for p in filter(None, (args.source, args.compare_source))],
-               "data": {"images": len(pack), "classes": pack.classes, "groups": pack.group_names, "layout": pack.layout,
-                        "source": pack.source},
-               "study": {m: {"accuracy": r.study[0], "test_time_s": r.study[1]} for m, r in RECIPES.items() if r.study},
-               "summary": summarize(main_runs), "runs": runs,
-               "summary_compare": summarize([r for r in runs if r["compare"]]) if args.compare_source else None,
-               "bench": bench_rep.to_json(), "scaling": [p.to_json() for p in scaling], "env": bench_rep.env.to_json(),
-               "wall_s": time.time() - t0}
-    write_json(root / "results.json", results)
-    html, md = write_report(results, root, pack)
-    _print_table1(results)
-    print(f"wrote {root / 'results.json'}, {md}, {html}")
+    say("the streamed pass at 1x, 5x and 10x the FERG-DB test split ...")
+    scaling = bench.scaling(showcase.model, args.data, [k * FERG_TEST_IMAGES for k in FERG_SCALES])
+    results = StudyResult(
+        args.name, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), _settings(args),
+        [source_info(p) for p in filter(None, (args.source, args.compare_source))],
+        DataInfo(len(pack), pack.classes, pack.group_names, pack.layout, pack.source),
+        {m: StudyValue(*r.study) for m, r in RECIPES.items() if r.study}, summarize(main_runs), runs,
+        summarize([r for r in runs if r.compare]) if args.compare_source else None,
+        bench_rep, scaling, bench_rep.env, time.time() - t0)
+    write_json(results_path, results.to_json())
+    write_report(results, root, pack)
     return results
 
 
 def _int8_head(model: str, data: str | None) -> None:
     """The showcase model's int8-head variant (``xfer optimize --int8``): bench streams it too, and leads with it
     when it keeps the accuracy."""
-    from xfer import optimize
-    from xfer.config import OptimizeConfig
-
     if not optimize.int8_path(model).is_file():
         optimize.main(OptimizeConfig(model=model, int8=True, data=data))
-
-
-def _print_table1(results: dict) -> None:
-    from xfer.tables import print_table, spread
-
-    for protocol, modes in results["summary"].items():
-        print(f"\nTable 1 ({protocol} split): mode, test accuracy, mean test time (xfer vs the study)")
-        rows = []
-        for i, (mode, r) in enumerate(RECIPES.items(), start=1):
-            if mode not in modes:
-                continue
-            s = modes[mode]
-            rows.append([i, mode, s["n"], spread(s["acc_mean"], s["acc_std"], s["n"]),
-                         spread(s["time_mean"], s["time_std"], s["n"]), s["test_size"],
-                         f"{r.study[0]:.3f}" if r.study else "-", f"{r.study[1]:.2f}" if r.study else "-"])
-        print_table(["#", "mode", "seeds", "accuracy", "test time s", "test images", "study acc", "study time s"], rows)
-    if results.get("summary_compare"):
-        from xfer.report.render import source_table
-
-        header, rows = source_table(results)
-        print("\nTable 1 by pretraining source (test accuracy):")
-        print_table(header, rows)

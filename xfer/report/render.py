@@ -8,107 +8,103 @@ from pathlib import Path
 
 import numpy as np
 
+from xfer.bench import known_paths
+from xfer.bench.report import BenchReport
 from xfer.bench.runner import ScalingPoint
-from xfer.bench.timing import PathResult
 from xfer.config import DEFAULT_LR, RECIPES
 from xfer.data.split import class_word
+from xfer.io import write_bytes, write_text
 from xfer.report import plots
+from xfer.report.console import dan_rows, source_table, study_cell
+from xfer.report.results import DanStudyResult, SourceInfo, StudyResult
 from xfer.tables import markdown_table, spread
 
 PROTOCOL_TITLES = {"random": "random stratified 80/20 split (the study's protocol)",
                    "loco": "leave one character out (the test character is never seen in training)"}
 
 
-
 def _default_lrs() -> str:
     return ", ".join(f"{r.lr:g} for {m}" for m, r in RECIPES.items()) + f" ({DEFAULT_LR:g} for the DAN network)"
 
-def _figures(results: dict, pack) -> dict[str, tuple[str, bytes]]:
+
+def _figures(results: StudyResult, pack) -> dict[str, tuple[str, bytes]]:
     """name -> (caption, png bytes)."""
     figs: dict[str, tuple[str, bytes]] = {}
-    runs = results["runs"]
-    for protocol in results["summary"]:
+    runs = results.runs
+    for protocol in results.summary:
         by_mode: dict[str, list] = {}
         for r in runs:
-            if r["protocol"] == protocol:
-                by_mode.setdefault(r["mode"], []).append(r["history"])
+            if r.protocol == protocol:
+                by_mode.setdefault(r.mode, []).append(r.history)
         figs[f"curves_{protocol}"] = (f"Training curves, {protocol} split (mean over seeds)", plots.curves(by_mode))
         for mode in RECIPES:
-            rs = [r for r in runs if r["protocol"] == protocol and r["mode"] == mode]
+            rs = [r for r in runs if r.protocol == protocol and r.mode == mode]
             if rs:
-                cm = np.sum([r["confusion"] for r in rs], axis=0)
+                cm = np.sum([r.confusion for r in rs], axis=0)
                 figs[f"confusion_{protocol}_{mode}"] = (f"Confusion matrix, {mode}, {protocol} split (all seeds)",
-                                                        plots.confusion(cm, rs[0]["classes"], f"{mode} ({protocol})"))
+                                                        plots.confusion(cm, rs[0].classes, f"{mode} ({protocol})"))
     figs["bench"] = ("Test-pass throughput of each path (same model, same images); dashed: the floors",
-                     plots.bench_chart({k: PathResult.from_json(v) for k, v in results["bench"]["paths"].items()},
-                                       results["bench"].get("xfer", "stream")))
-    if results.get("scaling"):
+                     plots.bench_chart(results.bench.paths, results.bench.xfer))
+    if results.scaling:
         figs["scaling"] = ("The streamed pass as the number of images grows (the test split cycled): images/s and "
-                           "peak RSS", plots.scaling_chart([ScalingPoint.from_json(q) for q in results["scaling"]]))
-    show = next((r for r in runs if r["protocol"] == "random" and r["mode"] == "frozen"), runs[0])
-    idx = np.asarray(show["test_index"])
-    pred = np.asarray(show["predictions"])
+                           "peak RSS", plots.scaling_chart(results.scaling))
+    show = results.showcase
+    idx = np.asarray(show.test_index)
+    pred = np.asarray(show.predictions)
     true = np.asarray(pack.labels)[idx]
     order = np.concatenate([np.flatnonzero(pred != true), np.flatnonzero(pred == true)])[:32]
-    classes = show["classes"]
-    figs["grid"] = (f"Test images of {show['mode']} (seed {show['seed']}), mistakes first (red)",
+    classes = show.classes
+    figs["grid"] = (f"Test images of {show.mode} (seed {show.seed}), mistakes first (red)",
                     plots.image_grid(np.asarray(pack.images[idx[order]]), [classes[t] for t in true[order]],
                                      [classes[p] for p in pred[order]]))
     return figs
 
 
-def _table1(results: dict, protocol: str) -> tuple[list[str], list[list[str]]]:
-    study = results["study"]
-    several = any(s["n"] > 1 for s in results["summary"][protocol].values())
+def _table1(results: StudyResult, protocol: str) -> tuple[list[str], list[list[str]]]:
+    study = results.study
+    several = any(s.n > 1 for s in results.summary[protocol].values())
     spread_of = " (mean ± std)" if several else ""
     header = ["#", "mode", "seeds", f"test accuracy{spread_of}", f"test time, s{spread_of}", "images/s",
               "study accuracy", "study time, s"]
     rows = []
     for i, mode in enumerate(RECIPES, start=1):
-        s = results["summary"][protocol].get(mode)
+        s = results.summary[protocol].get(mode)
         if s is None:
             continue
-        rows.append([str(i), mode, str(s["n"]), spread(s["acc_mean"], s["acc_std"], s["n"]),
-                     spread(s["time_mean"], s["time_std"], s["n"]),
-                     f"{s['images_per_s']:,.0f}", _study_cell(study, mode, "accuracy", 3), _study_cell(study, mode, "test_time_s", 2)])
+        rows.append([str(i), mode, str(s.n), spread(s.acc_mean, s.acc_std, s.n), spread(s.time_mean, s.time_std, s.n),
+                     f"{s.images_per_s:,.0f}", study_cell(study, mode, "accuracy", 3),
+                     study_cell(study, mode, "test_time_s", 2)])
     return header, rows
 
 
-def _study_cell(study: dict, mode: str, key: str, digits: int) -> str:
-    """The study's Table 1 value, or "-" for a mode the study did not run."""
-    return f"{study[mode][key]:.{digits}f}" if mode in study else "-"
+def _per_class(results: StudyResult, protocol: str) -> tuple[list[str], list[list[str]]]:
+    summary = results.summary[protocol]
+    modes = [m for m in RECIPES if m in summary]
+    classes = list(summary[modes[0]].per_class)
+    return ([class_word(results.data.layout)] + modes,
+            [[c] + [f"{summary[m].per_class[c]:.3f}" for m in modes] for c in classes])
 
 
-def _per_class(results: dict, protocol: str) -> tuple[list[str], list[list[str]]]:
-    modes = [m for m in RECIPES if m in results["summary"][protocol]]
-    classes = list(results["summary"][protocol][modes[0]]["per_class"])
-    return [class_word(results["data"]["layout"])] + modes, [[c] + [f"{results['summary'][protocol][m]['per_class'][c]:.3f}" for m in modes]
-                                 for c in classes]
-
-
-def _bench_table(bench: dict) -> tuple[list[str], list[list[str]]]:
-    from xfer.bench import known_paths
-
+def _bench_table(bench: BenchReport) -> tuple[list[str], list[list[str]]]:
     rows = []
     for k, label in ((k, p.label) for k, p in known_paths().items()):
-        p = bench["paths"].get(k)
+        p = bench.paths.get(k)
         if p:
-            rows.append([label + (" (xfer)" if k == bench.get("xfer") else ""), f"{p['median_s']:.3f}", f"{p['min_s']:.3f}",
-                         f"{p['max_s']:.3f}", f"{p['images_per_s']:,.0f}", f"{p['accuracy']:.4f}" if "accuracy" in p else "",
-                         f"{p['peak_rss_mb']:,.0f}" if "peak_rss_mb" in p else ""])
+            rows.append([label + (" (xfer)" if k == bench.xfer else ""), f"{p.median_s:.3f}", f"{p.min_s:.3f}",
+                         f"{p.max_s:.3f}", f"{p.images_per_s:,.0f}", "" if p.accuracy is None else f"{p.accuracy:.4f}",
+                         "" if p.peak_rss_mb is None else f"{p.peak_rss_mb:,.0f}"])
     return ["path", "median s", "min s", "max s", "images/s", "accuracy", "peak RSS MB"], rows
 
 
-def _scaling_rows(points: list[dict]) -> list[list[str]]:
-    return [[f"{q['images']:,}", f"{q['gb_read']:.1f}", f"{q['seconds']:.2f}", f"{q['images_per_s']:,.0f}",
-             f"{q['peak_rss_mb']:,.0f}"] for q in points]
+def _scaling_rows(points: list[ScalingPoint]) -> list[list[str]]:
+    return [[f"{q.images:,}", f"{q.gb_read:.1f}", f"{q.seconds:.2f}", f"{q.images_per_s:,.0f}", f"{q.peak_rss_mb:,.0f}"]
+            for q in points]
 
 
-def _env_rows(results: dict) -> list[list[str]]:
-    env = dict(results["env"])
-    ort = results["bench"].get("ort", {})
-    env["ort_threads"] = ort.get("threads")
-    env["ort_batch"] = ort.get("batch")
+def _env_rows(results: StudyResult) -> list[list[str]]:
+    env = results.env.to_json()
+    env["ort_threads"] = results.bench.ort.threads
+    env["ort_batch"] = results.bench.ort.batch
     return [[k, str(v)] for k, v in env.items()]
 
 
@@ -124,26 +120,6 @@ th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}img{max-widt
 figcaption{font-size:13px;color:#555}.grid{display:flex;flex-wrap:wrap;gap:8px}.grid figure{flex:0 0 48%;margin:0}
 table{display:block;max-width:100%;overflow-x:auto}
 @media (max-width:600px){.grid figure{flex:0 0 100%}body{margin:1em auto}}"""
-
-
-def source_label(info: dict) -> str:
-    n = info.get("dataset_size")
-    return f"{info['dataset']}" + (f", {n:,} digits" if n else "")
-
-
-def source_table(results: dict) -> tuple[list[str], list[list]]:
-    """Table 1 for each pretraining source, side by side: protocol, mode, accuracy per source, the study's."""
-    a, b = results["sources"]
-    header = ["protocol", "#", "mode", f"LeNet-5 on {source_label(a)}", f"LeNet-5 on {source_label(b)}", "study acc"]
-    rows = []
-    for protocol, modes in results["summary"].items():
-        other = results["summary_compare"].get(protocol, {})
-        for i, mode in enumerate(RECIPES, start=1):
-            if mode in modes and mode in other:
-                s, t = modes[mode], other[mode]
-                rows.append([protocol, str(i), mode, spread(s["acc_mean"], s["acc_std"], s["n"]),
-                             spread(t["acc_mean"], t["acc_std"], t["n"]), _study_cell(results["study"], mode, "accuracy", 3)])
-    return header, rows
 
 
 class _Doc:
@@ -173,40 +149,35 @@ class _Doc:
                          f"<figcaption>{html.escape(cap)}</figcaption></figure>")
 
     def write(self, root: Path, title: str) -> tuple[Path, Path]:
-        from xfer.io import write_text
-
         md_path = write_text(root / "report.md", "\n".join(self.md))
         page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
                 f"<style>{CSS}</style></head><body>{''.join(self.body)}</body></html>\n")
         return write_text(root / "report.html", page), md_path
 
 
-def _intro(results: dict) -> str:
-    s = results["settings"]
-    src = results.get("sources") or [{"dataset": "digits", "dataset_size": None}]
-    pre = src[0]["dataset"] + (f", {src[0]['dataset_size']:,} training digits" if src[0].get("dataset_size") else "")
+def _intro(results: StudyResult) -> str:
+    s, d = results.settings, results.data
+    src = (results.sources or [SourceInfo("", "digits", None)])[0]
+    pre = src.dataset + (f", {src.dataset_size:,} training digits" if src.dataset_size else "")
     return (f"LeNet-5 trained in MXNet on {pre}, converted to ONNX, rewritten for each transfer mode and trained in "
-            f"PyTorch on {results['data']['images']} images ({results['data']['layout']} layout, source "
-            f"{results['data']['source']}); {len(s['seeds'])} seed(s) {s['seeds']}, {s['epochs']} epochs, learning rate "
-            f"{s['lr'] or _default_lrs()} (chosen on a validation split carved from the training data), input "
-            f"{s['channels']}x{s['input_size'][0]}x{s['input_size'][-1]}. Test time is the timed test pass "
+            f"PyTorch on {d.images} images ({d.layout} layout, source {d.source}); {len(s.seeds)} seed(s) {s.seeds}, "
+            f"{s.epochs} epochs, learning rate {s.lr or _default_lrs()} (chosen on a validation split carved from the "
+            f"training data), input {s.channels}x{s.input_size[0]}x{s.input_size[-1]}. Test time is the timed test pass "
             f"(C++ kernel preprocess + ONNX Runtime) over the whole test split, decode excluded.")
 
 
-def write_report(results: dict, root: Path, pack) -> tuple[Path, Path]:
-    from xfer.io import write_bytes
-
+def write_report(results: StudyResult, root: Path, pack) -> tuple[Path, Path]:
     figs = _figures(results, pack)
     for name, (_, png) in figs.items():
         write_bytes(root / "figures" / f"{name}.png", png)
-    title = f"xfer experiments: {results['name']}"
+    title = f"xfer experiments: {results.name}"
     doc = _Doc(title, figs)
     doc.para(_intro(results))
-    if results.get("summary_compare"):
+    if results.summary_compare:
         doc.table(*source_table(results), title="Table 1 by pretraining source (test accuracy, mean ± std over seeds)")
-    for protocol in results["summary"]:
+    for protocol in results.summary:
         doc.table(*_table1(results, protocol), title=f"Table 1 — {PROTOCOL_TITLES.get(protocol, protocol)}")
-        doc.para(f"Per-{class_word(results['data']['layout'])} test accuracy (mean over seeds):")
+        doc.para(f"Per-{class_word(results.data.layout)} test accuracy (mean over seeds):")
         doc.table(*_per_class(results, protocol))
         doc.fig(f"curves_{protocol}")
         doc.body.append('<div class="grid">')
@@ -217,47 +188,42 @@ def write_report(results: dict, root: Path, pack) -> tuple[Path, Path]:
     doc.md += ["## Test images", ""]
     doc.body.append("<h2>Test images</h2>")
     doc.fig("grid")
-    b = results["bench"]
-    doc.table(*_bench_table(b), title=f"The timed test pass and its baselines ({b['images']} images, {b['device']})")
-    doc.table(["ratio", "value"], [[k.replace("_", " "), f"{v:.2f}x"] for k, v in b["ratios"].items()])
+    b = results.bench
+    doc.table(*_bench_table(b), title=f"The timed test pass and its baselines ({b.images} images, {b.device})")
+    doc.table(["ratio", "value"], [[k.replace("_", " "), f"{v:.2f}x"] for k, v in b.ratios.items()])
     doc.fig("bench")
-    if "peak_rss_mb" in b["paths"].get("stream", {}):
-        st = b["paths"]["stream"]
-        doc.para(f"Peak RSS is this process's: the study had {st.get('rss_before_mb', 0):,.0f} MB resident before the "
+    st = b.paths.get("stream")
+    if st is not None and st.peak_rss_mb is not None:
+        doc.para(f"Peak RSS is this process's: the study had {st.details.get('rss_before_mb', 0):,.0f} MB resident before the "
                  f"streamed pass began (training, data, libraries); the scaling runs below each ran in a fresh process, "
                  f"as `xfer bench --images N` would.")
-    if results.get("scaling"):
-        doc.table(["images", "GB read", "seconds", "images/s", "peak RSS MB"], _scaling_rows(results["scaling"]),
+    if results.scaling:
+        doc.table(["images", "GB read", "seconds", "images/s", "peak RSS MB"], _scaling_rows(results.scaling),
                   title="The streamed pass at 1x, 5x and 10x the FERG-DB test split")
         doc.fig("scaling")
     doc.table(["", ""], _env_rows(results), title="Environment")
-    doc.para(f"Wall time: {results['wall_s']:.0f} s.")
+    doc.para(f"Wall time: {results.wall_s:.0f} s.")
     return doc.write(root, title)
 
 
-def write_dan_report(results: dict, root: Path) -> tuple[Path, Path]:
+def write_dan_report(results: DanStudyResult, root: Path) -> tuple[Path, Path]:
     """The DAN study's report: single vs multi-task and the label schemes, with curves."""
-    from xfer.io import write_bytes, write_text
-
-    s = results["summary"]
     header = ["variant", "test accuracy (clean labels, mean ± std)", "landmark NME (mean ± std)", "seeds"]
-    rows = [[k, spread(v["acc_mean"], v["acc_std"], v["n"]),
-             "-" if v["nme_mean"] is None else spread(v["nme_mean"], v["nme_std"], v["n"], 4), str(v["n"])]
-            for k, v in s.items()]
+    rows = [r + [str(v.n)] for r, v in zip(dan_rows(results), results.summary.values())]
     by_variant: dict[str, list] = {}
-    for r in results["runs"]:
-        by_variant.setdefault(r["variant"], []).append(r["history"])
+    for r in results.runs:
+        by_variant.setdefault(r.variant, []).append(r.history)
     png = plots.curves(by_variant)
     write_bytes(root / "figures" / "curves_dan.png", png)
-    st = results["settings"]
+    st = results.settings
     intro = (f"The DAN-style multi-task network (VGG-like backbone, shared FC 256, landmark head + emotion head) on "
-             f"{st['data']}: {st['epochs']} epochs, input {st['input_size']}, width x{st['width']}, alpha {st['alpha']}, "
-             f"seeds {st['seeds']}. Scheme runs train on ten simulated annotators' votes; every run is scored on the "
+             f"{st.data}: {st.epochs} epochs, input {st.input_size}, width x{st.width}, alpha {st.alpha}, "
+             f"seeds {st.seeds}. Scheme runs train on ten simulated annotators' votes; every run is scored on the "
              f"clean test labels. NME: mean landmark distance over the inter-ocular distance.")
-    md = f"# xfer DAN study: {results['name']}\n\n{intro}\n\n{markdown_table(header, rows)}\n\n![curves](figures/curves_dan.png)\n"
+    md = f"# xfer DAN study: {results.name}\n\n{intro}\n\n{markdown_table(header, rows)}\n\n![curves](figures/curves_dan.png)\n"
     b64 = base64.b64encode(png).decode()
     page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>xfer DAN study</title><style>{CSS}</style>"
-            f"</head><body><h1>xfer DAN study: {html.escape(results['name'])}</h1><p>{html.escape(intro)}</p>"
+            f"</head><body><h1>xfer DAN study: {html.escape(results.name)}</h1><p>{html.escape(intro)}</p>"
             f"{_html_table(header, rows)}<figure><img alt=\"training curves\" src=\"data:image/png;base64,{b64}\">"
             f"<figcaption>Training curves (mean over seeds)</figcaption></figure></body></html>\n")
     return write_text(root / "report.html", page), write_text(root / "report.md", md)

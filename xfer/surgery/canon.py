@@ -23,8 +23,8 @@ import numpy as np
 from onnx import helper
 
 from xfer.errors import XferError
-from xfer.graph import consumers, initializers, producers, remove_dead, set_initializer, shapes, toposort
 from xfer.surgery.cut import FLATTEN_OPS, GLOBAL_POOLS, HEAD_ACTIVATIONS, PASS_THROUGH, PROBABILITIES, find_boundary, global_pool_of
+from xfer.surgery.view import View, view_of
 
 if TYPE_CHECKING:
     import onnx
@@ -61,10 +61,11 @@ def _fold(node, args: list[np.ndarray]) -> np.ndarray | None:
     return x
 
 
-def fold_constants(model: onnx.ModelProto) -> None:
+def fold_constants(model: onnx.ModelProto | View) -> None:
     """Replace layout ops whose inputs are all constants by initializers (weights computed from weights)."""
-    g = model.graph
-    inits = initializers(model)
+    v = view_of(model)
+    g = v.graph
+    inits = v.inits
     outputs = {o.name for o in g.output}
     for n in list(g.node):
         if n.op_type not in FOLDABLE or any(o in outputs for o in n.output):
@@ -74,10 +75,10 @@ def fold_constants(model: onnx.ModelProto) -> None:
         value = _fold(n, [inits[i] for i in n.input if i])
         if value is None:
             continue
-        set_initializer(model, n.output[0], np.ascontiguousarray(value).reshape(np.shape(value)))  # 0-d stays 0-d
+        v.set_init(n.output[0], np.ascontiguousarray(value).reshape(np.shape(value)))  # 0-d stays 0-d
         inits[n.output[0]] = value
         g.node.remove(n)
-    remove_dead(g)
+    v.cleanup()
 
 
 def _set_dim(dim, value) -> None:
@@ -88,12 +89,13 @@ def _set_dim(dim, value) -> None:
         dim.dim_value = int(value)
 
 
-def canonical_input(model: onnx.ModelProto) -> int | None:
+def canonical_input(model: onnx.ModelProto | View) -> None:
     """NHWC inputs (read through a Transpose to NCHW) become NCHW; batch dims become symbolic.
 
-    Returns the source's fixed batch size, or None where it was symbolic.
+    The source's fixed batch (None where it was symbolic) stays in the view's ``source_batch``.
     """
-    g = model.graph
+    v = view_of(model)
+    model, g = v.model, v.graph
     init_names = {t.name for t in g.initializer}
     real = [i for i in g.input if i.name not in init_names]
     if len(real) != 1:
@@ -106,22 +108,26 @@ def canonical_input(model: onnx.ModelProto) -> int | None:
     dims = inp.type.tensor_type.shape.dim
     if len(dims) != 4:
         raise XferError(f"expected an image input of rank 4, got rank {len(dims)}")
-    readers = consumers(g).get(inp.name, [])
+    readers = v.consumers.get(inp.name, [])
     if len(readers) == 1 and readers[0].op_type == "Transpose" and list(_attr(readers[0], "perm", [])) == [0, 3, 1, 2]:
         t = readers[0]
-        for n in g.node:
-            n.input[:] = [inp.name if i == t.output[0] else i for i in n.input]
-        g.node.remove(t)
+        v.rewire(t.output[0], inp.name)
+        v.remove(t)
         old = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims]
-        for d, v in zip(dims, (old[0], old[3], old[1], old[2])):
-            _set_dim(d, v)
-    batch = dims[0].dim_value if dims[0].HasField("dim_value") else None
+        for d, value in zip(dims, (old[0], old[3], old[1], old[2])):
+            _set_dim(d, value)
+        src = v.source_shapes.get(inp.name)
+        if src and len(src) == 4:  # the source's geometry, read as NCHW from here on
+            v.source_shapes[inp.name] = [src[0], src[3], src[1], src[2]]
+        if len(v.source_input) == 3:
+            h, w, c = v.source_input
+            v.source_input = [c, h, w]
     _set_dim(dims[0], "N")
     for o in g.output:
         if o.type.tensor_type.HasField("shape") and len(o.type.tensor_type.shape.dim):
             _set_dim(o.type.tensor_type.shape.dim[0], "N")
     del g.value_info[:]
-    return batch
+    v.changed()
 
 
 def _global_pool_in_disguise(node, sh: dict, inits) -> str | None:
@@ -141,21 +147,19 @@ def _global_pool_in_disguise(node, sh: dict, inits) -> str | None:
     return "GlobalAveragePool" if node.op_type == "AveragePool" else "GlobalMaxPool"
 
 
-def canonical_head(model: onnx.ModelProto) -> None:
+def canonical_head(model: onnx.ModelProto | View) -> None:
     """features -> [global pool] -> xfer's Flatten -> the source's dense layers -> logits (no softmax)."""
-    g = model.graph
-    b = find_boundary(model)
+    v = view_of(model)
+    g = v.graph
+    b = find_boundary(v)
     if b.flatten is not None and b.flatten.name == "xfer_flatten":
         return
-    sh = shapes(model)
-    inits = initializers(model)
-    prod = producers(g)
-    pooled = prod.get(b.features)
+    sh, inits = v.shapes, v.inits
+    pooled = v.producers.get(b.features)
     disguise = _global_pool_in_disguise(pooled, sh, inits) if pooled is not None else None
     if disguise and pooled is not None:
         new = helper.make_node(disguise, [pooled.input[0]], [pooled.output[0]], name=pooled.name or pooled.output[0])
-        g.node.insert(list(g.node).index(pooled), new)
-        g.node.remove(pooled)
+        v.replace(pooled, new)
     feat = sh.get(b.features) if not disguise else [None] * 4
     if feat is not None and len(feat) not in (2, 3, 4, 5):
         raise XferError(f"graph '{g.name}': the classifier reads '{b.features}' of rank {len(feat)}, "
@@ -163,33 +167,32 @@ def canonical_head(model: onnx.ModelProto) -> None:
     clf = b.classifier
     x = b.features
     if b.pool:
-        g.node.append(helper.make_node(b.pool, [x], ["xfer_pooled"], name="xfer_pool"))
+        v.append(helper.make_node(b.pool, [x], ["xfer_pooled"], name="xfer_pool"))
         x = "xfer_pooled"
-    g.node.append(helper.make_node("Flatten", [x], ["xfer_flat"], name="xfer_flatten", axis=1))
+    v.append(helper.make_node("Flatten", [x], ["xfer_flat"], name="xfer_flatten", axis=1))
     if clf.op_type == "Conv":
         w = inits[clf.input[1]]
-        set_initializer(model, clf.input[1], np.ascontiguousarray(w.reshape(w.shape[0], -1)))
+        v.set_init(clf.input[1], np.ascontiguousarray(w.reshape(w.shape[0], -1)))
         bias = [clf.input[2]] if len(clf.input) > 2 and clf.input[2] else []
         gemm = helper.make_node("Gemm", ["xfer_flat", clf.input[1]] + bias, [clf.output[0]],
                                 name=clf.name or clf.output[0], transB=1)
-        g.node.insert(list(g.node).index(clf), gemm)
-        g.node.remove(clf)
-        clf = gemm
+        v.replace(clf, gemm)
     else:
         clf.input[0] = "xfer_flat"
-    _drop_tail(model)
+        v.changed()
+    _drop_tail(v)
     o = g.output[0].type.tensor_type
     o.ClearField("shape")
     o.shape.dim.add().dim_param = "N"
     o.shape.dim.add()
-    toposort(g)
-    remove_dead(g)
+    v.sort()
+    v.cleanup()
 
 
-def _drop_tail(model: onnx.ModelProto) -> None:
+def _drop_tail(v: View) -> None:
     """Remove what follows the last dense layer (softmax, activations, pools, reshapes): the head emits logits."""
-    g = model.graph
-    prod = producers(g)
+    g = v.graph
+    prod = v.producers
     out = g.output[0].name
     inert = PROBABILITIES + HEAD_ACTIVATIONS + PASS_THROUGH + FLATTEN_OPS + GLOBAL_POOLS
     t, dropped = out, []
@@ -202,46 +205,43 @@ def _drop_tail(model: onnx.ModelProto) -> None:
     for n in dropped:
         g.node.remove(n)
     last.output[:] = [out if o == t else o for o in last.output]
-    for n in g.node:
-        n.input[:] = [out if i == t else i for i in n.input]
+    v.changed()
+    v.rewire(t, out)
 
 
-def native_reshapes(model: onnx.ModelProto) -> dict[str, tuple[list, list]]:
-    """Each body Reshape's input and output shape at the source geometry (before retargeting)."""
-    b = find_boundary(model)
-    head = {id(n) for n in b.head}
-    sh = shapes(model)
-    return {n.output[0]: (sh.get(n.input[0]) or [], sh.get(n.output[0]) or []) for n in model.graph.node
-            if n.op_type == "Reshape" and id(n) not in head}
-
-
-def retarget_reshapes(model: onnx.ModelProto, native: dict[str, tuple[list, list]], batch: int | None) -> None:
+def retarget_reshapes(model: onnx.ModelProto | View) -> None:
     """Rewrite body Reshapes whose constant target hard-codes the batch or the source's spatial size.
 
     The batch entry becomes 0 (copy the input's batch); trailing entries equal
     to the input's trailing spatial dims follow the new geometry (ShuffleNet's
-    channel shuffle reshapes N x C x H x W to N x g x C/g x H x W).
+    channel shuffle reshapes N x C x H x W to N x g x C/g x H x W). What the
+    source's geometry was comes from the view, taken before any pass changed it.
     """
-    g = model.graph
-    inits = initializers(model)
-    for n in list(g.node):
-        if n.op_type != "Reshape" or n.output[0] not in native or len(n.input) < 2 or n.input[1] not in inits:
+    v = view_of(model)
+    g, inits, batch = v.graph, v.inits, v.source_batch
+    fixed = [n for n in g.node if n.op_type == "Reshape" and len(n.input) > 1 and n.input[1] in inits]
+    if not fixed:
+        return
+    head = {id(n) for n in find_boundary(v).head}
+    for n in fixed:
+        if id(n) in head:
             continue
-        src, _ = native[n.output[0]]
-        target = [int(v) for v in inits[n.input[1]]]
+        src = v.source_shapes.get(n.input[0]) or []
+        target = [int(x) for x in inits[n.input[1]]]
         if not src or None in src[1:] or len(target) < 2:
             continue
         new = list(target)
         if batch is not None and target[0] == batch:
             new[0] = 0
         if len(src) > 2 and target[-1] == src[-1]:
-            now = shapes(model).get(n.input[0])
+            now = v.shapes.get(n.input[0])
             j = 1
             while j < len(target) and j <= len(src) - 2 and target[-j] == src[-j] and now and now[-j] is not None:
                 new[-j] = now[-j]
                 j += 1
         if new != target:
             name = f"{n.name or n.output[0]}_xfer_shape"
-            set_initializer(model, name, np.array(new, np.int64))
+            v.set_init(name, np.array(new, np.int64))
             n.input[1] = name
-    remove_dead(g)
+            v.changed()
+    v.cleanup()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from xfer.errors import XferError
-from xfer.graph import consumers, initializers, producers
+from xfer.surgery.view import View, view_of
 
 if TYPE_CHECKING:
     import onnx
@@ -63,9 +63,10 @@ class Dense:
     output: str
 
 
-def downstream(graph, start: str) -> list:
+def downstream(model: onnx.ModelProto | View, start: str) -> list:
     """Every node that depends on tensor ``start``, in graph order."""
-    cons = consumers(graph)
+    v = view_of(model)
+    cons = v.consumers
     seen_t, seen_n, stack = {start}, [], [start]
     ids = set()
     while stack:
@@ -78,7 +79,7 @@ def downstream(graph, start: str) -> list:
                     if o not in seen_t:
                         seen_t.add(o)
                         stack.append(o)
-    order = {id(n): i for i, n in enumerate(graph.node)}
+    order = {id(n): i for i, n in enumerate(v.graph.node)}
     return sorted(seen_n, key=lambda n: order[id(n)])
 
 
@@ -116,10 +117,10 @@ def _data_input(node, inits) -> str | None:
     return node.input[0] if node.input else None
 
 
-def _head_chain(model: onnx.ModelProto, inits) -> list:
+def _head_chain(v: View) -> list:
     """Classifier-side nodes on the path ending at the first graph output, body side first."""
-    g = model.graph
-    prod = producers(g)
+    g, inits = v.graph, v.inits
+    prod = v.producers
     chain, t = [], g.output[0].name
     while t in prod:
         n = prod[t]
@@ -138,18 +139,22 @@ def _head_chain(model: onnx.ModelProto, inits) -> list:
     return chain
 
 
-def find_boundary(model: onnx.ModelProto) -> Boundary:
+def find_boundary(model: onnx.ModelProto | View) -> Boundary:
     """Where the body ends and the classifier begins; ``XferError`` when the graph has no such cut."""
-    g = model.graph
-    inits = initializers(model)
-    chain = _head_chain(model, inits)
+    v = view_of(model)
+    return v.cached("boundary", lambda: _find_boundary(v))
+
+
+def _find_boundary(v: View) -> Boundary:
+    g, inits = v.graph, v.inits
+    chain = _head_chain(v)
     fc = next((n for n in chain if n.op_type in FC_OPS), None)
     classifier = fc or next((n for n in chain if n.op_type == "Conv"), None)
     if classifier is None:
         ops = sorted({n.op_type for n in g.node})
         raise XferError(f"cannot cut graph '{g.name}': no fully-connected or 1x1-conv classifier before the output "
                         f"(ops: {', '.join(ops)})")
-    prod = producers(g)
+    prod = v.producers
     t, flatten = classifier.input[0], None
     while t in prod and prod[t].op_type in FLATTEN_OPS + PASS_THROUGH:
         if prod[t].op_type in FLATTEN_OPS:
@@ -158,15 +163,14 @@ def find_boundary(model: onnx.ModelProto) -> Boundary:
     after = chain[chain.index(classifier) + 1:]
     pools = [n.op_type if n.op_type in GLOBAL_POOLS else global_pool_of(n, inits) for n in after]
     pool = next((p for p in pools if p), None) if fc is None else None
-    return Boundary(t, classifier, downstream(g, t), flatten, pool)
+    return Boundary(t, classifier, downstream(v, t), flatten, pool)
 
 
-def dense_layers(model: onnx.ModelProto, boundary: Boundary | None = None) -> list[Dense]:
+def dense_layers(model: onnx.ModelProto | View, boundary: Boundary | None = None) -> list[Dense]:
     """The head's fully-connected layers in order, each with its weight and bias initializer names."""
-    g = model.graph
-    b = boundary or find_boundary(model)
-    inits = initializers(model)
-    cons = consumers(g)
+    v = view_of(model)
+    b = boundary or find_boundary(v)
+    inits, cons = v.inits, v.consumers
     layers = []
     for n in b.head:
         if n.op_type == "Gemm":
@@ -193,15 +197,15 @@ def activation_of(boundary: Boundary) -> str:
     return next((n.op_type for n in boundary.head if n.op_type in ACTIVATIONS), "Relu")
 
 
-def feature_nodes(model: onnx.ModelProto, boundary: Boundary) -> list:
+def feature_nodes(model: onnx.ModelProto | View, boundary: Boundary) -> list:
     head = {id(n) for n in boundary.head}
-    return [n for n in model.graph.node if id(n) not in head]
+    return [n for n in view_of(model).graph.node if id(n) not in head]
 
 
-def first_conv(model: onnx.ModelProto):
+def first_conv(model: onnx.ModelProto | View):
     """The Conv that reads the graph input (through at most pass-through ops)."""
-    g = model.graph
-    prod = producers(g)
+    v = view_of(model)
+    g, prod = v.graph, v.producers
     inputs = {i.name for i in g.input}
     for n in g.node:
         if n.op_type != "Conv":

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from xfer.errors import XferError
-from xfer.graph import initializers, set_initializer
+from xfer.surgery.canon import retarget_reshapes
 from xfer.surgery.cut import first_conv
+from xfer.surgery.view import View, view_of
 
 if TYPE_CHECKING:
     import onnx
@@ -32,25 +33,29 @@ def adapt_channels(w: np.ndarray, channels: int, how: str = "average") -> np.nda
     raise XferError(f"channel adaptation must be 'average' or 'replicate', got '{how}'")
 
 
-def retarget_input(model: onnx.ModelProto, channels: int, size: tuple[int, int], adapt: str = "average") -> None:
-    """Set the input to (N, channels, H, W) and adapt the first convolution's weights."""
+def retarget_input(model: onnx.ModelProto | View, channels: int, size: tuple[int, int], adapt: str = "average") -> None:
+    """Set the input to (N, channels, H, W), adapt the first convolution's weights, and let the body's reshapes
+    that hard-code the source's geometry follow the new one."""
     if channels < 1:
         raise XferError(f"input channels must be >= 1, got {channels}")
     if len(size) != 2 or min(size) < 1:
         raise XferError(f"--input-size must be positive, got {size}")
-    g = model.graph
+    v = view_of(model)
+    g = v.graph
     if len(g.input) != 1:
         raise XferError(f"expected a model with one input, got {len(g.input)}")
     dims = g.input[0].type.tensor_type.shape.dim
     if len(dims) != 4:
         raise XferError(f"expected an NCHW image input, got rank {len(dims)}")
-    for d, v in zip(list(dims)[1:], (channels, *size)):
+    for d, value in zip(list(dims)[1:], (channels, *size)):
         d.Clear()
-        d.dim_value = int(v)
-    conv = first_conv(model)
-    w = initializers(model)[conv.input[1]]
+        d.dim_value = int(value)
+    v.changed()
+    conv = first_conv(v)
+    w = v.inits[conv.input[1]]
     group = next((a.i for a in conv.attribute if a.name == "group"), 1)
     if group != 1 and w.shape[1] != channels:
         raise XferError(f"node '{conv.name or conv.output[0]}': cannot change channels of a grouped first conv")
-    set_initializer(model, conv.input[1], adapt_channels(w, channels, adapt))
     del g.value_info[:]
+    v.set_init(conv.input[1], adapt_channels(w, channels, adapt))
+    retarget_reshapes(v)

@@ -16,47 +16,48 @@ import numpy as np
 
 from xfer.config import DEFAULT_HEAD, Recipe, recipe
 from xfer.errors import XferError
-from xfer.graph import finalize, initializers, set_initializer, simplify, tensor_shape
+from xfer.graph import finalize, simplify
 from xfer.meta import read_meta, write_meta
 from xfer.surgery import init
-from xfer.surgery.canon import canonical_head, canonical_input, fold_constants, native_reshapes, retarget_reshapes
+from xfer.surgery.canon import canonical_head, canonical_input, fold_constants
 from xfer.surgery.cut import activation_of, dense_layers, feature_nodes, find_boundary, first_conv
 from xfer.surgery.freeze import set_frozen
 from xfer.surgery.head import _set_output_classes, reinit_dense, replace_head
 from xfer.surgery.inputs import retarget_input
 from xfer.surgery.verify import check_trains
+from xfer.surgery.view import View
 
 if TYPE_CHECKING:
     import onnx
 
 
-def _reinit_conv(model: onnx.ModelProto, node: onnx.NodeProto, activation: str, seed: int) -> list[str]:
-    inits = initializers(model)
+def _reinit_conv(v: View, node: onnx.NodeProto, activation: str, seed: int) -> list[str]:
+    inits = v.inits
     w = inits[node.input[1]]
     fan_in = int(np.prod(w.shape[1:]))
     fan_out = int(w.shape[0] * np.prod(w.shape[2:]))
-    set_initializer(model, node.input[1], init.weight(w.shape, fan_in, fan_out, activation, init.rng_for(seed, node.input[1])))
+    v.set_init(node.input[1], init.weight(w.shape, fan_in, fan_out, activation, init.rng_for(seed, node.input[1])))
     names = [node.input[1]]
     if len(node.input) > 2 and node.input[2] in inits:
-        set_initializer(model, node.input[2], np.zeros(w.shape[0], np.float32))
+        v.set_init(node.input[2], np.zeros(w.shape[0], np.float32))
         names.append(node.input[2])
     return names
 
 
-def _reset_batchnorm(model: onnx.ModelProto, node: onnx.NodeProto) -> None:
+def _reset_batchnorm(v: View, node: onnx.NodeProto) -> None:
     """A fresh BatchNormalization: scale 1, shift 0, running mean 0, running variance 1."""
-    inits = initializers(model)
+    inits = v.inits
     for name, value in zip(node.input[1:5], (1.0, 0.0, 0.0, 1.0)):
         if name in inits:
-            set_initializer(model, name, np.full(inits[name].shape, value, inits[name].dtype))
+            v.set_init(name, np.full(inits[name].shape, value, inits[name].dtype))
 
 
 def _dense_names(d) -> list[str]:
     return [d.weight] + ([d.bias] if d.bias else [])
 
 
-def _flat_width(model: onnx.ModelProto, boundary) -> int:
-    s = tensor_shape(model, boundary.features)
+def _flat_width(v: View, boundary) -> int:
+    s = v.shape(boundary.features)
     if not s or any(v is None for v in s[1:]):
         raise XferError(f"cannot infer the feature map shape at '{boundary.features}' for this input size")
     if min(s[1:]) < 1:
@@ -64,12 +65,12 @@ def _flat_width(model: onnx.ModelProto, boundary) -> int:
     return int(np.prod(s[1:]))
 
 
-def _fc_in_width(model: onnx.ModelProto, d) -> int:
-    w = initializers(model)[d.weight]
+def _fc_in_width(v: View, d) -> int:
+    w = v.inits[d.weight]
     return int(w.shape[1] if d.trans_b else w.shape[0])
 
 
-def _retarget(m: onnx.ModelProto, b, act: str, n_classes: int, seed: int) -> set[str]:
+def _retarget(m: View, b, act: str, n_classes: int, seed: int) -> set[str]:
     """Re-create the layers whose shapes change: first conv, first FC (when its width changes), last FC."""
     layers = dense_layers(m, b)
     if len(layers) < 1:
@@ -85,7 +86,7 @@ def _retarget(m: onnx.ModelProto, b, act: str, n_classes: int, seed: int) -> set
     return trainable
 
 
-def _refresh_body(m: onnx.ModelProto, b, act: str, seed: int) -> set[str]:
+def _refresh_body(m: View, b, act: str, seed: int) -> set[str]:
     """Every conv and FC of the (retargeted) source re-initialised, every BatchNorm reset."""
     trainable: set[str] = set()
     for n in m.graph.node:
@@ -100,33 +101,31 @@ def _refresh_body(m: onnx.ModelProto, b, act: str, seed: int) -> set[str]:
     return trainable
 
 
-def _rewrite(m: onnx.ModelProto, r: Recipe, b, n_classes: int, head: tuple[int, ...], seed: int) -> set[str]:
+def _rewrite(m: View, r: Recipe, b, n_classes: int, head: tuple[int, ...], seed: int) -> set[str]:
     """Carry out ``r`` on the canonical graph ``m``; returns the initializers surgery re-created."""
     act = activation_of(b)
     if r.head == "retarget":
         trainable = _retarget(m, b, act, n_classes, seed)
     else:
         _flat_width(m, b)
-        feature_inits = {i for n in feature_nodes(m, b) for i in n.input} & set(initializers(m))
+        feature_inits = {i for n in feature_nodes(m, b) for i in n.input} & set(m.inits)
         replace_head(m, tuple(head), n_classes, act, seed)
-        trainable = set(initializers(m)) - feature_inits
+        trainable = set(m.inits) - feature_inits
     if r.body == "fresh":
         trainable |= _refresh_body(m, find_boundary(m), act, seed)
     return trainable
 
 
-def _canonical(source, channels: int, size: tuple[int, int], adapt: str):
-    """The source in canonical form at the new input: (model, its batch dim, its native input dims)."""
+def _canonical(source, channels: int, size: tuple[int, int], adapt: str) -> View:
+    """The source in canonical form at the new input, as one view every later pass shares."""
     m = copy.deepcopy(source)
     simplify(m)
-    fold_constants(m)
-    batch = canonical_input(m)
-    native = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim][1:]
-    canonical_head(m)
-    reshapes = native_reshapes(m)
-    retarget_input(m, channels, size, adapt)
-    retarget_reshapes(m, reshapes, batch)
-    return m, native
+    v = View(m)
+    fold_constants(v)
+    canonical_input(v)
+    canonical_head(v)
+    retarget_input(v, channels, size, adapt)
+    return v
 
 
 def apply(mode: str, source: onnx.ModelProto, classes: list[str], channels: int = 1, size: tuple[int, int] = (32, 32),
@@ -137,9 +136,10 @@ def apply(mode: str, source: onnx.ModelProto, classes: list[str], channels: int 
     if len(classes) < 2:
         raise XferError(f"need at least 2 classes, got {len(classes)}")
     src_meta = read_meta(source)
-    m, native = _canonical(source, channels, size, adapt)
-    trainable = _rewrite(m, r, find_boundary(m), len(classes), head, seed)
-    m = finalize(m)
+    v = _canonical(source, channels, size, adapt)
+    trainable = _rewrite(v, r, find_boundary(v), len(classes), head, seed)
+    m = finalize(v.model)
+    native = v.source_input
     try:
         check_trains(m, channels, size, len(classes))
     except XferError as e:
@@ -147,7 +147,7 @@ def apply(mode: str, source: onnx.ModelProto, classes: list[str], channels: int 
             raise XferError(f"{e} (the source takes {'x'.join(map(str, native))}: a size that only its own input "
                             "size gives, such as a transformer's patch grid, is fixed in its graph)") from None
         raise
-    all_inits = set(initializers(m))
+    all_inits = {t.name for t in m.graph.initializer}
     frozen = set() if (r.trains == "all" or train_all) else all_inits - trainable
     set_frozen(m, frozen)
     write_meta(m, mode=mode, classes=list(classes), input_shape=[channels, *size],
