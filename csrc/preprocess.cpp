@@ -20,6 +20,20 @@ namespace {
 int g_threads = 0;  // 0: cpu::default_threads()
 
 constexpr std::int64_t kMaxSide = 1 << 16;
+constexpr int kMaxThreads = 1024;     // far past any machine's cores; beyond it a count is a mistake, not a wish
+constexpr double kMinStd = 1e-6;      // below it (x - mean) / std overflows float32 for 8-bit pixels
+
+std::string num(double v) {
+  std::ostringstream s;
+  s << v;
+  return s.str();
+}
+
+void check_threads(int threads, const std::string& what) {
+  if (threads < 0 || threads > kMaxThreads)
+    throw py::value_error(what + ": expected 0 (all cores) to " + std::to_string(kMaxThreads) + ", got " +
+                          std::to_string(threads));
+}
 
 std::string shape_str(const py::array& a) {
   std::ostringstream s;
@@ -157,8 +171,9 @@ Params make_params(std::pair<std::int64_t, std::int64_t> size, int channels, con
   const auto m = per_channel(mean, channels, "mean");
   const auto s = per_channel(stdv, channels, "std");
   for (int c = 0; c < channels; ++c) {
-    if (!std::isfinite(m[c])) value_error("mean: expected finite values, got " + std::to_string(m[c]));
-    if (!(s[c] > 0) || !std::isfinite(s[c])) value_error("std: expected finite values > 0, got " + std::to_string(s[c]));
+    if (!std::isfinite(m[c])) value_error("mean: expected finite values, got " + num(m[c]));
+    if (!(s[c] >= kMinStd) || !std::isfinite(s[c]))
+      value_error("std: expected finite values >= 1e-06, got " + num(s[c]));
     p.scale[c] = static_cast<float>(1.0 / (255.0 * s[c]));
     p.bias[c] = static_cast<float>(-static_cast<double>(m[c]) / s[c]);
   }
@@ -185,7 +200,7 @@ py::array_t<float> preprocess(py::handle images, std::pair<std::int64_t, std::in
   if (device == "cuda")
     throw std::runtime_error("device='cuda': this build of xfer._C has no CUDA kernels (no CUDA compiler was found at build time)");
 #endif
-  if (threads < 0) value_error("threads: expected >= 0 (0 = all cores), got " + std::to_string(threads));
+  check_threads(threads, "threads");
   if (cuda_device < 0) value_error("cuda_device: expected >= 0, got " + std::to_string(cuda_device));
 #ifndef XFER_WITH_CUDA
   (void)cuda_device;
@@ -291,7 +306,7 @@ PYBIND11_MODULE(_C, m) {
         "binding); the pointer must be device memory, and the call runs on the device that owns it.");
 #endif
   m.def("read_floor", [](py::handle images, int threads, py::object index) {
-    if (threads < 0) throw py::value_error("threads: expected >= 0 (0 = all cores), got " + std::to_string(threads));
+    xfer::check_threads(threads, "threads");
     std::vector<py::array> keep;
     std::vector<xfer::ImageView> views = xfer::collect_images(images, keep, index);
     const int n = threads > 0 ? threads : (xfer::g_threads > 0 ? xfer::g_threads : xfer::cpu::default_threads());
@@ -313,7 +328,7 @@ PYBIND11_MODULE(_C, m) {
     return done.load();
   }, py::arg("items"), py::arg("threads"), py::arg("fail_at"));
   m.def("set_num_threads", [](int n) {
-    if (n < 0) throw py::value_error("set_num_threads: expected >= 0 (0 = all cores), got " + std::to_string(n));
+    xfer::check_threads(n, "set_num_threads");
     xfer::g_threads = n;
   }, py::arg("n"), "Threads the CPU kernel uses by default (0 = the CPUs this process may run on).");
   m.def("get_num_threads", []() { return xfer::g_threads > 0 ? xfer::g_threads : xfer::cpu::default_threads(); },

@@ -28,8 +28,8 @@ def test_atomic_dir_replaces_whole(tmp_path):
     with pytest.raises(ValueError), atomic_dir(d) as tmp:
         (tmp / "y").write_text("2")
         raise ValueError
-    assert sorted(p.name for p in d.iterdir()) == ["x"]
+    assert sorted(p.name for p in d.iterdir()) == [".xfer-written", "x"]
     with atomic_dir(d) as tmp:
         (tmp / "z").write_text("3")
-    assert sorted(p.name for p in d.iterdir()) == ["z"]
+    assert sorted(p.name for p in d.iterdir()) == [".xfer-written", "z"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

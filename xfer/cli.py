@@ -66,7 +66,7 @@ def _command(sub, name: str, help: str, example: str, description: str | None = 
 def _data_synth(args: argparse.Namespace) -> None:
     from xfer.data.synth import generate
 
-    out = generate(args.out, per_class=args.per_class, seed=args.seed, workers=args.workers)
+    out = generate(args.out, per_class=args.per_class, seed=args.seed, workers=args.workers, force=args.force)
     n = sum(1 for _ in out.rglob("*.png"))
     print(f"wrote {n} images to {out} (FERG-DB layout, landmarks in {out / 'landmarks.csv'})")
 
@@ -76,7 +76,7 @@ def _data_pack(args: argparse.Namespace) -> None:
     from xfer.data.pack import load_pack
 
     out = args.out or str(args.src).rstrip("/") + ".xpack"
-    pack_folder(args.src, out, tuple(args.size) if args.size else None)
+    pack_folder(args.src, out, tuple(args.size) if args.size else None, force=args.force)
     p = load_pack(out)
     extra = ", landmarks" if p.landmarks is not None else ""
     print(f"wrote {out}: {len(p)} images {tuple(p.images.shape[1:])}, {len(p.classes)} classes, "
@@ -203,12 +203,18 @@ def _data_parsers(sub) -> None:
     s.add_argument("--per-class", type=positive_int, default=_default(C.SynthConfig, "per_class"), help="images per (character, emotion)")
     s.add_argument("--seed", type=int, default=_default(C.SynthConfig, "seed"), help="rendering seed (same seed, byte-identical files)")
     s.add_argument("--workers", type=nonneg_int, default=_default(C.SynthConfig, "workers"), help="processes (0: one per core)")
+    s.add_argument("--force", action="store_true",
+                   help="--out may be a folder xfer did not write: replace only the entries xfer writes there, keep "
+                        "the rest (default: refuse such a folder)")
     s.set_defaults(func=_data_synth)
     k = _command(dsub, "pack", "decode an image tree once into memory-mappable arrays", "xfer data pack data/ferg-synth")
     k.add_argument("src", help="FERG-DB or class-per-folder tree")
     k.add_argument("--out", help="pack folder (default: SRC.xpack)")
     k.add_argument("--size", type=positive_int, nargs=2, metavar=("H", "W"),
                    help="resize every image to H x W (default: keep each image's size; all must agree)")
+    k.add_argument("--force", action="store_true",
+                   help="--out may be a folder xfer did not write: replace only the entries xfer writes there, keep "
+                        "the rest (default: refuse such a folder)")
     k.set_defaults(func=_data_pack)
 
 

@@ -82,13 +82,17 @@ def default_lr(mode: str | None) -> float:
     return RECIPES[mode].lr if mode in RECIPES else DEFAULT_LR
 
 
-def parse_input_size(values: Sequence[int]) -> tuple[int, int]:
-    """``--input-size S`` or ``--input-size H W``."""
+MAX_SIDE = 4096   # the largest image side a network input or a pack's --size may have (FERG-DB's is 256)
+MIN_STD = 1e-6    # the smallest normalisation std: below it 8-bit pixels overflow float32 (the kernel refuses too)
+
+
+def parse_input_size(values: Sequence[int], option: str = "--input-size") -> tuple[int, int]:
+    """``--input-size S`` or ``--input-size H W`` (each side 1..MAX_SIDE)."""
     s = [int(v) for v in values]
     if len(s) not in (1, 2):
-        raise XferError(f"--input-size: expected S or H W, got {len(s)} numbers")
-    if min(s) < 1:
-        raise XferError(f"--input-size: expected positive sizes, got {s}")
+        raise XferError(f"{option}: expected S or H W, got {len(s)} numbers")
+    if min(s) < 1 or max(s) > MAX_SIDE:
+        raise XferError(f"{option}: expected sizes from 1 to {MAX_SIDE}, got {s}")
     return (s[0], s[0]) if len(s) == 1 else (s[0], s[1])
 
 

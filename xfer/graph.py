@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -46,26 +46,77 @@ def load_model(path_or_model: str | os.PathLike[str] | onnx.ModelProto, check: b
             raise XferError(f"{path}: invalid ONNX model ({str(e).split(': ', 1)[-1]})") from None
         except onnx.checker.ValidationError as e:
             raise XferError(f"{path}: invalid ONNX model ({str(e).splitlines()[0][:200]})") from None
+    try:
+        read_meta(model)  # xfer's metadata is checked once, where the file's name is known
+    except XferError as e:
+        raise XferError(f"{path}: {e}") from None
     return model
 
 
+def _graph_tensors(graph: onnx.GraphProto, where: str) -> Iterator[tuple[str, onnx.TensorProto]]:
+    """Every tensor a graph holds, with where it sits: initializers, sparse initializers, tensor attributes of
+    nodes (``Constant`` and others), and the same inside every subgraph (``If``, ``Loop``, ``Scan``), recursively."""
+    for t in graph.initializer:
+        yield f"{where}initializer '{t.name}'", t
+    for sp in graph.sparse_initializer:
+        yield f"{where}sparse initializer '{sp.values.name}'", sp.values
+        yield f"{where}sparse initializer '{sp.values.name}' (indices)", sp.indices
+    yield from _node_tensors(graph.node, where)
+
+
+def _node_tensors(nodes: Iterable[onnx.NodeProto], where: str) -> Iterator[tuple[str, onnx.TensorProto]]:
+    for n in nodes:
+        label = f"{where}node '{n.name or (n.output[0] if n.output else n.op_type)}' ({n.op_type})"
+        for a in n.attribute:
+            yield from ((f"{label} attribute '{a.name}'", t) for t in ([a.t] if a.HasField("t") else []) + list(a.tensors))
+            for sp in ([a.sparse_tensor] if a.HasField("sparse_tensor") else []) + list(a.sparse_tensors):
+                yield f"{label} attribute '{a.name}'", sp.values
+                yield f"{label} attribute '{a.name}' (indices)", sp.indices
+            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                yield from _graph_tensors(g, f"{label} subgraph '{a.name}': ")
+
+
+def all_tensors(model: onnx.ModelProto) -> Iterator[tuple[str, onnx.TensorProto]]:
+    """Every tensor in ``model`` that could carry external data, named by where it sits."""
+    yield from _graph_tensors(model.graph, "")
+    for f in model.functions:
+        yield from _node_tensors(f.node, f"function '{f.name}': ")
+
+
 def _check_external_data(model: onnx.ModelProto, base: Path) -> None:
-    """External tensor data must live inside the model's folder: a model file may not read arbitrary paths."""
+    """External tensor data must live inside the model's folder and inside its file, checked for every tensor
+    before any is read (not left to the installed onnx's own checks, which differ between versions)."""
     from onnx import TensorProto
 
     base = base.resolve()
-    for t in model.graph.initializer:
+    external = False
+    for what, t in all_tensors(model):
         if t.data_location != TensorProto.EXTERNAL:
             continue
-        loc = next((e.value for e in t.external_data if e.key == "location"), "")
+        external = True
+        info = {e.key: e.value for e in t.external_data}
+        loc = info.get("location", "")
         target = (base / loc).resolve()
-        if os.path.isabs(loc) or (base != target and base not in target.parents):
-            raise XferError(f"initializer {t.name}: external data path '{loc}' escapes the model's folder")
+        if not loc or os.path.isabs(loc) or (base != target and base not in target.parents):
+            raise XferError(f"{what}: external data path '{loc}' escapes the model's folder")
         if not target.is_file():
-            raise XferError(f"initializer {t.name}: external data file '{loc}' does not exist")
+            raise XferError(f"{what}: external data file '{loc}' does not exist")
+        try:
+            offset, length = int(info.get("offset", 0)), int(info.get("length", -1))
+        except ValueError:
+            raise XferError(f"{what}: external data offset/length are not integers") from None
+        size = target.stat().st_size
+        if offset < 0 or offset > size or (length >= 0 and offset + length > size):
+            raise XferError(f"{what}: external data [{offset}, {offset + max(length, 0)}) runs past the end of "
+                            f"'{loc}' ({size} bytes)")
+    if not external:
+        return
     import onnx.external_data_helper as edh
 
-    edh.load_external_data_for_model(model, str(base))
+    try:
+        edh.load_external_data_for_model(model, str(base))
+    except Exception as e:  # onnx's own refusals (its path checks, a short read) as one line
+        raise XferError(f"external data could not be read ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:150]})") from None
 
 
 def set_initializer(model: onnx.ModelProto, name: str, value: np.ndarray) -> None:
@@ -417,14 +468,23 @@ def ort_session(model, opts=None):
     import onnx
     import onnxruntime as ort
 
-    if not is_large(model):
-        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    with tempfile.TemporaryDirectory(prefix="xfer-large-") as tmp:
-        path = os.path.join(tmp, "model.onnx")
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)
-        onnx.save_model(copy, path, save_as_external_data=True, location="model.onnx.data")
-        return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    try:
+        if not is_large(model):
+            return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        with tempfile.TemporaryDirectory(prefix="xfer-large-") as tmp:
+            path = os.path.join(tmp, "model.onnx")
+            copy = onnx.ModelProto()
+            copy.CopyFrom(model)
+            onnx.save_model(copy, path, save_as_external_data=True, location="model.onnx.data")
+            return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # ORT's Fail/InvalidGraph/NotImplemented: the model, not xfer
+        raise ort_refusal(e) from None
+
+
+def ort_refusal(e: BaseException) -> XferError:
+    """ONNX Runtime's refusal of a model (an unknown opset or domain, a bad graph) as one line."""
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return XferError(f"ONNX Runtime cannot run the model ({first[:200]})")
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> Path:

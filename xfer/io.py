@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from xfer.errors import XferError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -85,23 +87,71 @@ def write_with(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> 
     return Path(path)
 
 
+MARKER = ".xfer-written"  # in every folder xfer writes whole: the proof that replacing it loses nothing of the user's
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p)
+    else:
+        p.unlink()
+
+
+def check_out_folder(path: Path, force: bool = False) -> bool:
+    """May xfer replace folder ``path`` whole? True if it is absent, empty or xfer's own (its marker); False when
+    it is the user's and ``force`` lets xfer replace only its own entries; ``XferError`` otherwise."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise XferError(f"{path}: exists and is not a folder; pick another --out")
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise XferError(f"{path}: {parent} is a file, not a folder")
+    if not path.is_dir() or (path / MARKER).is_file() or not any(path.iterdir()):
+        return True
+    if force:
+        return False
+    raise XferError(f"{path}: folder exists and xfer did not write it; pick another --out, or pass --force to "
+                    "replace only the entries xfer writes there (everything else stays)")
+
+
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary directory that replaces ``path`` as a whole when the block succeeds."""
+def atomic_dir(path: str | os.PathLike[str], force: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory that replaces ``path`` when the block succeeds.
+
+    ``path`` is replaced whole only when xfer wrote it (or it is absent or empty): a folder of the user's is
+    refused, or with ``force`` keeps everything but the entries xfer writes. The new folder carries the marker.
+    """
     path = Path(path)
+    whole = check_out_folder(path, force)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old.{os.getpid()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
+        (tmp / MARKER).write_text("written by xfer: `xfer` may replace this folder whole\n")
+        if whole:
+            old = None
+            if path.exists():
+                old = path.with_name(f".{path.name}.old.{os.getpid()}")
+                os.replace(path, old)
+            os.replace(tmp, path)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        else:
+            for entry in sorted(tmp.iterdir()):
+                if entry.name == MARKER:
+                    continue  # the folder stays the user's: xfer may not replace it whole next time either
+                target = path / entry.name
+                if target.exists() or target.is_symlink():
+                    _remove(target)
+                os.replace(entry, target)
         _fsync_dir(path.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_apart(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> None:
+    """``XferError`` when writing ``out`` could touch ``src``: the same folder, or one inside the other."""
+    a, b = Path(src).resolve(), Path(out).resolve()
+    if a == b or a in b.parents or b in a.parents:
+        raise XferError(f"--out {out}: overlaps the input {src}; write the output beside it, not over it")

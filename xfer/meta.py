@@ -12,9 +12,12 @@ split from ``split_seed``.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from xfer.config import MAX_SIDE, MIN_STD
+from xfer.errors import XferError
 from xfer.records import JSONObject
 
 PREFIX = "xfer."
@@ -68,7 +71,53 @@ def read_meta(model) -> ModelMeta:
     if legacy is not None:
         values.setdefault("init_seed", legacy)
         values.setdefault("split_seed", legacy)
+    for name, value in values.items():
+        problem = _check(name, value, values)
+        if problem:
+            raise XferError(f"model metadata '{KEYS[name]}': expected {problem}, got {json.dumps(value)[:80]}")
     return ModelMeta(**values)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _strings(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _check(name: str, v: Any, values: dict[str, Any]) -> str | None:
+    """What ``v`` should have been for field ``name`` (None when it is fine): metadata is read from untrusted files."""
+    if v is None:
+        return None
+    if name == "input_shape":
+        ok = (isinstance(v, list) and len(v) == 3 and all(_count(d) for d in v) and v[0] in (1, 3)
+              and all(1 <= d <= MAX_SIDE for d in v[1:]))
+        return None if ok else f"[channels (1 or 3), height, width (1..{MAX_SIDE})]"
+    if name in ("mean", "std"):
+        channels = (values.get("input_shape") or [None])[0]
+        ok = isinstance(v, list) and len(v) in (1, channels or 1) and all(_number(x) for x in v)
+        if ok and name == "std":
+            ok = all(x >= MIN_STD for x in v)
+        return None if ok else (f"a list of 1 or {channels or 'C'} finite numbers" + (f" >= {MIN_STD:g}" if name == "std" else ""))
+    if name in ("classes", "frozen"):
+        ok = _strings(v) and (name != "classes" or len(v) >= 1)
+        return None if ok else "a list of strings"
+    if name in ("head", "widths"):
+        return None if isinstance(v, list) and all(_count(x) and x > 0 for x in v) else "a list of positive integers"
+    if name in ("dataset_size", "init_seed", "split_seed", "landmarks", "calibration_images"):
+        return None if _count(v) else "a non-negative integer"
+    if name in ("train_all", "folded"):
+        return None if isinstance(v, bool) else "true or false"
+    if name == "test_accuracy":
+        return None if _number(v) and 0.0 <= v <= 1.0 else "a number in [0, 1]"
+    if name == "folded_from":
+        return None if isinstance(v, dict) else "an object"
+    return None if isinstance(v, str) else "a string"
 
 
 def write_meta(model, **values: Any) -> None:

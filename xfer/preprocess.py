@@ -69,7 +69,7 @@ def preprocess(images, size: int | Sequence[int] = (32, 32), channels: int = 1,
     if kind == "cuda" and ordinal and not ordinal.isdigit():
         raise ValueError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got '{device}'")
     return _C.preprocess(images, _size(size), int(channels), _floats(mean), _floats(std), interp, out, kind,
-                         int(threads), int(ordinal or 0), index)
+                         _threads(threads), int(ordinal or 0), index)
 
 
 def cuda_available() -> bool:
@@ -89,12 +89,22 @@ def preprocess_to_device(images: np.ndarray, out_ptr: int, out_bytes: int, size:
                             _floats(std), interp)
 
 
+MAX_THREADS = 1024  # the kernel's own cap (csrc/preprocess.cpp kMaxThreads): beyond it a count is a mistake
+
+
+def _threads(n: int, what: str = "threads") -> int:
+    """``n`` checked here, where Python's unbounded int is still whole (the C++ side takes an ``int``)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= int(n) <= MAX_THREADS:
+        raise ValueError(f"{what}: expected 0 (all cores) to {MAX_THREADS}, got {n!r}")
+    return int(n)
+
+
 def read_floor(images: np.ndarray, threads: int = 0, index: np.ndarray | None = None) -> int:
     """Read every byte of ``images`` (or of the rows ``index`` names) once and nothing else: the memory floor.
 
     Returns a checksum so the reads cannot be optimised away.
     """
-    return int(_C.read_floor(images, int(threads), index))
+    return int(_C.read_floor(images, _threads(threads), index))
 
 
 def kernel_threads() -> int:
@@ -104,7 +114,7 @@ def kernel_threads() -> int:
 
 def set_kernel_threads(n: int) -> None:
     """Set the kernel's default thread count for this process (0: the CPUs it may run on)."""
-    _C.set_num_threads(int(n))
+    _C.set_num_threads(_threads(n, "set_num_threads"))
 
 
 def _taps(n_in: int, n_out: int, interp: str) -> np.ndarray:

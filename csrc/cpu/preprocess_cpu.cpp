@@ -275,7 +275,7 @@ void preprocess(const std::vector<ImageView>& images, const Params& p, float* ou
   if (threads < 1) threads = default_threads();
   // Work items are (image, block of output rows): whole images when there are
   // enough of them, row blocks when a few large images must still use every thread.
-  const std::int64_t blocks = n >= threads ? 1 : std::min<std::int64_t>(p.out_h, (4 * threads + n - 1) / n);
+  const std::int64_t blocks = n >= threads ? 1 : std::min<std::int64_t>(p.out_h, (4 * static_cast<std::int64_t>(threads) + n - 1) / n);
   const std::int64_t items = n * blocks;
   const std::int64_t image_floats = static_cast<std::int64_t>(p.out_c) * p.out_h * p.out_w;
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from xfer.bench.timing import timed
 from xfer.errors import XferError
+from xfer.graph import ort_refusal
 from xfer.preprocess import cuda_available
 from xfer.records import Record
 
@@ -31,7 +32,10 @@ def session(model_bytes: bytes, threads: int, providers: list[str] | None = None
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     if spinning is not None:
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    return ort.InferenceSession(model_bytes, so, providers=providers or ["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(model_bytes, so, providers=providers or ["CPUExecutionProvider"])
+    except Exception as e:  # ORT refuses the model: one line, not its C++ traceback
+        raise ort_refusal(e) from None
 
 
 def infer(sess: onnxruntime.InferenceSession, x: np.ndarray, batch: int) -> np.ndarray:

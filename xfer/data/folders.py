@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,10 +42,14 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
 
     path = Path(path)
     try:
-        size = path.stat().st_size
+        st = path.stat()
     except FileNotFoundError:
         raise XferError(f"{path}: no such file") from None
-    if size == 0:
+    except OSError as e:  # a symlink loop, a path through a file
+        raise XferError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise XferError(f"{path}: not a regular file (a device, FIFO or folder named like an image)")
+    if st.st_size == 0:
         raise XferError(f"{path}: empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
@@ -59,6 +64,8 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise XferError(f"{path}: image is too large to decode safely (decompression bomb)") from None
+    except PermissionError:
+        raise XferError(f"{path}: permission denied") from None
     except UnidentifiedImageError:
         raise XferError(f"{path}: not an image file PIL can read") from None
     except (OSError, SyntaxError, ValueError) as e:

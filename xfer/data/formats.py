@@ -14,11 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from xfer.config import parse_input_size
 from xfer.data.digits import load_mnist
 from xfer.data.ferg import looks_like_ferg, scan_ferg
 from xfer.data.folders import ImageIndex, check_root, scan_folders
-from xfer.data.pack import Pack, decode_index, is_pack, load_pack, save_pack
+from xfer.data.pack import Pack, decode_index, is_pack, load_pack, pack_index
 from xfer.errors import XferError
+from xfer.io import check_apart
 
 Size = tuple[int, int] | None
 
@@ -87,9 +89,12 @@ def scan(root: str | os.PathLike[str]) -> ImageIndex:
 
 
 def pack_folder(root: str | os.PathLike[str], out: str | os.PathLike[str], size: Size = None,
-                progress: bool = True) -> Path:
+                progress: bool = True, force: bool = False) -> Path:
     """Decode an image tree once into a pack folder (memory-mappable arrays)."""
-    return save_pack(decode_index(scan(root), size, progress=progress), out)
+    check_apart(root, out)
+    if size is not None:
+        parse_input_size(size, "--size")
+    return pack_index(scan(root), out, size, progress, force)
 
 
 def detect(path: str | os.PathLike[str]) -> DataFormat:

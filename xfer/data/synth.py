@@ -353,7 +353,7 @@ def _render_job(job: tuple[str, str, int, int, str]) -> tuple[str, list[float], 
 
 
 def generate(out: str | os.PathLike[str], per_class: int = 60, seed: int = 0, workers: int | None = None,
-             characters: tuple[str, ...] = CHARACTERS, progress: bool = True) -> Path:
+             characters: tuple[str, ...] = CHARACTERS, progress: bool = True, force: bool = False) -> Path:
     """Write a synthetic FERG-DB tree of ``per_class`` images per (character, emotion) to ``out``.
 
     The tree appears whole or not at all: it is rendered into a temporary
@@ -365,7 +365,7 @@ def generate(out: str | os.PathLike[str], per_class: int = 60, seed: int = 0, wo
         if ch not in CHARACTERS:
             raise XferError(f"unknown character '{ch}' (expected one of {', '.join(CHARACTERS)})")
     out = Path(out)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, force) as tmp:
         for ch in characters:
             for emo in EMOTIONS:
                 (tmp / ch / f"{ch}_{emo}").mkdir(parents=True)
