@@ -11,7 +11,7 @@ MODULES := $(VENV)/.xfer-modules
 $(shell mkdir -p $(VENV) && find xfer -name '*.py' | sort > $(MODULES).new && (cmp -s $(MODULES).new $(MODULES) || mv $(MODULES).new $(MODULES)); rm -f $(MODULES).new)
 SOURCES := pyproject.toml CMakeLists.txt $(MODULES) $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cuda/*.cu)
 
-.PHONY: demo test lint install bench clean asan
+.PHONY: demo test lint install bench clean asan onnx-oldest
 
 $(STAMP): $(SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,7 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_test_pass.py
 
 clean:
-	rm -rf build $(VENV) .pytest_cache
+	rm -rf build $(VENV) $(OLD) .pytest_cache
 
 # The kernel fuzz test under AddressSanitizer: a separate build of xfer._C, loaded through XFER_C_LIBRARY.
 # libstdc++ is preloaded too, or ASan's __cxa_throw interceptor finds nothing to wrap in a Python process.
@@ -50,3 +50,13 @@ asan: $(STAMP)
 	  $(BIN)/python -c "from xfer.preprocess import _C; print('kernel under AddressSanitizer:', _C.__file__)"
 	XFER_C_LIBRARY=$$(ls build/asan/_C*.so) LD_PRELOAD="$(ASAN_PRELOAD)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
 	  $(BIN)/python -m pytest -p no:cacheprovider tests/test_preprocess.py -k "fuzz or hostile or threads or reference or read_only"
+
+# The hostile-ONNX tests under the oldest onnx the package allows (its own external-data checks are weaker):
+# xfer's checks must hold there too. A small venv of its own; xfer comes from the source tree and the built kernel.
+ONNX_OLDEST ?= onnx==1.17.0
+OLD := .venv-onnx-oldest
+onnx-oldest: $(STAMP)
+	test -x $(OLD)/bin/python || $(PYTHON) -m venv $(OLD)
+	$(OLD)/bin/python -m pip install -q "$(ONNX_OLDEST)" "numpy<2.3" pytest
+	XFER_C_LIBRARY=$$($(BIN)/python -c "import sys, xfer; print(sys.modules['xfer._C'].__file__)") PYTHONPATH=$(CURDIR) \
+	  $(OLD)/bin/python -m pytest -q -p no:cacheprovider --noconftest -c /dev/null tests/test_hostile_onnx.py

@@ -32,7 +32,8 @@ def one_process_and_two_ranks(tmp_path, args: list[str], **env: str):
 def test_torchrun_two_ranks_match_one_process(tmp_path, synth_pack, lenet_onnx):
     two, a, b = one_process_and_two_ranks(tmp_path, ["train", "--mode", "finetune", "--data", str(synth_pack), "--source",
                                                      str(lenet_onnx), "--epochs", "2", "--batch-size", "16", "--head", "64", "32"])
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["finetune.ckpt", "finetune.metrics.json", "finetune.onnx"]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [".finetune.lock", "finetune.ckpt", "finetune.metrics.json",
+                                                                   "finetune.onnx"]  # the lock stays; no temporary does
     assert two.stdout.count("wrote ") == 1  # rank 0 alone reports and writes
     # Same global batch, same augmentation: equal up to the order of floating-point reductions.
     assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-4

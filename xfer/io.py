@@ -3,15 +3,41 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from xfer.errors import XferError
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """ENOSPC/EDQUOT, or torch's and numpy's own words for a write the disk refused."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and ("unexpected pos" in text or "file write failed" in text
+                                            or "No space left" in text)
+
+
+def _mount_of(path: Path) -> Path:
+    p = path.resolve()
+    while not p.exists():
+        p = p.parent
+    dev = p.stat().st_dev
+    while p.parent != p and p.parent.stat().st_dev == dev:
+        p = p.parent
+    return p
+
+
+def disk_full(path: Path) -> XferError:
+    """The one line a full disk gets; the file that was there before is untouched (only a temporary was written)."""
+    return XferError(f"no space left on {_mount_of(path.parent)} while writing {path} (the previous file, if any, "
+                     "is intact)")
 
 
 def _umask() -> int:
@@ -44,9 +70,14 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
+        try:
+            yield tmp_path
+            with open(tmp_path, "rb+") as f:
+                os.fsync(f.fileno())
+        except (OSError, RuntimeError) as e:
+            if is_disk_full(e):
+                raise disk_full(path) from None
+            raise
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
     finally:
@@ -126,8 +157,13 @@ def atomic_dir(path: str | os.PathLike[str], force: bool = False) -> Iterator[Pa
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
-        yield tmp
-        (tmp / MARKER).write_text("written by xfer: `xfer` may replace this folder whole\n")
+        try:
+            yield tmp
+            (tmp / MARKER).write_text("written by xfer: `xfer` may replace this folder whole\n")
+        except (OSError, RuntimeError) as e:
+            if is_disk_full(e):
+                raise disk_full(path) from None
+            raise
         if whole:
             old = None
             if path.exists():
@@ -155,3 +191,51 @@ def check_apart(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> Non
     a, b = Path(src).resolve(), Path(out).resolve()
     if a == b or a in b.parents or b in a.parents:
         raise XferError(f"--out {out}: overlaps the input {src}; write the output beside it, not over it")
+
+
+@contextlib.contextmanager
+def exclusive(lock: Path, what: str) -> Iterator[None]:
+    """Hold ``lock`` (an flock the kernel drops when the holder dies, so a stale lock is simply taken over);
+    ``XferError`` naming the holder's pid when another live process has it."""
+    import fcntl
+
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            raise XferError(f"{what}: another xfer process (pid {holder}) is writing it; wait for it or pick "
+                            "another --out/--name") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def remove_stale_temps(folder: Path, names: Iterable[str]) -> list[Path]:
+    """Remove the temporaries ``atomic_path`` left beside ``names`` when a writer was killed (call under the lock)."""
+    gone = []
+    for name in names:
+        for tmp in folder.glob(f".{name}.*.tmp*"):
+            with contextlib.suppress(OSError):
+                _remove(tmp)
+                gone.append(tmp)
+    return gone
+
+
+def sha256_of(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

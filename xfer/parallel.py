@@ -8,6 +8,7 @@ CPU, NCCL on GPU), and only rank 0 writes checkpoints, models and metrics.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -86,10 +87,16 @@ def barrier(d: Dist) -> None:
         dist.barrier()
 
 
-def finish(d: Dist) -> None:
+def finish(d: Dist, ok: bool = True) -> None:
+    """Leave the process group: after a clean run, wait for every rank; after a failure, leave at once (a barrier
+    with a dead peer would replace the run's one-line error with its own)."""
     if d.enabled:
         import torch.distributed as dist
 
         if dist.is_initialized():
-            dist.barrier()
-            dist.destroy_process_group()
+            try:
+                if ok:
+                    dist.barrier()
+            finally:
+                with contextlib.suppress(Exception):
+                    dist.destroy_process_group()

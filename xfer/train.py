@@ -25,7 +25,7 @@ from xfer.data.split import Split, load_split
 from xfer.errors import XferError
 from xfer.graph import save_model
 from xfer.importer import to_torch, write_back
-from xfer.io import write_json
+from xfer.io import exclusive, remove_stale_temps, sha256_of, write_json
 from xfer.loop import CKPT_VERSION, Checkpoint, Evaluation, evaluate, load_checkpoint, save_checkpoint, train_one_epoch
 from xfer.meta import write_meta
 from xfer.parallel import Dist, barrier, collective_failed, finish, init_from_env
@@ -85,6 +85,7 @@ class TrainResult(Record):
     class_word: str
     val_accuracy: float | None = None
     val_size: int | None = None
+    model_sha256: str | None = None  # the model file this record describes: a reader never pairs it with another
 
 
 @dataclass
@@ -118,15 +119,18 @@ class _Run:
 def main(cfg: TrainConfig) -> TrainResult | None:
     """``xfer train``; under torchrun every rank trains, rank 0 writes and returns the result (others None)."""
     d = init_from_env(cfg.device)
+    ok = False
     try:
-        return _main(cfg, d)
+        result = _main(cfg, d)
+        ok = True
+        return result
     except RuntimeError as e:
         err = collective_failed(e, d)
         if err is None:
             raise
         raise err from None
     finally:
-        finish(d)
+        finish(d, ok)
 
 
 def _device(cfg: TrainConfig, d: Dist) -> torch.device:
@@ -222,6 +226,7 @@ def _write(run: _Run, final: Evaluation, timings: Timings) -> TrainResult:
     if data.x_val is not None and data.y_val is not None:
         result.val_accuracy = evaluate(model, data.x_val, data.y_val, data.classes, run.device).accuracy
         result.val_size = len(data.y_val)
+    result.model_sha256 = sha256_of(onnx_path)
     write_json(metrics_path, result.to_json())
     return result
 
@@ -232,6 +237,14 @@ def _main(cfg: TrainConfig, d: Dist) -> TrainResult | None:
     device = _device(cfg, d)
     torch.manual_seed(cfg.seed)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    if not d.main:
+        return _run(cfg, task, d, device)
+    with exclusive(Path(cfg.out) / f".{cfg.stem}.lock", f"{Path(cfg.out) / cfg.stem}"):
+        remove_stale_temps(Path(cfg.out), [p.name for p in (Path(cfg.out) / f"{cfg.stem}.ckpt", *paths_of(cfg))])
+        return _run(cfg, task, d, device)
+
+
+def _run(cfg: TrainConfig, task: Task, d: Dist, device: torch.device) -> TrainResult | None:
     t0 = time.time()
     data = load_split(cfg.data, cfg.split, cfg.size, cfg.channels, cfg.seed, val=cfg.val)
     t_data = time.time() - t0
@@ -260,8 +273,12 @@ def train_or_reuse(cfg: TrainConfig) -> TrainResult:
     """
     model_path, metrics_path = paths_of(cfg)
     if metrics_path.is_file() and model_path.is_file():
-        cached = json.loads(metrics_path.read_text())
-        if cached.get("settings") == fingerprint(cfg):
+        try:
+            cached = json.loads(metrics_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            cached = {}  # a damaged record is retrained, not trusted
+        if (isinstance(cached, dict) and cached.get("settings") == fingerprint(cfg)
+                and cached.get("model_sha256") == sha256_of(model_path)):
             return TrainResult.from_json(cached)
     with progress.quiet():
         result = main(cfg)

@@ -10,6 +10,7 @@ import numpy as np
 from xfer.data import ferg
 from xfer.data.formats import load_dataset
 from xfer.data.split import default_data
+from xfer.errors import XferError
 from xfer.meta import read_meta
 
 if TYPE_CHECKING:
@@ -51,13 +52,23 @@ class Gathered:
     note: str
 
 
+def _names(classes: list[str]) -> str:
+    return ", ".join(classes[:8]) + (f", ... ({len(classes)} in all)" if len(classes) > 8 else "")
+
+
 def test_split(model: onnx.ModelProto, data: str | None, images: int | None) -> TestSplit:
     """The model's own test split (from its metadata), optionally cycled up to ``images`` images."""
     meta = read_meta(model)
     pack = load_dataset(data or default_data())
     spec = meta.split or "random"
     seed = meta.split_seed or 0
+    where = data or "the default data"
+    if meta.classes is not None and list(meta.classes) != list(pack.classes):
+        raise XferError(f"{where}: its classes ({_names(pack.classes)}) are not the model's ({_names(meta.classes)}); "
+                        "bench a model on the data it was trained for")
     _, te = ferg.split(spec, pack.labels, pack.groups, pack.group_names, seed)
+    if len(te) == 0:
+        raise XferError(f"{where}: the model's test split {spec} (seed {seed}) has no images")
     note = f"test split {spec} (seed {seed}): {len(te)} images"
     if images and images != len(te):
         note += f", cycled to {images}"

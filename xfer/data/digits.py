@@ -41,35 +41,56 @@ class DigitSet:
     source: str
 
 
+IDX_LIMIT = 2 << 30  # bytes an IDX payload may have (MNIST's largest is 47 MB): a bigger header is refused unread
+
+
+def _idx_header(path: Path, head: bytes) -> tuple[np.dtype[Any], tuple[int, ...], int]:
+    """(dtype, dims, header bytes) from an IDX file's first bytes, checked before any payload is read."""
+    if len(head) < 4:
+        raise XferError(f"{path}: not an IDX file (only {len(head)} bytes)")
+    zero, code, ndim = struct.unpack(">HBB", head[:4])
+    if zero != 0 or code not in _IDX_DTYPES or ndim == 0:
+        raise XferError(f"{path}: not an IDX file (bad magic number 0x{head[:4].hex()})")
+    header = 4 + 4 * ndim
+    if len(head) < header:
+        raise XferError(f"{path}: truncated IDX header")
+    dims = struct.unpack(f">{ndim}I", head[4:header])
+    dtype: np.dtype[Any] = np.dtype(_IDX_DTYPES[code])  # type: ignore[call-overload]
+    return dtype, dims, header
+
+
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read one IDX file (optionally gzipped), checking its magic number and payload size."""
+    """Read one IDX file (optionally gzipped), checking its magic number and payload size.
+
+    The header is read and checked first; a gzipped file is inflated only as far as its header says, so a
+    small file that would inflate to gigabytes is refused after a few bytes.
+    """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as raw_file:
+            gz = raw_file.read(2) == b"\x1f\x8b"
+            raw_file.seek(0)
+            f: Any = gzip.GzipFile(fileobj=raw_file) if gz else raw_file
+            try:
+                head = f.read(4 + 4 * 255)[:4 + 4 * 255]
+                dtype, dims, header = _idx_header(path, head)
+                expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+                if expected > IDX_LIMIT:
+                    raise XferError(f"{path}: IDX header {tuple(dims)} asks for {expected / 1e9:.1f} GB, above the "
+                                    f"{IDX_LIMIT / 1e9:.1f} GB xfer reads")
+                body = head[header:] + f.read(max(0, expected - (len(head) - header)) + 1)
+            except (OSError, EOFError, gzip.BadGzipFile) as e:
+                raise XferError(f"{path}: corrupt gzip stream ({e})") from None
     except FileNotFoundError:
         raise XferError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise XferError(f"{path}: a folder, not an IDX file") from None
     except OSError as e:
         raise XferError(f"{path}: cannot read ({e.strerror})") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise XferError(f"{path}: corrupt gzip stream ({e})") from None
-    if len(raw) < 4:
-        raise XferError(f"{path}: not an IDX file (only {len(raw)} bytes)")
-    zero, code, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or code not in _IDX_DTYPES or ndim == 0:
-        raise XferError(f"{path}: not an IDX file (bad magic number 0x{raw[:4].hex()})")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise XferError(f"{path}: truncated IDX header")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    dtype: np.dtype[Any] = np.dtype(_IDX_DTYPES[code])  # type: ignore[call-overload]
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    payload = len(raw) - header
-    if payload != expected:
-        raise XferError(f"{path}: IDX payload is {payload} bytes, header {tuple(dims)} says {expected}")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+    if len(body) != expected:
+        raise XferError(f"{path}: IDX payload is {len(body)}{'+' if len(body) > expected else ''} bytes, "
+                        f"header {tuple(dims)} says {expected}")
+    return np.frombuffer(body, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
 
 def _find(directory: Path, stem: str) -> Path:

@@ -218,8 +218,8 @@ def load_pack(path: str | os.PathLike[str], mmap: bool = True) -> Pack:
     if n and (groups.min() < 0 or groups.max() >= max(len(group_names), 1)):
         raise XferError(f"{path}: groups outside 0..{max(len(group_names), 1) - 1}")
     sidecars = {name: arr(f"{name}.npy") for name in ("landmarks", "intensity", "votes")}
-    for name, a in sidecars.items():
-        if a is not None and len(a) != n:
-            raise XferError(f"{path / (name + '.npy')}: {len(a)} rows for {n} images")
+    for name, side in sidecars.items():
+        if side is not None and len(side) != n:
+            raise XferError(f"{path / (name + '.npy')}: {len(side)} rows for {n} images")
     return Pack(images, labels, groups, list(meta["classes"]), group_names, sidecars["landmarks"],
                 sidecars["intensity"], sidecars["votes"], meta.get("source", ""), meta.get("layout", "folders"))
