@@ -46,6 +46,9 @@ def load_model(path_or_model: str | os.PathLike[str] | onnx.ModelProto, check: b
             raise XferError(f"{path}: invalid ONNX model ({str(e).split(': ', 1)[-1]})") from None
         except onnx.checker.ValidationError as e:
             raise XferError(f"{path}: invalid ONNX model ({str(e).splitlines()[0][:200]})") from None
+        except Exception as e:  # the checker's own failures on damaged bytes (undecodable names, ...)
+            raise XferError(f"{path}: invalid ONNX model ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:150]})") \
+                from None
     try:
         read_meta(model)  # xfer's metadata is checked once, where the file's name is known
     except XferError as e:

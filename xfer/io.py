@@ -14,14 +14,21 @@ from typing import Any
 
 from xfer.errors import XferError
 
+FULL = 1 << 20  # a filesystem with less free than this after a failed write is a full one
 
-def is_disk_full(e: BaseException) -> bool:
-    """ENOSPC/EDQUOT, or torch's and numpy's own words for a write the disk refused."""
+
+def is_disk_full(e: BaseException, where: Path | None = None) -> bool:
+    """ENOSPC/EDQUOT, torch's and numpy's own words for a write the disk refused ("unexpected pos", "N requested
+    and M written"), or any write error on a filesystem ``where`` that is now (nearly) full."""
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     text = str(e)
-    return isinstance(e, RuntimeError) and ("unexpected pos" in text or "file write failed" in text
-                                            or "No space left" in text)
+    if "No space left" in text or "unexpected pos" in text or "file write failed" in text:
+        return True
+    if where is not None and isinstance(e, (OSError, RuntimeError)):
+        with contextlib.suppress(OSError):
+            return shutil.disk_usage(where).free < FULL
+    return False
 
 
 def _mount_of(path: Path) -> Path:
@@ -75,7 +82,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
             with open(tmp_path, "rb+") as f:
                 os.fsync(f.fileno())
         except (OSError, RuntimeError) as e:
-            if is_disk_full(e):
+            if is_disk_full(e, path.parent):
                 raise disk_full(path) from None
             raise
         os.replace(tmp_path, path)
@@ -161,7 +168,7 @@ def atomic_dir(path: str | os.PathLike[str], force: bool = False) -> Iterator[Pa
             yield tmp
             (tmp / MARKER).write_text("written by xfer: `xfer` may replace this folder whole\n")
         except (OSError, RuntimeError) as e:
-            if is_disk_full(e):
+            if is_disk_full(e, path.parent):
                 raise disk_full(path) from None
             raise
         if whole:
