@@ -370,3 +370,25 @@ def test_fuzz_the_kernel_arguments(n, h, w, c, size, channels, threads, std, dty
             "expected" in str(e), str(e)
         return
     assert y.shape[0] == n and np.isfinite(y).all()
+
+
+@pytest.mark.parametrize("change", ["opset 99", "zero height", "negative height"])
+def test_models_onnx_itself_refuses_are_one_line(tmp_path, lenet_onnx, trained_frozen, synth_pack, change):
+    """A model from the future or with an impossible input reaches neither train nor bench as a traceback."""
+    import onnx
+
+    def spoil(path: Path) -> Path:
+        m = onnx.load(path)
+        if change == "opset 99":
+            m.opset_import[0].version = 99
+        else:
+            m.graph.input[0].type.tensor_type.shape.dim[2].dim_value = 0 if change == "zero height" else -3
+        bad = tmp_path / f"bad-{path.name}"
+        bad.write_bytes(m.SerializeToString())
+        return bad
+
+    _one_line(_cli("bench", str(spoil(trained_frozen)), "--data", str(synth_pack), "--images", "20", "--no-baselines"),
+              "bad-")
+    if change == "opset 99":  # (surgery gives a source a new input layer, so its declared height does not matter)
+        _one_line(_cli("train", "--mode", "frozen", "--source", str(spoil(lenet_onnx)), "--data", str(synth_pack),
+                       "--epochs", "1", "--out", str(tmp_path / "out")), "bad-", "opset 99")

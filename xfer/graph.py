@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -37,6 +38,11 @@ def load_model(path_or_model: str | os.PathLike[str] | onnx.ModelProto, check: b
     if not model.graph.node or not model.opset_import:
         raise XferError(f"{path}: not an ONNX model (no graph nodes or opset)")
     _check_external_data(model, path.parent)
+    known = onnx.defs.onnx_opset_version()
+    default = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    if default and not 1 <= default[0] <= known:
+        raise XferError(f"{path}: opset {default[0]} of the default domain is not one this onnx knows (1..{known}); "
+                        "export the model for an older opset")
     if check:
         try:  # a model over protobuf's 2 GB cannot be serialised whole: its skeleton is checked (weights by size)
             onnx.checker.check_model(model if not is_large(model) else skeleton(model, keep_ir=True))
@@ -487,7 +493,10 @@ def ort_session(model, opts=None):
 def ort_refusal(e: BaseException) -> XferError:
     """ONNX Runtime's refusal of a model (an unknown opset or domain, a bad graph) as one line."""
     first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    return XferError(f"ONNX Runtime cannot run the model ({first[:200]})")
+    # ORT prefixes its reason with the C++ source location ("... FAIL : /path/file.cc:46 void f(...) reason")
+    reason = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", first)
+    reason = re.sub(r"^/\S+:\d+ [^(]*\([^)]*\)[^ ]* ", "", reason)
+    return XferError(f"ONNX Runtime cannot run the model ({reason[:200]})")
 
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> Path:
@@ -525,5 +534,11 @@ def input_spec(model: onnx.ModelProto, where: object = "model") -> InputSpec:
     shape = meta.input_shape
     if not shape or len(shape) != 3:
         raise XferError(f"{where}: no xfer.input_shape in the model's metadata (train it with `xfer train`)")
+    if model.graph.input:
+        dims = model.graph.input[0].type.tensor_type.shape.dim
+        declared = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+        if len(declared) != 4 or any(d is not None and d != s for d, s in zip(declared[1:], shape, strict=False)):
+            text = "x".join("?" if d is None else str(d) for d in declared)
+            raise XferError(f"{where}: its input is declared {text}, its metadata says N x {shape[0]}x{shape[1]}x{shape[2]}")
     mean, std = meta.normalisation
     return InputSpec(int(shape[0]), (int(shape[1]), int(shape[2])), mean, std)

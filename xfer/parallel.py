@@ -45,7 +45,11 @@ def init_from_env(device: str) -> Dist:
     if device == "cuda":
         torch.cuda.set_device(local)
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, timeout=timedelta(seconds=collective_timeout()))
+        try:
+            dist.init_process_group(backend=backend, timeout=timedelta(seconds=collective_timeout()))
+        except (RuntimeError, ValueError) as e:
+            hint = " (on several hosts, set GLOO_SOCKET_IFNAME to the interface the hosts share)" if backend == "gloo" else ""
+            raise XferError(f"rank {rank}/{world}: cannot join the other ranks: {str(e).splitlines()[0][:200]}{hint}") from None
     return Dist(rank, world, local)
 
 
@@ -63,9 +67,10 @@ def collective_timeout() -> float:
 def collective_failed(e: BaseException, d: Dist) -> XferError | None:
     """A clear error for a collective that timed out or lost a peer; None for anything else."""
     text = str(e)
+    first = text.splitlines()[0].split(". ")[0][:160] if text.strip() else type(e).__name__
     if d.enabled and any(k in text.lower() for k in ("timed out", "timeout", "connection closed", "connection reset")):
         return XferError(f"rank {d.rank}/{d.world}: waited for the other ranks and gave up "
-                         f"({text.splitlines()[0][:160]}); a rank died or hung (XFER_DIST_TIMEOUT={collective_timeout():g} s)")
+                         f"({first}); a rank died or hung (XFER_DIST_TIMEOUT={collective_timeout():g} s)")
     return None
 
 
