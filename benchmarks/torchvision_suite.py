@@ -48,12 +48,12 @@ def interpreter() -> str:
     named = os.environ.get(TORCHVISION_PYTHON_VAR)
     if named:
         return named
-    from xfer import pretrain_env
+    from xfer import envs
 
-    spec = pretrain_env.EnvSpec(requirements=TORCHVISION_ENV_REQUIREMENTS, name="torchvision",
+    spec = envs.EnvSpec(requirements=TORCHVISION_ENV_REQUIREMENTS, name="torchvision",
                                 modules=("torch", "torchvision", "onnxscript", "onnx"), free_bytes=8_000_000_000,
                                 label="torchvision environment")
-    return str(pretrain_env.ensure(spec))
+    return str(envs.ensure(spec))
 
 
 def export(python: str, model: str, folder: Path, timeout: int) -> dict:

@@ -62,14 +62,14 @@ def lenet7_mxnet(tmp_path_factory) -> Path:
     """An untrained 7-way LeNet-5 (symbol + params), made with the pretraining environment's MXNet."""
     import subprocess
 
-    from xfer import pretrain_env
+    from xfer import envs
 
-    python, _ = pretrain_env.interpreter()
+    python, _ = envs.interpreter()
     prefix = tmp_path_factory.mktemp("lenet7") / "lenet7"
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import main as w; import mxnet as mx; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import mxnet_worker as w; import mxnet as mx; "
             "net = w.build_lenet5('relu', classes=7); net.initialize(mx.init.Xavier()); net.hybridize(); "
             "net(mx.nd.zeros((1, 1, 28, 28))); w._export_block(net, sys.argv[2])")
-    subprocess.run([str(python), "-I", "-c", code, str(pretrain_env.WORKER.parent), str(prefix)], check=True)
+    subprocess.run([str(python), "-I", "-c", code, str(envs.WORKERS), str(prefix)], check=True)
     return prefix
 
 

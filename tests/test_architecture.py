@@ -127,14 +127,30 @@ def _top_level_imports(path: Path) -> set[str]:
     return names
 
 
-def test_mxnet_stays_behind_the_boundary():
-    """Only the worker (run in the pretraining environment) imports MXNet, and it imports nothing of xfer's."""
-    worker = "xfer.mxnet_worker"
+FRAMEWORK_MODULES = {"mxnet", "mnist", "tensorflow", "tf2onnx", "keras", "jax", "flax", "jax2onnx", "paddle",
+                     "paddle2onnx"}
+
+
+def _imports_anywhere(path: Path) -> set[str]:
+    """Top-level names of every import in the file, and of every module named as a string to ``need``."""
+    tree = ast.parse(path.read_text())
+    names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and not n.level}
+    names |= {n.args[0].value.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Call)
+              and getattr(n.func, "id", None) == "need" and n.args and isinstance(n.args[0], ast.Constant)}
+    return names
+
+
+def test_frameworks_stay_behind_the_boundary():
+    """Only the workers (each run in its framework's environment) import MXNet, TensorFlow, JAX or Paddle, and the
+    workers import nothing of xfer's."""
+    worker = "xfer.workers"
     mods = _modules()
-    crossing = sorted(m for m, p in mods.items() if not m.startswith(worker) and _top_level_imports(p) & {"mxnet", "mnist"})
+    crossing = sorted(m for m, p in mods.items() if not m.startswith(worker) and _imports_anywhere(p) & FRAMEWORK_MODULES)
     assert crossing == []
-    assert all("xfer" not in _top_level_imports(p) for m, p in mods.items() if m.startswith(worker))
-    assert "mxnet" in _top_level_imports(mods[f"{worker}.main"])  # the check can see an import when there is one
+    assert all("xfer" not in _imports_anywhere(p) for m, p in mods.items() if m.startswith(worker))
+    for name in ("mxnet", "keras", "jax", "paddle"):  # the check can see an import when there is one
+        assert name.replace("keras", "tensorflow") in _imports_anywhere(mods[f"{worker}.{name}_worker"])
 
 
 def _layers() -> list[list[str]]:
@@ -184,7 +200,7 @@ def _literal_defaults() -> dict[object, list[str]]:
     """Numeric literals written as a default (argument default, dataclass field, ``default=``), by value."""
     found: dict[object, list[str]] = {}
     for p in PKG.rglob("*.py"):
-        if "mxnet_worker" in p.parts:  # runs in its own environment and imports nothing of xfer
+        if "workers" in p.parts:  # runs in its own environment and imports nothing of xfer
             continue
         for n in ast.walk(ast.parse(p.read_text())):
             values: list[ast.expr] = []
@@ -219,7 +235,7 @@ def test_no_public_function_returns_a_bare_dict():
     """
     bare = []
     for p in PKG.rglob("*.py"):
-        if "mxnet_worker" in p.parts:
+        if "workers" in p.parts:
             continue
         for n in ast.walk(ast.parse(p.read_text())):
             if isinstance(n, ast.FunctionDef) and not n.name.startswith("_") and n.returns is not None:
@@ -234,7 +250,7 @@ def test_every_stage_main_returns_a_record():
     wrong = []
     for p in PKG.rglob("*.py"):
         for n in ast.parse(p.read_text()).body:
-            if isinstance(n, ast.FunctionDef) and n.name == "main" and p.name != "cli.py" and "mxnet_worker" not in p.parts:
+            if isinstance(n, ast.FunctionDef) and n.name == "main" and p.name != "cli.py" and "workers" not in p.parts:
                 r = ast.unparse(n.returns) if n.returns is not None else "(none)"
                 if "dict" in r or r == "(none)":
                     wrong.append(f"{p.relative_to(PKG.parent)}: main -> {r}")
@@ -250,7 +266,7 @@ def test_only_the_cli_prints():
     found = []
     for p in PKG.rglob("*.py"):
         rel = str(p.relative_to(PKG.parent))
-        if rel in PRINTERS or "mxnet_worker" in p.parts:
+        if rel in PRINTERS or "workers" in p.parts:
             continue
         for n in ast.walk(ast.parse(p.read_text())):
             if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "print":
@@ -263,14 +279,14 @@ def test_only_the_cli_prints():
 # Python face loads the extension (or XFER_C_LIBRARY's build), and ``xfer.importer`` (torch) is loaded where a
 # torch-free command (bench, surgery) reaches it only on one optional path.
 LAZY_IMPORTERS = {"xfer/cli.py", "xfer/__init__.py", "xfer/preprocess.py"}
-LAZY_TARGETS = {"xfer.importer"}
+LAZY_TARGETS = {"xfer.importer", "xfer.torch_source"}  # the torch side: a torch-free command reaches it on one path
 
 
 def test_first_party_imports_sit_at_the_top():
     hidden = []
     for p in PKG.rglob("*.py"):
         rel = str(p.relative_to(PKG.parent))
-        if rel in LAZY_IMPORTERS or "mxnet_worker" in p.parts:
+        if rel in LAZY_IMPORTERS or "workers" in p.parts:
             continue
         for f in ast.walk(ast.parse(p.read_text())):
             if not isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)):

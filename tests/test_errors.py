@@ -157,7 +157,7 @@ def test_mxnet_params_mismatch(tmp_path, lenet_mxnet, lenet7_mxnet):
     other = tmp_path / "other"
     shutil.copy(f"{lenet7_mxnet}-symbol.json", f"{other}-symbol.json")  # a 7-way symbol ...
     shutil.copy(f"{lenet_mxnet}-0000.params", f"{other}-0000.params")  # ... with the 10-way digit weights
-    assert_clean_error(xfer("convert", "--model", other, "--out", tmp_path / "o.onnx"), "other-0000.params",
+    assert_clean_error(xfer("convert", other, "--out", tmp_path / "o.onnx"), "other-0000.params",
                        "parameters do not match", "(10, 84)", "(7, 84)")
     assert not (tmp_path / "o.onnx").exists()
 

