@@ -255,7 +255,8 @@ def _source_parsers(sub) -> None:
     c.add_argument("--params", help="jax: an npz of the module's parameters by path (default: the factory's own)")
     c.add_argument("--input-shape", type=positive_int, nargs=3, metavar=("C", "H", "W"),
                    help="the input size, where the source does not record it (torch, jax, paddle; default: none)")
-    c.add_argument("--classes", nargs="+", default=_default(C.ConvertConfig, "classes"), help="class names (default: MXNet's sidecar, else 0..K-1)")
+    c.add_argument("--classes", nargs="+", default=_default(C.ConvertConfig, "classes"),
+                   help="class names (default: MXNet's sidecar, else 0..K-1)")
     c.add_argument("--mean", type=float, nargs="+", help="the normalisation the source expects, per channel, in [0, 1] "
                    "pixel units (default: 0)")
     c.add_argument("--std", type=float, nargs="+", help="its standard deviation (default: 1)")

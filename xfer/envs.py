@@ -164,7 +164,8 @@ def _build(spec: EnvSpec, folder: Path) -> None:
         raise XferError(f"cannot create the {spec.label} in {folder}: {e.strerror or e}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    say(f"{spec.label} ready: " + ", ".join(f"{k} {v}" for k, v in found.items() if k != "python"))
+    say(f"{spec.label} ready: " + (", ".join(f"{k} {v}" for k, v in found.items() if k != "python")
+                                   or ", ".join(spec.carriers)))
 
 
 def ensure(spec: EnvSpec = MXNET, rebuild: bool = False) -> Path:

@@ -89,6 +89,15 @@ def _set_dim(dim, value) -> None:
         dim.dim_value = int(value)
 
 
+def _is_noop_reshape(node, dims, inits) -> bool:
+    """A Reshape of the input to the input's own shape (any batch): what tf2onnx leaves of NCHW -> NHWC -> NCHW."""
+    if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in inits:
+        return False
+    target = [int(t) for t in inits[node.input[1]].reshape(-1)]
+    own = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    return len(target) == 4 and target[0] in (-1, 0) and None not in own[1:] and target[1:] == own[1:]
+
+
 def canonical_input(model: onnx.ModelProto | View) -> None:
     """NHWC inputs (read through a Transpose to NCHW) become NCHW; batch dims become symbolic.
 
@@ -109,6 +118,10 @@ def canonical_input(model: onnx.ModelProto | View) -> None:
     if len(dims) != 4:
         raise XferError(f"expected an image input of rank 4, got rank {len(dims)}")
     readers = v.consumers.get(inp.name, [])
+    if len(readers) == 1 and _is_noop_reshape(readers[0], dims, v.inits):  # tf2onnx's NCHW round trip for 1 channel
+        v.rewire(readers[0].output[0], inp.name)
+        v.remove(readers[0])
+        readers = v.consumers.get(inp.name, [])
     if len(readers) == 1 and readers[0].op_type == "Transpose" and list(_attr(readers[0], "perm", [])) == [0, 3, 1, 2]:
         t = readers[0]
         v.rewire(t.output[0], inp.name)
@@ -171,8 +184,11 @@ def canonical_head(model: onnx.ModelProto | View) -> None:
         x = "xfer_pooled"
     v.append(helper.make_node("Flatten", [x], ["xfer_flat"], name="xfer_flatten", axis=1))
     if clf.op_type == "Conv":
+        # A 1x1 conv after the pool is the same dense layer; a k x k one's pooled output is its kernel's sum applied
+        # to the pooled map up to the borders. Every mode re-creates the output layer, so only its shape matters.
         w = inits[clf.input[1]]
-        v.set_init(clf.input[1], np.ascontiguousarray(w.reshape(w.shape[0], -1)))
+        dense = w.reshape(w.shape[0], -1) if w.shape[2:] == (1, 1) else w.sum(axis=(2, 3))
+        v.set_init(clf.input[1], np.ascontiguousarray(dense))
         bias = [clf.input[2]] if len(clf.input) > 2 and clf.input[2] else []
         gemm = helper.make_node("Gemm", ["xfer_flat", clf.input[1]] + bias, [clf.output[0]],
                                 name=clf.name or clf.output[0], transB=1)

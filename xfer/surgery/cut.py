@@ -3,7 +3,8 @@
 Walking back from the graph output over classifier-side ops (FC layers, bias
 adds, activations, flattens, global pools, softmax), the *classifier* is the
 first fully-connected op (``Gemm``/``MatMul`` with a constant weight) or,
-when the head has none, a 1x1 ``Conv`` (SqueezeNet, DenseNet). The
+when the head has none, a 1x1 ``Conv`` (SqueezeNet, DenseNet), or a k x k ``Conv``
+whose class maps a global pool averages (mini-Xception). The
 *features* are the last feature map the body produces (a transformer's last feature vector): the tensor
 reached from the classifier's input by stepping back over flattens and
 pass-through ops. The head is everything downstream of the features.
@@ -91,6 +92,15 @@ def _is_pointwise_conv(node, inits) -> bool:
     return w.ndim == 4 and w.shape[2:] == (1, 1) and group == 1
 
 
+def _is_pooled_conv_classifier(node, inits, after: list) -> bool:
+    """A k x k Conv (one group, constant weights) whose maps a global pool averages into the class scores."""
+    if len(node.input) < 2 or node.input[1] not in inits or inits[node.input[1]].ndim != 4:
+        return False
+    pooled = any(n.op_type in GLOBAL_POOLS or global_pool_of(n, inits) for n in after)
+    convs = any(n.op_type == "Conv" for n in after)
+    return pooled and not convs and next((a.i for a in node.attribute if a.name == "group"), 1) == 1
+
+
 def global_pool_of(node, inits, rank: int | None = None) -> str | None:
     """The global pool a ``ReduceMean``/``ReduceMax`` over every spatial axis computes (whatever its keepdims).
 
@@ -124,7 +134,11 @@ def _head_chain(v: View) -> list:
     chain, t = [], g.output[0].name
     while t in prod:
         n = prod[t]
-        if n.op_type not in HEAD_OPS or (n.op_type == "Conv" and not _is_pointwise_conv(n, inits)):
+        if n.op_type == "Conv" and not _is_pointwise_conv(n, inits):
+            if _is_pooled_conv_classifier(n, inits, chain):  # mini-Xception: a k x k conv of one map per class,
+                chain.append(n)                               # then a global pool; the body is what it reads
+            break
+        if n.op_type not in HEAD_OPS:
             break
         if n.op_type in FC_OPS and (len(n.input) < 2 or n.input[1] not in inits):
             break
