@@ -24,7 +24,10 @@ def load(path: str):
         raise JobError(f"{path}: no such file or folder")
     try:
         if os.path.isdir(path):
-            return tf.saved_model.load(path).signatures["serving_default"], tf
+            loaded = tf.saved_model.load(path)
+            signature = loaded.signatures["serving_default"]
+            signature.keep_alive = loaded  # the signature's variables live as long as the loaded object
+            return signature, tf
         return tf.keras.models.load_model(path, compile=False), tf
     except Exception as e:  # noqa: BLE001 -- Keras raises many kinds for a file it cannot read: all mean the same
         raise JobError(f"{path}: Keras cannot load it ({type(e).__name__}: {first_line(e)})") from None
@@ -71,7 +74,7 @@ def export(job: dict) -> dict:
     x = parity_inputs(job, shape)
     np.save(job["outputs"], np.asarray(traced(x.transpose(0, 2, 3, 1)), dtype=np.float32))
     return {"input_shape": list(shape), "versions": {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__},
-            "name": getattr(model, "name", None) or "keras"}
+            "name": model.name if isinstance(getattr(model, "name", None), str) else os.path.basename(job["source"])}
 
 
 if __name__ == "__main__":
