@@ -364,9 +364,9 @@ def _study_parsers(sub) -> None:
                    help="transfer: the four modes (Table 1); dan: single/multi-task DAN and the FER+ label schemes")
     e.add_argument("--data", help="target data (default: the synthetic FERG-DB)")
     e.add_argument("--source", help=f"ONNX model to transfer from (default: {C.DEFAULT_SOURCE})")
-    e.add_argument("--compare-source", metavar="ONNX",
-                   help="a second source model (e.g. LeNet-5 pretrained on other digits): every run is repeated from it "
-                        "and the report puts Table 1 for both side by side (default: none)")
+    e.add_argument("--compare-source", metavar="ONNX", nargs="+", default=_default(C.StudyConfig, "compare_source"),
+                   help="more source models (LeNet-5 on other digits, xfer zoo fer-mini-xception, ...): every run is "
+                        "repeated from each and the report puts Table 1 for all side by side (default: none)")
     e.add_argument("--modes", nargs="+", choices=list(C.RECIPES), default=list(C.RECIPES), help="transfer modes to run")
     e.add_argument("--seeds", type=int, nargs="+", default=_default(C.StudyConfig, "seeds"),
                    help="seeds (LOCO: seed k holds out character k)")

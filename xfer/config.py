@@ -472,7 +472,7 @@ class StudyConfig(ModelShape, Config):
     out: str = DEFAULT_REPORTS
     alpha: float = 1.0
     width: float = DEFAULT_WIDTH
-    compare_source: str | None = None  # a second source model: Table 1 for both, side by side
+    compare_source: tuple[str, ...] = ()  # more source models: every run repeated from each, Table 1 side by side
 
     def __post_init__(self) -> None:
         _choice("--study", self.study, STUDIES)
@@ -483,6 +483,9 @@ class StudyConfig(ModelShape, Config):
         if not self.seeds:
             raise XferError("--seeds: expected at least one seed")
         self.modes, self.seeds, self.protocols = tuple(self.modes), tuple(self.seeds), tuple(self.protocols)
+        if isinstance(self.compare_source, str):
+            self.compare_source = (self.compare_source,)
+        self.compare_source = tuple(self.compare_source or ())
         _positive("--epochs", self.epochs)
         _positive("--batch-size", self.batch_size)
         _positive("--lr", self.lr)

@@ -126,18 +126,20 @@ def test_spread_needs_two_runs():
     assert spread(0.91234, 0.01, 3) == "0.912 ± 0.010"
 
 
-def test_two_sources_side_by_side(synth_pack, lenet_onnx, tmp_path):
+def test_three_sources_side_by_side(synth_pack, lenet_onnx, tmp_path):
     import shutil
 
-    other = tmp_path / "other.onnx"
-    shutil.copy(lenet_onnx, other)
-    res = experiments.main(StudyConfig(name="two", data=str(synth_pack), source=str(lenet_onnx), compare_source=str(other),
-                                       modes=("frozen",), seeds=(0,), protocols=("random",), epochs=1, batch_size=32,
-                                       head=(16,), per_image_limit=5, bench_threads=(1,), bench_images=50,
-                                       out=str(tmp_path / "reports")))
-    assert res.summary_compare is not None
-    assert res.summary_compare["random"]["frozen"].n == 1 and len(res.sources) == 2
+    others = (tmp_path / "other.onnx", tmp_path / "third.onnx")
+    for o in others:
+        shutil.copy(lenet_onnx, o)
+    res = experiments.main(StudyConfig(name="three", data=str(synth_pack), source=str(lenet_onnx),
+                                       compare_source=tuple(map(str, others)), modes=("frozen",), seeds=(0,),
+                                       protocols=("random",), epochs=1, batch_size=32, head=(16,), per_image_limit=5,
+                                       bench_threads=(1,), bench_images=50, out=str(tmp_path / "reports")))
+    assert res.summary_compare is not None and res.summaries_compare is not None
+    assert [s["random"]["frozen"].n for s in res.by_source] == [1, 1, 1] and len(res.sources) == 3
     assert res.sources[0].dataset == "sklearn-digits"
-    assert {r.compare for r in res.runs} == {False, True}
-    html = (tmp_path / "reports" / "two" / "report.html").read_text()
-    assert "Table 1 by pretraining source" in html and "LeNet-5 on sklearn-digits" in html
+    assert sorted({r.index for r in res.runs}) == [0, 1, 2]
+    assert (tmp_path / "reports" / "three" / "runs" / "compare2" / "random" / "frozen-s0.onnx").is_file()
+    html = (tmp_path / "reports" / "three" / "report.html").read_text()
+    assert "Table 1 by pretraining source" in html and "third (mxnet, sklearn-digits" in html

@@ -125,16 +125,15 @@ def study_cell(study: dict[str, StudyValue], mode: str, key: str, digits: int) -
 
 def source_table(results: StudyResult) -> tuple[list[str], list[list]]:
     """Table 1 for each pretraining source, side by side: protocol, mode, accuracy per source, the study's."""
-    a, b = results.sources
-    header = ["protocol", "#", "mode", f"LeNet-5 on {a.label}", f"LeNet-5 on {b.label}", "study acc"]
+    summaries = results.by_source
+    header = ["protocol", "#", "mode", *(s.title for s in results.sources[:len(summaries)]), "study acc"]
     rows = []
-    for protocol, modes in results.summary.items():
-        other = (results.summary_compare or {}).get(protocol, {})
+    for protocol in results.summary:
+        per_source = [s.get(protocol, {}) for s in summaries]
         for i, mode in enumerate(RECIPES, start=1):
-            if mode in modes and mode in other:
-                s, t = modes[mode], other[mode]
-                rows.append([protocol, str(i), mode, spread(s.acc_mean, s.acc_std, s.n), spread(t.acc_mean, t.acc_std, t.n),
-                             study_cell(results.study, mode, "accuracy", 3)])
+            if all(mode in modes for modes in per_source):
+                cells = [spread(m[mode].acc_mean, m[mode].acc_std, m[mode].n) for m in per_source]
+                rows.append([protocol, str(i), mode, *cells, study_cell(results.study, mode, "accuracy", 3)])
     return header, rows
 
 

@@ -41,7 +41,8 @@ class Step:
     seed: int
     split: str
     source: str = ""         # the source model; "" = the study's --source
-    compare: bool = False    # a run of the --compare-source model
+    compare: bool = False    # a run of a --compare-source model
+    index: int = 0           # which source: 0 the study's, k the k-th --compare-source
 
     @property
     def name(self) -> str:
@@ -74,7 +75,7 @@ def _train_config(step: Step, args: StudyConfig, out: Path) -> TrainConfig:
 
 def run_step(step: Step, args: StudyConfig, root: Path) -> StudyRun:
     """Train (or reuse a finished run with the same settings), then time its test pass."""
-    out = root / "runs" / ("compare" if step.compare else "") / step.protocol
+    out = root / "runs" / ("" if not step.index else "compare" if step.index == 1 else f"compare{step.index}") / step.protocol
     result = train.train_or_reuse(_train_config(step, args, out))
     model_path = out / f"{step.name}.onnx"
     rep = bench.run(model_path, args.data, repeat=3, baselines=False,
@@ -83,13 +84,13 @@ def run_step(step: Step, args: StudyConfig, root: Path) -> StudyRun:
     return StudyRun(step.protocol, step.mode, step.seed, step.split, step.compare, str(model_path),
                     result.test_accuracy, p.accuracy, result.per_class, result.confusion, result.history, p.median_s,
                     p.images_per_s, result.test_size, result.timings.train_s, result.trainable_params,
-                    result.frozen_params, result.test_index, result.predictions, result.classes)
+                    result.frozen_params, result.test_index, result.predictions, result.classes, step.index)
 
 
 def source_info(path: str) -> SourceInfo:
-    """What a source model was pretrained on, from its own metadata (which digits, how many)."""
+    """What a source model was pretrained on, from its own metadata (which digits, how many, which framework)."""
     meta = read_meta(load_model(path))
-    return SourceInfo(str(path), meta.dataset or "unknown", meta.dataset_size)
+    return SourceInfo(str(path), meta.dataset or "unknown", meta.dataset_size, meta.framework)
 
 
 def study_paths(args: StudyConfig) -> tuple[Path, Path, Path]:
@@ -101,7 +102,7 @@ def study_paths(args: StudyConfig) -> tuple[Path, Path, Path]:
 def _settings(args: StudyConfig) -> StudySettings:
     return StudySettings(list(args.modes), list(args.seeds), list(args.protocols), args.epochs, args.batch_size,
                          args.lr, list(args.input_size), args.channels, list(args.head), args.data, args.source,
-                         args.compare_source)
+                         list(args.compare_source))
 
 
 def _run_all(steps: list[Step], args: StudyConfig, root: Path) -> list[StudyRun]:
@@ -110,7 +111,7 @@ def _run_all(steps: list[Step], args: StudyConfig, root: Path) -> list[StudyRun]
     with bar(len(steps), "experiments", "run", disable=False) as pb:
         for k, step in enumerate(steps, start=1):
             pb.set_description(f"step {k}/{len(steps)}: {step.protocol} {step.mode} seed {step.seed}"
-                               + (" (compare source)" if step.compare else ""))
+                               + (f" (source {step.index + 1})" if step.compare else ""))
             runs.append(run_step(step, args, root))
             pb.update(1)
             if not pb.disable:
@@ -123,14 +124,14 @@ def _run_all(steps: list[Step], args: StudyConfig, root: Path) -> list[StudyRun]
 
 
 def main(args: StudyConfig) -> StudyResult:
-    for src in filter(None, (args.source_path, args.compare_source)):
+    for src in (args.source_path, *args.compare_source):
         if not Path(src).is_file():
             raise XferError(f"{src}: source model not found (run `xfer pretrain` and `xfer convert` first)")
     args = args.but(data=args.data or str(default_data()), source=args.source_path)
     pack = load_dataset(str(args.data))
     steps = make_plan(list(args.modes), list(args.seeds), list(args.protocols), pack.group_names)
-    if args.compare_source:
-        steps += [replace(s, source=args.compare_source, compare=True) for s in steps]
+    steps += [replace(s, source=src, compare=True, index=k) for k, src in enumerate(args.compare_source, start=1)
+              for s in list(steps)]
     results_path = study_paths(args)[0]
     root = results_path.parent
     root.mkdir(parents=True, exist_ok=True)
@@ -149,11 +150,12 @@ def main(args: StudyConfig) -> StudyResult:
     scaling = bench.scaling(showcase.model, args.data, [k * FERG_TEST_IMAGES for k in FERG_SCALES])
     results = StudyResult(
         args.name, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), _settings(args),
-        [source_info(p) for p in filter(None, (args.source, args.compare_source))],
+        [source_info(p) for p in (args.source_path, *args.compare_source)],
         DataInfo(len(pack), pack.classes, pack.group_names, pack.layout, pack.source),
         {m: StudyValue(*r.study) for m, r in RECIPES.items() if r.study}, summarize(main_runs), runs,
-        summarize([r for r in runs if r.compare]) if args.compare_source else None,
-        bench_rep, scaling, bench_rep.env, time.time() - t0)
+        summarize([r for r in runs if r.index == 1]) if args.compare_source else None,
+        bench_rep, scaling, bench_rep.env, time.time() - t0,
+        [summarize([r for r in runs if r.index == k]) for k in range(1, len(args.compare_source) + 1)])
     write_json(results_path, results.to_json())
     write_report(results, root, pack)
     return results

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
+from pathlib import Path
 
 from xfer.bench.report import BenchReport, Environment
 from xfer.bench.runner import ScalingPoint
@@ -42,6 +43,7 @@ class StudyRun(Record):
     test_index: list[int]
     predictions: list[int]
     classes: list[str]
+    index: int = 0  # which source trained it: 0 the study's, k the k-th --compare-source
 
 
 @dataclass
@@ -85,10 +87,16 @@ class SourceInfo(Record):
     path: str
     dataset: str
     dataset_size: int | None
+    framework: str | None = None
 
     @property
     def label(self) -> str:
         return self.dataset + (f", {self.dataset_size:,} digits" if self.dataset_size else "")
+
+    @property
+    def title(self) -> str:
+        """The source as a column header: its file, framework and training data."""
+        return f"{Path(self.path).stem} ({self.framework or 'mxnet'}, {self.label})"
 
 
 @dataclass
@@ -121,7 +129,7 @@ class StudySettings(Record):
     head: list[int]
     data: str | None
     source: str | None
-    compare_source: str | None
+    compare_source: list[str] | str | None
 
 
 @dataclass
@@ -143,6 +151,12 @@ class StudyResult(Record):
     scaling: list[ScalingPoint]
     env: Environment
     wall_s: float
+    summaries_compare: list[Summary] | None = None  # one per --compare-source, in order (summary_compare: the first)
+
+    @property
+    def by_source(self) -> list[Summary]:
+        """Table 1's summaries, one per source: the study's, then each compared source's."""
+        return [self.summary, *(self.summaries_compare or ([self.summary_compare] if self.summary_compare else []))]
 
     @property
     def showcase(self) -> StudyRun:

@@ -131,7 +131,8 @@ def _head_chain(v: View) -> list:
     """Classifier-side nodes on the path ending at the first graph output, body side first."""
     g, inits = v.graph, v.inits
     prod = v.producers
-    chain, t = [], g.output[0].name
+    chain: list = []
+    t = g.output[0].name
     while t in prod:
         n = prod[t]
         if n.op_type == "Conv" and not _is_pointwise_conv(n, inits):
