@@ -33,7 +33,8 @@ MODELS = ("MobileNetV2", "EfficientNetB0", "ResNet50", "DenseNet121")
 BUILD = """
 import sys, keras
 keras.utils.set_random_seed(0)
-m = getattr(keras.applications, sys.argv[1])(weights=None, input_shape=(224, 224, 3), classes=1000)
+m = getattr(keras.applications, sys.argv[1])(weights=None, input_shape=(224, 224, 3), classes=1000,
+                                           classifier_activation=None)  # logits: a softmax would hide differences
 m.save(sys.argv[2])
 print(m.count_params())
 """

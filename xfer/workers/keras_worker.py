@@ -64,9 +64,11 @@ def export(job: dict) -> dict:
     c, h, w = shape
     spec = [tf.TensorSpec((None, h, w, c), tf.float32, name="input")]
     traced = tf.function(fn, input_signature=spec)
-    try:
-        proto, _ = tf2onnx.convert.from_function(traced, input_signature=spec, opset=job["opset"],
-                                                 inputs_as_nchw=["input"])
+    try:  # a Keras model through from_keras (it freezes every weight, Normalization's statistics too)
+        proto, _ = (tf2onnx.convert.from_function(traced, input_signature=spec, opset=job["opset"],
+                                                  inputs_as_nchw=["input"])
+                    if hasattr(model, "structured_input_signature") else
+                    tf2onnx.convert.from_keras(model, input_signature=spec, opset=job["opset"], inputs_as_nchw=["input"]))
     except Exception as e:  # noqa: BLE001 -- tf2onnx's failures are the model's: say which
         raise JobError(f"{job['source']}: tf2onnx cannot convert it ({type(e).__name__}: {first_line(e)})") from None
     with open(job["onnx"], "wb") as f:
