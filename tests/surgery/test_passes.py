@@ -116,3 +116,62 @@ def test_a_fifth_mode_is_one_recipe(cnn, monkeypatch, tmp_path):
     assert build_parser().parse_args(["train", "--mode", "mlp-scratch"]).mode == "mlp-scratch"
     with pytest.raises(XferError, match="--mode: expected one of reuse, scratch, frozen, finetune, mlp-scratch"):
         config.recipe("nope")
+
+
+def _with_input_scaling(cnn):
+    """A Keras-style Rescaling + Normalization before the first conv: x * s + m, then * r, per channel."""
+    from onnx import helper, numpy_helper
+
+    g = cnn.graph
+    consts = {"s": np.full((1, 3, 1, 1), 1 / 255, np.float32), "m": np.array([-0.4, -0.5, -0.6], np.float32).reshape(1, 3, 1, 1),
+              "r": np.array([4.0, 4.5, 5.0], np.float32).reshape(1, 3, 1, 1)}
+    g.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
+    first = next(n for n in g.node if n.op_type == "Conv")
+    first.input[0] = "scaled"
+    pre = [helper.make_node("Mul", ["input", "s"], ["a"]), helper.make_node("Add", ["a", "m"], ["b"]),
+           helper.make_node("Mul", ["b", "r"], ["scaled"])]
+    for i, n in enumerate(pre):
+        g.node.insert(i, n)
+    return cnn
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_normalisation_before_the_first_conv_is_part_of_the_input(mode, channels):
+    """EfficientNet from Keras scales its input per channel before the first conv: surgery finds that conv behind it,
+    and a gray target gets the channels' mean of the constants (no broadcast back to 3 channels)."""
+    m = apply(mode, _with_input_scaling(make_cnn(channels=3)), list(EMOTIONS), channels, (32, 32))
+    assert run(m, np.zeros((2, channels, 32, 32), np.float32)).shape == (2, 7)
+    if channels == 1:
+        assert initializers(m)["r"].shape == (1, 1, 1, 1) and initializers(m)["r"].item() == pytest.approx(4.5)
+
+
+def _conv_class_maps(classes: int = 7):
+    """mini-Xception's head: a 3x3 conv with one map per class, a global average pool, a softmax."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = {"c1": (8, 1, 3, 3), "c2": (8, 8, 3, 3), "cls": (classes, 8, 3, 3)}
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.2).astype(np.float32), k) for k, s in w.items()]
+    nodes = [helper.make_node("Conv", ["input", "c1"], ["a"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("MaxPool", ["b"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["p", "c2"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["d"]),
+             helper.make_node("Conv", ["d", "cls"], ["e"], pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["e"], ["f"]), helper.make_node("Flatten", ["f"], ["g"]),
+             helper.make_node("Softmax", ["g"], ["logits"])]
+    graph = helper.make_graph(nodes, "classmaps", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 16, 16])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_conv_of_class_maps_under_a_global_pool_is_the_classifier(mode):
+    from xfer.surgery.cut import find_boundary
+
+    src = _conv_class_maps()
+    b = find_boundary(src)
+    assert b.classifier.input[1] == "cls" and b.features == "d" and b.pool == "GlobalAveragePool"
+    m = apply(mode, src, list(EMOTIONS), 1, (32, 32))
+    assert run(m, np.zeros((2, 1, 32, 32), np.float32)).shape == (2, 7)
+    if mode == "frozen":
+        assert "c2" in get_frozen(m) and "cls" not in initializers(m)

@@ -217,17 +217,32 @@ def feature_nodes(model: onnx.ModelProto | View, boundary: Boundary) -> list:
     return [n for n in view_of(model).graph.node if id(n) not in head]
 
 
+SCALING = ("Mul", "Add", "Sub", "Div")  # x * c, x + c, ...: an input normalisation the model carries (Keras Rescaling)
+
+
+def _input_side(node, inits) -> str | None:
+    """The tensor a step before the first conv passes on: pass-through ops, and scalings by a per-channel constant."""
+    if node.op_type in PASS_THROUGH + ("Cast",):
+        return node.input[0]
+    if node.op_type in SCALING and len(node.input) == 2:
+        dynamic = [i for i in node.input if i not in inits]
+        consts = [inits[i] for i in node.input if i in inits]
+        if len(dynamic) == 1 and consts and (consts[0].size == 1 or consts[0].squeeze().ndim == 1):
+            return dynamic[0]
+    return None
+
+
 def first_conv(model: onnx.ModelProto | View):
-    """The Conv that reads the graph input (through at most pass-through ops)."""
+    """The Conv that reads the graph input (through pass-through ops and a constant input normalisation)."""
     v = view_of(model)
-    g, prod = v.graph, v.producers
+    g, prod, inits = v.graph, v.producers, v.inits
     inputs = {i.name for i in g.input}
     for n in g.node:
         if n.op_type != "Conv":
             continue
-        t = n.input[0]
-        while t in prod and prod[t].op_type in PASS_THROUGH + ("Cast",):
-            t = prod[t].input[0]
+        t: str | None = n.input[0]
+        while t in prod and t not in inputs:
+            t = _input_side(prod[t], inits)
         if t in inputs:
             return n
     raise XferError(f"graph '{g.name}': no Conv reads the input directly")

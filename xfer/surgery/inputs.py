@@ -33,6 +33,26 @@ def adapt_channels(w: np.ndarray, channels: int, how: str = "average") -> np.nda
     raise XferError(f"channel adaptation must be 'average' or 'replicate', got '{how}'")
 
 
+def _average_input_scalings(v: View, conv: onnx.NodeProto, old: int, channels: int) -> None:
+    """A per-channel normalisation the model carries before its first conv (Keras Rescaling/Normalization), averaged
+    over the channels when their number changes: one gray channel gets the mean of the RGB constants."""
+    if old == channels:
+        return
+    inputs = {i.name for i in v.graph.input}
+    t = conv.input[0]
+    while t not in inputs and t in v.producers:
+        node = v.producers[t]
+        for name in node.input:
+            c = v.inits.get(name)
+            if c is not None and c.size == old and old > 1:
+                axis = next(a for a, d in enumerate(c.shape) if d == old)
+                v.set_init(name, np.ascontiguousarray(c.mean(axis=axis, keepdims=True)))
+        nxt = next((i for i in node.input if i not in v.inits), None)
+        if nxt is None:
+            break
+        t = nxt
+
+
 def retarget_input(model: onnx.ModelProto | View, channels: int, size: tuple[int, int], adapt: str = "average") -> None:
     """Set the input to (N, channels, H, W), adapt the first convolution's weights, and let the body's reshapes
     that hard-code the source's geometry follow the new one."""
@@ -57,5 +77,6 @@ def retarget_input(model: onnx.ModelProto | View, channels: int, size: tuple[int
     if group != 1 and w.shape[1] != channels:
         raise XferError(f"node '{conv.name or conv.output[0]}': cannot change channels of a grouped first conv")
     del g.value_info[:]
+    _average_input_scalings(v, conv, w.shape[1], channels)
     v.set_init(conv.input[1], adapt_channels(w, channels, adapt))
     retarget_reshapes(v)
