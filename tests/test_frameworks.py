@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from xfer import convert, envs
-from xfer.config import FRAMEWORKS, PRETRAINED, ConvertConfig, TrainConfig
+from xfer.config import FRAMEWORKS, MODES, PRETRAINED, ConvertConfig, TrainConfig
 from xfer.errors import XferError
 from xfer.graph import load_model
 from xfer.meta import read_meta
@@ -47,12 +47,14 @@ def _converted(tmp_path: Path, **cfg) -> tuple[convert.ConvertResult, onnx.Model
     return r, model
 
 
-def _trains(tmp_path: Path, source: Path, synth_pack: Path, mode: str = "frozen") -> None:
+def _trains(tmp_path: Path, source: Path, synth_pack: Path, modes: tuple[str, ...] = MODES) -> None:
+    """One epoch of each transfer mode from ``source``: surgery, import, training and write-back all go through."""
     from xfer import train
 
-    r = train.main(TrainConfig(mode=mode, data=str(synth_pack), source=str(source), epochs=1, batch_size=32,
-                               head=(32,), out=str(tmp_path / "trained")))
-    assert (tmp_path / "trained" / f"{mode}.onnx").is_file() and 0.0 <= r.test_accuracy <= 1.0
+    for mode in modes:
+        r = train.main(TrainConfig(mode=mode, data=str(synth_pack), source=str(source), epochs=1, batch_size=32,
+                                   head=(32,), out=str(tmp_path / "trained")))
+        assert (tmp_path / "trained" / f"{mode}.onnx").is_file() and 0.0 <= r.test_accuracy <= 1.0
 
 
 # ---- Keras / TensorFlow ------------------------------------------------------------------------------------------
@@ -89,9 +91,8 @@ def test_keras_sources_convert_with_parity(tmp_path, keras_files, name):
 
 
 def test_a_keras_source_trains_in_every_mode(tmp_path, keras_files, synth_pack):
-    _, _ = _converted(tmp_path, model=str(keras_files / "m.keras"), framework="keras")
-    for mode in ("reuse", "scratch", "frozen", "finetune"):
-        _trains(tmp_path, tmp_path / "source.onnx", synth_pack, mode)
+    _converted(tmp_path, model=str(keras_files / "m.keras"), framework="keras")
+    _trains(tmp_path, tmp_path / "source.onnx", synth_pack)
 
 
 def test_a_file_keras_cannot_read_is_one_line(tmp_path):
@@ -133,7 +134,7 @@ def test_torchscript_and_state_dict_sources_convert_with_parity(tmp_path, torch_
     r2, m2 = _converted(tmp_path, model=str(tmp_path / "net.pth"), framework="torch", factory="tnets:net",
                         input_shape=(1, 28, 28), classes=tuple("abcdefghij"))
     assert read_meta(m2).classes == list("abcdefghij") and r1.input_shape == [1, 28, 28]
-    _trains(tmp_path, tmp_path / "source.onnx", synth_pack, "reuse")
+    _trains(tmp_path, tmp_path / "source.onnx", synth_pack)
 
 
 def test_torch_boundary_failures_are_one_line(tmp_path, torch_module):
@@ -187,7 +188,7 @@ def test_a_jax_module_converts_with_parity_and_trains(tmp_path, monkeypatch, syn
     (tmp_path / "jnets.py").write_text(JAX_MODULE)
     monkeypatch.chdir(tmp_path)
     _converted(tmp_path, model="jnets:small", framework="jax", input_shape=(1, 16, 16))
-    _trains(tmp_path, tmp_path / "source.onnx", synth_pack, "finetune")
+    _trains(tmp_path, tmp_path / "source.onnx", synth_pack)
     _in_env("jax", "import sys; sys.path.insert(0, sys.argv[1]); import numpy as np, jnets; from flax import nnx; "
             "m = jnets.small(); np.savez(sys.argv[1] + '/p.npz', **{'/'.join(map(str, k)): np.asarray(v.get_value()) * 2 "
             "for k, v in nnx.to_flat_state(nnx.state(m, nnx.Param))})", str(tmp_path))
@@ -227,7 +228,7 @@ def test_a_paddle_inference_model_converts_with_parity_and_trains(tmp_path, synt
     (tmp_path / "pd").mkdir()
     _in_env("paddle", PADDLE_MODEL, str(tmp_path / "pd"))
     _converted(tmp_path, model=str(tmp_path / "pd"), framework="paddle", input_shape=(3, 28, 28))
-    _trains(tmp_path, tmp_path / "source.onnx", synth_pack, "frozen")
+    _trains(tmp_path, tmp_path / "source.onnx", synth_pack)
     with pytest.raises(XferError, match=r"expected one .pdiparams file, found 0"):
         convert.main(ConvertConfig(model=str(tmp_path), framework="paddle", input_shape=(3, 28, 28),
                                    out=str(tmp_path / "o.onnx")))
@@ -262,6 +263,6 @@ def test_a_pretrained_fer_network_is_one_command_away(tmp_path, name, synth_pack
     meta = read_meta(load_model(tmp_path / f"{name}.onnx"))
     assert (meta.framework, meta.licence, meta.dataset) == (p.framework, p.licence, p.dataset)
     assert meta.classes == list(p.classes) and meta.input_shape == list(p.input_shape)
-    _trains(tmp_path, tmp_path / f"{name}.onnx", synth_pack, "reuse")
+    _trains(tmp_path, tmp_path / f"{name}.onnx", synth_pack)
     with pytest.raises(XferError, match=r"sha256 .* is not the pinned"):
         convert.locate_pretrained(replace(p, sha256="0" * 64))
