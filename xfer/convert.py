@@ -155,6 +155,9 @@ def _from_mxnet(args: ConvertConfig) -> tuple[Exported, dict[str, Any]]:
 
 
 def _from_torch(args: ConvertConfig) -> Exported:
+    import onnx
+    import torch
+
     import xfer.torch_source as torch_source
 
     if not args.input_shape:
@@ -163,9 +166,6 @@ def _from_torch(args: ConvertConfig) -> Exported:
     loaded = torch_source.load(args.model, args.factory)
     x = np.random.default_rng(0).standard_normal((PARITY_INPUTS, *shape)).astype(np.float32)
     raw, reference = torch_source.export(loaded, shape, CONVERT_OPSET, x)
-    import onnx
-    import torch
-
     return Exported(onnx.load_from_string(raw), x, reference, shape, Path(args.model).stem, {"torch": torch.__version__})
 
 
