@@ -232,17 +232,22 @@ def _input_side(node, inits) -> str | None:
     return None
 
 
+def input_steps(v: View, conv: onnx.NodeProto) -> list | None:
+    """The nodes between the graph input and ``conv`` (pass-through ops, constant scalings), or None when ``conv``
+    does not read the input through such steps alone."""
+    inputs = {i.name for i in v.graph.input}
+    steps: list = []
+    t: str | None = conv.input[0]
+    while t in v.producers and t not in inputs:
+        steps.append(v.producers[t])
+        t = _input_side(v.producers[t], v.inits)
+    return steps if t in inputs else None
+
+
 def first_conv(model: onnx.ModelProto | View):
     """The Conv that reads the graph input (through pass-through ops and a constant input normalisation)."""
     v = view_of(model)
-    g, prod, inits = v.graph, v.producers, v.inits
-    inputs = {i.name for i in g.input}
-    for n in g.node:
-        if n.op_type != "Conv":
-            continue
-        t: str | None = n.input[0]
-        while t in prod and t not in inputs:
-            t = _input_side(prod[t], inits)
-        if t in inputs:
+    for n in v.graph.node:
+        if n.op_type == "Conv" and input_steps(v, n) is not None:
             return n
-    raise XferError(f"graph '{g.name}': no Conv reads the input directly")
+    raise XferError(f"graph '{v.graph.name}': no Conv reads the input directly")

@@ -12,7 +12,7 @@ import numpy as np
 
 from xfer.errors import XferError
 from xfer.surgery.canon import retarget_reshapes
-from xfer.surgery.cut import first_conv
+from xfer.surgery.cut import first_conv, input_steps
 from xfer.surgery.view import View, view_of
 
 if TYPE_CHECKING:
@@ -38,19 +38,12 @@ def _average_input_scalings(v: View, conv: onnx.NodeProto, old: int, channels: i
     over the channels when their number changes: one gray channel gets the mean of the RGB constants."""
     if old == channels:
         return
-    inputs = {i.name for i in v.graph.input}
-    t = conv.input[0]
-    while t not in inputs and t in v.producers:
-        node = v.producers[t]
+    for node in input_steps(v, conv) or []:
         for name in node.input:
             c = v.inits.get(name)
             if c is not None and c.size == old and old > 1:
                 axis = next(a for a, d in enumerate(c.shape) if d == old)
                 v.set_init(name, np.ascontiguousarray(c.mean(axis=axis, keepdims=True)))
-        nxt = next((i for i in node.input if i not in v.inits), None)
-        if nxt is None:
-            break
-        t = nxt
 
 
 def retarget_input(model: onnx.ModelProto | View, channels: int, size: tuple[int, int], adapt: str = "average") -> None:
