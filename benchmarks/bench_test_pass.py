@@ -39,9 +39,15 @@ def main() -> int:
     write_bytes(out.with_suffix(".png"), plots.bench_chart(rep.paths, rep.xfer))
     print(f"wrote {out}, {out.with_suffix('.png')}")
     r, x, old = rep.ratios, rep.lead, rep.paths["kernel+ort"]
+    streamed = rep.paths["stream_int8" if "stream_int8" in rep.paths else "stream"]
+    twin = rep.paths["kernel+ort_int8" if "stream_int8" in rep.paths else "kernel+ort"]
+    floor = rep.floor.xfer_vs_floor if rep.floor else float("inf")
     drop = abs((x.accuracy or 0.0) - (old.accuracy or 0.0))
-    rss = x.peak_rss_mb or 0.0
-    checks = [("whole test pass <= 0.50 s (streamed)", x.median_s, x.median_s <= 0.50),
+    rss = streamed.peak_rss_mb or 0.0
+    checks = [("whole test pass <= 0.50 s", x.median_s, x.median_s <= 0.50),
+              ("whole test pass <= 1.3x its binding floor", floor, floor <= 1.3),
+              ("streamed / gathered (same model) <= 1", streamed.median_s / twin.median_s,
+               streamed.median_s <= twin.median_s),
               ("accuracy within 0.5 points of the old path", drop, drop <= 0.005 + 1e-9),
               ("streamed peak RSS < 1024 MB", rss, rss < 1024),
               ("kernel >= 2x faster than OpenCV", r["kernel_vs_opencv_speedup"], r["kernel_vs_opencv_speedup"] >= 2),

@@ -327,6 +327,11 @@ PYBIND11_MODULE(_C, m) {
     }
     return done.load();
   }, py::arg("items"), py::arg("threads"), py::arg("fail_at"));
+  m.def("kernel_targets", &xfer::cpu::targets, py::arg("supported_only") = true,
+        "Targets the CPU kernel's loops were built for, widest first (only those this CPU runs, by default).");
+  m.def("kernel_target", &xfer::cpu::target, "The target the CPU kernel dispatches to now.");
+  m.def("set_kernel_target", &xfer::cpu::set_target, py::arg("name"),
+        "Pin the CPU kernel to a target of kernel_targets() (ValueError for one this CPU cannot run).");
   m.def("set_num_threads", [](int n) {
     xfer::check_threads(n, "set_num_threads");
     xfer::g_threads = n;

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <exception>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -93,6 +94,11 @@ void preprocess(const std::vector<ImageView>& images, const Params& p, float* ou
 // Reads every byte of every image once (XOR-folded so the reads cannot be optimised away): the memory floor a
 // preprocessing pass over the same images is measured against.
 std::uint64_t read_all(const std::vector<ImageView>& images, int threads);
+// The vectorised loops are built for several targets (avx512, avx2, baseline) and dispatched at run time: the
+// widest this CPU supports unless set_target pins a narrower one (XFER_KERNEL_ISA, tests of every target).
+std::vector<std::string> targets(bool supported_only);
+std::string target();
+void set_target(const std::string& name);
 // The CPUs this process may run on: its affinity mask, capped by a cgroup v2 CPU quota.
 int default_threads();
 }  // namespace cpu

@@ -7,6 +7,7 @@ from xfer import bench
 from xfer.bench import BenchReport
 from xfer.config import BenchConfig
 from xfer.errors import XferError
+from xfer.graph import load_model
 from xfer.report.console import bench_text
 
 
@@ -22,7 +23,17 @@ def test_bench_report(trained_frozen, synth_pack, tmp_path):
         assert saved["paths"][path]["median_s"] > 0, path
     assert saved["accuracy_matches_train"] is True
     assert saved["paths"]["stream"]["accuracy"] == saved["paths"]["kernel+ort"]["accuracy"]  # same images, same model
-    assert saved["xfer"] == "stream" and "xfer optimize --int8" in saved["xfer_note"]  # no int8 variant beside it
+    assert "xfer optimize --int8" in saved["xfer_note"]  # no int8 variant beside it
+    # the streamed pass leads unless its gathered twin was faster in this run: then the twin leads, saying what it costs
+    faster = min(("stream", "kernel+ort"), key=lambda k: saved["paths"][k]["median_s"])
+    assert saved["xfer"] == faster and (faster == "stream" or "at the cost of holding" in saved["xfer_note"])
+    floor = saved["floor"]
+    assert floor["binding"] in ("read", "flop") and floor["compute"] == "flop"
+    assert floor["seconds"] == max(saved["paths"]["read"]["median_s"], saved["paths"]["flop"]["median_s"])
+    assert floor["xfer_vs_floor"] == pytest.approx(saved["paths"][faster]["median_s"] / floor["seconds"])
+    machine = saved["env"]["machine"]
+    assert machine["peaks"]["fp32"]["ops_per_s"] > 0 and machine["datapath_bits"] in (128, 256, 512)
+    assert saved["env"]["kernel_target"] in ("avx512", "avx2", "baseline")
     assert saved["ort_materialised"]["threads"] == 1 and saved["ort_materialised"]["batch"] in (16, 64)
     assert saved["ort"]["batch"] in (512, 1024) and len(saved["ort"]["trials"]) == 8
     import onnxruntime as ort
@@ -37,7 +48,7 @@ def test_bench_report(trained_frozen, synth_pack, tmp_path):
         assert saved["device"] == "cuda" or "CUDA execution provider" in saved["device_note"]
     assert {"kernel_vs_opencv_speedup", "end_to_end_vs_naive_batched"} <= set(saved["ratios"])
     text = bench_text(rep)
-    assert "streamed kernel + ORT (float)" in text and "matches xfer train" in text
+    assert "streamed kernel + ORT (float)" in text and "matches xfer train" in text and "binding floor:" in text
 
 
 def test_bench_cycles_images(trained_frozen, synth_pack):
@@ -104,12 +115,105 @@ def test_machine_facts_are_read_from_cpuinfo():
     from xfer.hw import Hardware, parse_cpuinfo
 
     name, mhz, flags = parse_cpuinfo("processor : 0\nmodel name : Xeon X\ncpu MHz : 2100.5\nflags : fma avx avx2 "
-                                     "avx512f avx512_vnni amx_tile\nprocessor : 1\nmodel name : other\n")
-    hw = Hardware(name, "x86_64", 4, 2, mhz, flags)
+                                     "avx512f avx512_vnni amx_tile amx_int8 amx_bf16\nprocessor : 1\nmodel name : other\n")
+    hw = Hardware(name, "x86_64", 4, 2, mhz, flags, "GenuineIntel", 6, 143)
     assert name == "Xeon X" and mhz == 2100.5
-    assert hw.vector_bits == 512 and hw.fp32_flops_per_cycle == 64
+    assert hw.vector_bits == hw.datapath_bits == 512 and hw.fp32_flops_per_cycle == 64
     assert hw.label == "Xeon X, 2 cores (AMX, AVX-512 VNNI, AVX-512)"
-    avx2 = Hardware("EPYC", "x86_64", 2, 2, 2000.0, frozenset({"avx", "avx2", "fma"}))
+    assert hw.int8_ops_per_cycle[0] == 2048 and hw.bf16_flops_per_cycle[0] == 1024  # AMX tiles
+    avx2 = Hardware("EPYC", "x86_64", 2, 2, 2000.0, frozenset({"avx", "avx2", "fma"}), "AuthenticAMD", 23, 49)
     assert avx2.fp32_flops_per_cycle == 32 and avx2.label == "EPYC, 2 cores (AVX2)"
+    assert avx2.int8_ops_per_cycle[0] == 64 and "no VNNI" in avx2.int8_ops_per_cycle[1]
     peak, how = avx2.peak_flops()
     assert peak == 2 * 2000e6 * 32 and "256-bit" in how
+
+
+def test_zen4_avx512_runs_on_256_bit_pipes():
+    """AMD family 25 (Zen 4) has the AVX-512 flags but 256-bit pipes: no more FLOP/cycle than AVX2; Zen 5 has 512."""
+    from xfer.hw import Hardware
+
+    flags = frozenset({"avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16"})
+    zen4 = Hardware("AMD EPYC", "x86_64", 2, 2, 2600.0, flags, "AuthenticAMD", 25, 17)
+    assert zen4.vector_bits == 512 and zen4.datapath_bits == 256 and zen4.fp32_flops_per_cycle == 32
+    assert zen4.int8_ops_per_cycle[0] == 128 and zen4.bf16_flops_per_cycle[0] == 64
+    assert "2x256-bit" in zen4.peak("fp32").how and zen4.peak("int8").ops_per_s == 2 * 2600e6 * 128
+    zen5 = Hardware("AMD EPYC", "x86_64", 2, 2, 2600.0, flags, "AuthenticAMD", 26, 2)
+    assert zen5.datapath_bits == 512 and zen5.fp32_flops_per_cycle == 64
+
+
+def test_a_pinned_isa_narrows_the_facts():
+    from xfer.hw import Hardware
+
+    xeon = Hardware("Xeon", "x86_64", 2, 2, 2000.0, frozenset({"avx", "avx2", "fma", "avx512f", "amx_tile", "amx_int8"}),
+                    "GenuineIntel", 6, 143)
+    avx2 = xeon.pinned_to("avx2")
+    assert avx2.vector_bits == 256 and avx2.int8_ops_per_cycle[0] == 64 and avx2.label.endswith("pinned to avx2)")
+    assert xeon.pinned_to("baseline").fp32_flops_per_cycle == 8
+    with pytest.raises(XferError, match="XFER_ISA=sve: unknown ISA"):
+        xeon.pinned_to("sve")
+    with pytest.raises(XferError, match="has no AVX-512"):
+        avx2.pinned_to("avx512")
+
+
+def test_caches_are_read_from_sysfs(tmp_path):
+    from xfer.hw import hardware, read_caches
+
+    for i, (level, kind, size) in enumerate([("1", "Data", "48K"), ("2", "Unified", "2048K"), ("3", "Unified", "32M")]):
+        d = tmp_path / f"index{i}"
+        d.mkdir()
+        for name, value in (("level", level), ("type", kind), ("size", size)):
+            (d / name).write_text(value + "\n")
+    assert [(c.level, c.kind, c.kib) for c in read_caches(tmp_path)] == [(1, "Data", 48), (2, "Unified", 2048),
+                                                                           (3, "Unified", 32768)]
+    assert read_caches(tmp_path / "absent") == ()
+    facts = hardware().facts()
+    assert set(facts.peaks) == {"fp32", "int8", "bf16"} and facts.peaks["fp32"].ops_per_s > 1e9
+
+
+def test_int8_nodes_are_counted_at_the_int8_rate(trained_frozen):
+    """A QDQ model's quantised Gemms count as int8 work, its float convs as fp32: the int8 floor is the lower."""
+    from xfer import optimize
+    from xfer.bench.floors import compute_floor, model_work
+
+    model = load_model(trained_frozen)
+    q = optimize.quantize_int8(model, np.random.default_rng(0).normal(size=(64, 1, 32, 32)).astype(np.float32))
+    work = model_work(q)
+    by = {w.name: w.precision for w in work}
+    assert {p for n, p in by.items() if "conv" in n} == {"fp32"} and "int8" in by.values()
+    assert sum(w.macs for w in work) == bench.model_macs(model)
+    f32, i8 = compute_floor(model, 1000), compute_floor(q, 1000)
+    assert i8.median_s < f32.median_s and set(i8.details["macs_by_precision"]) == {"fp32", "int8"}
+
+def test_the_faster_of_streamed_and_gathered_leads():
+    """Same model, same run: a gathered twin that beat the streamed pass leads, with its memory cost named."""
+    from xfer.bench.floors import binding_floor
+    from xfer.bench.runner import Lead, _faster_of
+    from xfer.bench.timing import PathResult
+
+    paths = {"stream_int8": PathResult.of([0.40], 100), "kernel+ort_int8": PathResult.of([0.35], 100),
+             "stream": PathResult.of([0.30], 100), "read": PathResult.of([0.1], 100),
+             "flop_int8": PathResult.estimate(0.2, 100), "flop": PathResult.estimate(0.5, 100)}
+    lead = _faster_of(paths, Lead("stream_int8", "int8 head"), 2 * 10**9)
+    assert lead.path == "kernel+ort_int8" and "holding 2.00 GB" in lead.note
+    assert _faster_of(paths, Lead("stream", "float"), 10**9).path == "stream"  # no gathered float twin ran
+    floor = binding_floor(paths, lead.path, ["stream_int8", "kernel+ort_int8"])
+    assert floor is not None and floor.binding == "flop_int8" and floor.xfer_vs_floor == pytest.approx(1.75)
+    assert floor.paths_vs_floor == {"stream_int8": pytest.approx(2.0), "kernel+ort_int8": pytest.approx(1.75)}
+    paths["read"] = PathResult.of([0.3], 100)
+    assert binding_floor(paths, "stream", ["stream"]).binding == "flop"  # the float model's compute floor
+    assert binding_floor(paths, "stream_int8", []).binding == "read"
+
+
+def test_bench_times_the_int8_variant_beside_its_gathered_twin(trained_frozen, synth_pack, tmp_path):
+    import shutil
+
+    from xfer import optimize
+
+    model = tmp_path / "m.onnx"
+    shutil.copy(trained_frozen, model)
+    q = optimize.quantize_int8(load_model(model), np.random.default_rng(0).normal(size=(64, 1, 32, 32)).astype(np.float32))
+    (tmp_path / "m.int8.onnx").write_bytes(q.SerializeToString())
+    rep = bench.run(model, str(synth_pack), repeat=1, baselines=False, threads=[1], batches=[32])
+    assert {"stream_int8", "kernel+ort_int8", "flop_int8"} <= set(rep.paths)
+    assert rep.paths["flop_int8"].median_s < rep.paths["flop"].median_s
+    assert rep.floor is not None and rep.floor.compute == ("flop_int8" if rep.xfer.endswith("int8") else "flop")

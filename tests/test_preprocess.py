@@ -261,3 +261,57 @@ def test_whole_factor_area_matches_the_spec(shape, size, channels):
     x[0] = 255  # the largest sums: 16x16 = 256 bytes of 255 must not overflow u16
     np.testing.assert_allclose(preprocess(x, size, channels, 0.5, 0.25), preprocess_reference(x, size, channels, 0.5, 0.25),
                                atol=1e-5, rtol=0)
+
+
+@pytest.fixture
+def restore_target():
+    from xfer.preprocess import kernel_targets, set_kernel_target
+
+    yield
+    set_kernel_target(kernel_targets()[0])
+
+
+@pytest.mark.parametrize("interp", ["area", "bilinear"])
+@pytest.mark.parametrize("shape,size,channels", [((3, 256, 256, 3), 32, 1), ((2, 240, 200, 3), (37, 29), 3),
+                                                 ((2, 65, 67, 1), 13, 1)], ids=["box-gray", "float-rgb", "odd-gray"])
+def test_every_dispatch_target_matches_the_spec(restore_target, interp, shape, size, channels):
+    """Each target the loops were built for that this CPU runs (avx512, avx2, baseline) against the numpy spec."""
+    from xfer.preprocess import kernel_target, kernel_targets, set_kernel_target
+
+    x = np.random.default_rng(5).integers(0, 256, shape, dtype=np.uint8)
+    want = preprocess_reference(x, size, channels, 0.4, 0.3, interp)
+    targets = kernel_targets()
+    assert targets[-1] == "baseline" and set(targets) <= set(_C.kernel_targets(False))
+    for t in targets:
+        set_kernel_target(t)
+        assert kernel_target() == t
+        np.testing.assert_allclose(preprocess(x, size, channels, 0.4, 0.3, interp), want, atol=1e-5, rtol=0, err_msg=t)
+
+
+def test_dispatch_target_is_pinned_by_the_environment(tmp_path):
+    """XFER_ISA pins the kernel's dispatch (and what xfer.hw reports); a bad value is one line, not a traceback."""
+    import subprocess
+    import sys
+
+    code = ("from xfer.preprocess import kernel_target; from xfer.hw import hardware; "
+            "print(kernel_target(), 'avx512f' in hardware().flags, hardware().pinned)")
+    env = dict(os.environ, XFER_ISA="baseline")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["baseline", "False", "baseline"]
+    env["XFER_ISA"] = "neon"
+    bad = subprocess.run([sys.executable, "-m", "xfer", "inspect", str(tmp_path / "none.onnx")], env=env,
+                         capture_output=True, text=True, check=False)
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1
+    assert "XFER_ISA=neon" in bad.stderr and "expected one of" in bad.stderr
+
+
+def test_an_unknown_or_unsupported_target_is_refused(restore_target):
+    from xfer.errors import XferError
+    from xfer.preprocess import set_kernel_target
+
+    with pytest.raises(XferError, match="unknown kernel target 'sve'.*avx512, avx2, baseline"):
+        set_kernel_target("sve")
+    missing = [t for t in _C.kernel_targets(False) if t not in _C.kernel_targets()]
+    for t in missing:
+        with pytest.raises(XferError, match="not supported by this CPU"):
+            set_kernel_target(t)

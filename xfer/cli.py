@@ -14,6 +14,7 @@ from typing import Any
 
 from xfer import config as C
 from xfer.errors import XferError
+from xfer.hw import hardware
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -424,6 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        hardware()  # reads the machine once; a bad XFER_ISA is one line here, before any work
         args.func(args)
     except XferError as e:
         if args.debug:

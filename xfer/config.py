@@ -146,6 +146,8 @@ PRETRAINED = {p.name: p for p in (
 TORCHVISION_ENV_REQUIREMENTS = ("torch==2.14.1", "torchvision==0.29.1", "onnxscript==0.7.2", "onnx==1.23.2")
 TORCHVISION_PYTHON_VAR = "XFER_TORCHVISION_PYTHON"
 CACHE_VAR = "XFER_CACHE"
+# Pins a narrower ISA (avx512, avx2, baseline): the kernel's dispatch and what xfer.hw reports (floors, labels).
+ISA_VAR = "XFER_ISA"
 MXNET_ENV_FREE_BYTES = 1_500_000_000  # the environment takes ~600 MB; pip needs room for wheels besides
 
 DEFAULT_MODELS = "models"

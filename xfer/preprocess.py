@@ -15,6 +15,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from xfer.config import ISA_VAR
+from xfer.errors import XferError
+
 
 def _load_extension():
     """``xfer._C``, or the build named by ``XFER_C_LIBRARY`` (a sanitizer build, say) in its place."""
@@ -68,6 +71,7 @@ def preprocess(images, size: int | Sequence[int] = (32, 32), channels: int = 1,
     kind, _, ordinal = device.partition(":")
     if kind == "cuda" and ordinal and not ordinal.isdigit():
         raise ValueError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got '{device}'")
+    _pin_target()
     return _C.preprocess(images, _size(size), int(channels), _floats(mean), _floats(std), interp, out, kind,
                          _threads(threads), int(ordinal or 0), index)
 
@@ -104,7 +108,40 @@ def read_floor(images: np.ndarray, threads: int = 0, index: np.ndarray | None = 
 
     Returns a checksum so the reads cannot be optimised away.
     """
+    _pin_target()
     return int(_C.read_floor(images, _threads(threads), index))
+
+
+_pinned: list[str] = []  # the XFER_ISA value applied, once per process
+
+
+def _pin_target() -> None:
+    """Apply ``XFER_ISA`` to the kernel's dispatch on first use (a bad value is one line, inside the CLI's care)."""
+    isa = os.environ.get(ISA_VAR, "")
+    if _pinned and _pinned[0] == isa:
+        return
+    if isa:
+        set_kernel_target(isa)
+    _pinned[:] = [isa]
+
+
+def kernel_targets() -> list[str]:
+    """The targets the kernel's loops can dispatch to on this CPU, widest first (``avx512``, ``avx2``, ``baseline``)."""
+    return list(_C.kernel_targets())
+
+
+def kernel_target() -> str:
+    """The target the kernel dispatches to now (the widest this CPU runs, or the one ``XFER_ISA`` pins)."""
+    _pin_target()
+    return str(_C.kernel_target())
+
+
+def set_kernel_target(name: str) -> None:
+    """Pin the kernel's loops to ``name`` for this process (tests run every target against the numpy spec)."""
+    try:
+        _C.set_kernel_target(name)
+    except ValueError as e:
+        raise XferError(f"{ISA_VAR}={name}: {e}") from None
 
 
 def kernel_threads() -> int:

@@ -9,6 +9,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
+#include <stdexcept>
+#include <string>
 #ifdef __linux__
 #include <sched.h>
 #endif
@@ -93,18 +96,13 @@ __attribute__((target("avx2,fma"))) void accumulate_rows_avx2(const std::uint8_t
                                                                const float* w, float* acc) {
   XFER_ACCUMULATE_BODY
 }
+__attribute__((target("avx512f,avx512bw,avx512vl,fma"))) void accumulate_rows_avx512(
+    const std::uint8_t* base, std::int64_t row_bytes, const std::int32_t start, const std::int32_t count,
+    const float* w, float* acc) {
+  XFER_ACCUMULATE_BODY
+}
 #endif
 #undef XFER_ACCUMULATE_BODY
-
-AccumulateFn pick_accumulate() {
-#if defined(__GNUC__) && defined(__x86_64__)
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return accumulate_rows_avx2;
-#endif
-  return accumulate_rows_base;
-}
-
-const AccumulateFn accumulate_rows = pick_accumulate();
 
 // Area resampling by a whole factor (256 -> 32: 8 rows and 8 columns per output pixel, every weight equal) needs
 // no float multiply per input byte: rows are summed as integers (u8 into u16: zero-extend and add, 16 lanes per
@@ -133,18 +131,61 @@ __attribute__((target("avx2"))) void box_rows_avx2(const std::uint8_t* r0, std::
                                                    std::int64_t c, int fx, bool pow2, std::uint16_t* acc) {
   XFER_BOX_BODY
 }
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void box_rows_avx512(const std::uint8_t* r0, std::int64_t row_bytes,
+                                                                         int fy, std::int64_t c, int fx, bool pow2,
+                                                                         std::uint16_t* acc) {
+  XFER_BOX_BODY
+}
 #endif
 #undef XFER_BOX_BODY
 
-BoxFn pick_box() {
+// One row of the dispatch table: a target the kernel was built for, whether this CPU runs it, its two loops.
+struct Target {
+  const char* name;
+  bool (*supported)();
+  AccumulateFn accumulate;
+  BoxFn box;
+};
+
+bool always() { return true; }
 #if defined(__GNUC__) && defined(__x86_64__)
+bool has_avx2() {
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2")) return box_rows_avx2;
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+bool has_avx512() {
+  __builtin_cpu_init();
+  return has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl");
+}
 #endif
-  return box_rows_base;
+
+// Widest first: the default is the first row this CPU supports.
+const Target kTargets[] = {
+#if defined(__GNUC__) && defined(__x86_64__)
+    {"avx512", has_avx512, accumulate_rows_avx512, box_rows_avx512},
+    {"avx2", has_avx2, accumulate_rows_avx2, box_rows_avx2},
+#endif
+    {"baseline", always, accumulate_rows_base, box_rows_base},
+};
+
+const Target* widest_target() {
+  for (const Target& t : kTargets)
+    if (t.supported()) return &t;
+  return &kTargets[std::size(kTargets) - 1];
 }
 
-const BoxFn box_rows = pick_box();
+std::atomic<const Target*> g_target{widest_target()};
+
+void accumulate_rows(const std::uint8_t* base, std::int64_t row_bytes, std::int32_t start, std::int32_t count,
+                     const float* w, float* acc) {
+  g_target.load(std::memory_order_relaxed)->accumulate(base, row_bytes, start, count, w, acc);
+}
+
+void box_rows(const std::uint8_t* r0, std::int64_t row_bytes, int fy, std::int64_t c, int fx, bool pow2,
+              std::uint16_t* acc) {
+  g_target.load(std::memory_order_relaxed)->box(r0, row_bytes, fy, c, fx, pow2, acc);
+}
 
 // The whole factors of a box resampling, or {0, 0} when the integer path does not apply.
 std::pair<int, int> box_factors(const ImageView& im, const Params& p) {
@@ -311,6 +352,27 @@ void preprocess(const std::vector<ImageView>& images, const Params& p, float* ou
     const Taps& Tx = uniform ? tx0 : st.tx;
     process_rows(im, p, Ty, Tx, y0, y1, out + i * image_floats, st);
   });
+}
+
+std::vector<std::string> targets(bool supported_only) {
+  std::vector<std::string> out;
+  for (const Target& t : kTargets)
+    if (!supported_only || t.supported()) out.emplace_back(t.name);
+  return out;
+}
+
+std::string target() { return g_target.load()->name; }
+
+void set_target(const std::string& name) {
+  for (const Target& t : kTargets) {
+    if (name != t.name) continue;
+    if (!t.supported()) throw std::invalid_argument("kernel target '" + name + "' is not supported by this CPU");
+    g_target.store(&t);
+    return;
+  }
+  std::string known;
+  for (const Target& t : kTargets) known += (known.empty() ? "" : ", ") + std::string(t.name);
+  throw std::invalid_argument("unknown kernel target '" + name + "' (expected one of: " + known + ")");
 }
 
 std::uint64_t read_all(const std::vector<ImageView>& images, int threads) {

@@ -1,12 +1,16 @@
-"""What no pass over the test images can beat: reading their bytes once, and the model's arithmetic at peak FLOP/s.
+"""What no pass over the test images can beat: reading their bytes once, and the model's arithmetic at peak rate.
 
-The FLOP floor counts the model's multiply-adds (Conv, ConvTranspose, Gemm,
-MatMul) and divides by this process's fp32 peak at the CPU's real vector
-width (``xfer.hw``: 256-bit AVX2 or 512-bit AVX-512, with or without FMA).
+The compute floor counts the model's multiply-adds (Conv, ConvTranspose, Gemm,
+MatMul and their quantised forms), each at its precision's peak on the cores
+this process may use: fp32 at the CPU's real datapath (``xfer.hw``: Zen 4's
+AVX-512 runs on 256-bit pipes), int8 at VNNI's or AMX's rate, bf16 at AVX-512
+BF16's or AMX's. The binding floor of a pass is the larger of its read floor
+and the compute floor of the model it runs.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,6 +20,7 @@ from xfer.bench.stream import StreamPlan, stream_of
 from xfer.bench.timing import PathResult, timed
 from xfer.graph import InputSpec
 from xfer.hw import hardware
+from xfer.records import Record
 
 if TYPE_CHECKING:
     import onnx
@@ -23,7 +28,7 @@ if TYPE_CHECKING:
 
 def floors(model: onnx.ModelProto, split: TestSplit, spec: InputSpec, plan: StreamPlan,
            repeat: int) -> dict[str, PathResult]:
-    """The read floor, the kernel alone on the stream, and the FLOP floor, by path name."""
+    """The read floor, the kernel alone on the stream, and the model's compute floor, by path name."""
     stream = stream_of(split, spec, plan)
 
     def read() -> None:
@@ -32,12 +37,37 @@ def floors(model: onnx.ModelProto, split: TestSplit, spec: InputSpec, plan: Stre
 
     t_read, _ = timed(read, repeat)
     t_kernel, _ = timed(lambda: [stream.preprocess(0, a, b) for a, b in stream.chunks()], repeat)
-    macs = model_macs(model)
-    peak, how = peak_flops()
-    flop_s = 2.0 * macs * split.n / peak
     return {"read": PathResult.of(t_read, split.n, bytes=split.n * split.image_bytes),
             "kernel_stream": PathResult.of(t_kernel, split.n),
-            "flop": PathResult.estimate(flop_s, split.n, macs_per_image=macs, peak_gflops=peak / 1e9, peak_note=how)}
+            "flop": compute_floor(model, split.n)}
+
+
+@dataclass(frozen=True)
+class Work(Record):
+    """One node's multiply-adds per image, and the precision it computes them in."""
+
+    op: str
+    name: str
+    macs: int
+    precision: str  # fp32, int8, bf16
+
+
+def compute_floor(model: onnx.ModelProto, n: int) -> PathResult:
+    """``n`` images' multiply-adds, each at its precision's peak on the cores this process may use.
+
+    A float model is all fp32; a quantised one (QDQ or QOperator) computes its quantised nodes at the int8 rate
+    (VNNI, AMX or the two-step AVX2 form, as ``xfer.hw`` reads the CPU) and the rest in fp32.
+    """
+    hw = hardware()
+    work = model_work(model)
+    by: dict[str, int] = {}
+    for w in work:
+        by[w.precision] = by.get(w.precision, 0) + w.macs
+    peaks = {p: hw.peak(p) for p in by}
+    seconds = sum(2.0 * macs * n / peaks[p].ops_per_s for p, macs in by.items())
+    fp32 = hw.peak("fp32")
+    return PathResult.estimate(seconds, n, macs_per_image=sum(by.values()), macs_by_precision=by,
+                               peak_gflops=fp32.ops_per_s / 1e9, peak_note="; ".join(p.how for p in peaks.values()))
 
 
 def copy_floor(gathered: Gathered, repeat: int) -> PathResult:
@@ -52,12 +82,23 @@ def copy_floor(gathered: Gathered, repeat: int) -> PathResult:
 
 
 def peak_flops() -> tuple[float, str]:
-    """fp32 FLOP/s of the cores this process may use, at the reported clock and the CPU's vector width."""
+    """fp32 FLOP/s of the cores this process may use, at the reported clock and the CPU's real datapath."""
     return hardware().peak_flops()
 
 
 def model_macs(model: onnx.ModelProto) -> int:
-    """Multiply-adds per image in the model's Conv, Gemm and MatMul nodes (shapes inferred at batch 1)."""
+    """Multiply-adds per image in the model's Conv, Gemm and MatMul nodes (float or quantised)."""
+    return sum(w.macs for w in model_work(model))
+
+
+# op -> (input holding the weights, its output's role), for the nodes whose arithmetic a floor counts
+CONV_OPS = {"Conv": 1, "ConvTranspose": 1, "ConvInteger": 1, "QLinearConv": 3}
+MATMUL_OPS = {"Gemm": 1, "MatMul": 1, "MatMulInteger": 1, "QLinearMatMul": 3, "QGemm": 3}
+INT8_OPS = {"ConvInteger", "QLinearConv", "MatMulInteger", "QLinearMatMul", "QGemm"}
+
+
+def model_work(model: onnx.ModelProto) -> list[Work]:
+    """Each Conv/Gemm/MatMul node's multiply-adds per image (shapes inferred at batch 1) and its precision."""
     import onnx
 
     m = onnx.ModelProto()
@@ -67,18 +108,68 @@ def model_macs(model: onnx.ModelProto) -> int:
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
               for v in list(m.graph.value_info) + list(m.graph.input) + list(m.graph.output)}
     shapes.update({t.name: list(t.dims) for t in m.graph.initializer})
-    total = 0
+    dtypes = {t.name: t.data_type for t in m.graph.initializer}
+    producer = {o: node for node in m.graph.node for o in node.output}
+    out = []
     for node in m.graph.node:
-        if node.op_type in ("Conv", "ConvTranspose") and node.input[1] in shapes and node.output[0] in shapes:
-            w = shapes[node.input[1]]
+        wi = CONV_OPS.get(node.op_type, MATMUL_OPS.get(node.op_type))
+        if wi is None or len(node.input) <= wi or node.input[wi] not in shapes or node.output[0] not in shapes:
+            continue
+        w, y = shapes[node.input[wi]], shapes[node.output[0]]
+        if node.op_type in CONV_OPS:
             # Conv: each output element sums Cin/g*kh*kw products; ConvTranspose: each input element feeds Cout/g*kh*kw
-            each = shapes[node.output[0]] if node.op_type == "Conv" else shapes.get(node.input[0], [0])
-            total += int(np.prod(each)) * int(np.prod(w[1:]))
-        elif node.op_type in ("Gemm", "MatMul") and node.input[1] in shapes and node.output[0] in shapes:
-            k = shapes[node.input[1]]
-            total += int(np.prod(shapes[node.output[0]])) * (k[1] if node.op_type == "Gemm" and _trans_b(node) else k[0])
-    return total
+            each = y if node.op_type != "ConvTranspose" else shapes.get(node.input[0], [0])
+            macs = int(np.prod(each)) * int(np.prod(w[1:]))
+        else:
+            k = w[1] if node.op_type in ("Gemm", "QGemm") and _trans_b(node) else w[0]
+            macs = int(np.prod(y)) * k
+        out.append(Work(node.op_type, node.name, macs, _precision(node, wi, producer, dtypes)))
+    return out
 
+
+def _precision(node: onnx.NodeProto, wi: int, producer: dict[str, onnx.NodeProto], dtypes: dict[str, int]) -> str:
+    """int8 for quantised operators and QDQ nodes (weights from a DequantizeLinear), bf16 for bf16 weights."""
+    import onnx
+
+    if node.op_type in INT8_OPS:
+        return "int8"
+    src = producer.get(node.input[wi])
+    if src is not None and src.op_type == "DequantizeLinear":
+        return "int8"
+    if dtypes.get(node.input[wi]) == onnx.TensorProto.BFLOAT16 or (
+            src is not None and src.op_type == "Cast" and any(a.name == "to" and a.i == onnx.TensorProto.BFLOAT16
+                                                              for a in src.attribute)):
+        return "bf16"
+    return "fp32"
 
 def _trans_b(node: onnx.NodeProto) -> bool:
     return any(a.name == "transB" and a.i for a in node.attribute)
+
+
+# the gathered path each streamed one is compared with, like for like (same model)
+GATHERED_OF = {"stream": "kernel+ort", "stream_int8": "kernel+ort_int8"}
+COMPUTE_FLOOR_OF = {"stream": "flop", "kernel+ort": "flop", "stream_int8": "flop_int8", "kernel+ort_int8": "flop_int8"}
+
+
+@dataclass
+class BindingFloor(Record):
+    """Which floor binds xfer's pass (the larger of reading the bytes and computing its model), and how far each
+    whole pass is from it."""
+
+    binding: str                 # "read", "flop" or "flop_int8"
+    seconds: float
+    compute: str                 # the compute floor of the model xfer's path runs
+    xfer_vs_floor: float
+    paths_vs_floor: dict[str, float]
+
+
+def binding_floor(paths: dict[str, PathResult], lead: str, end_to_end: list[str]) -> BindingFloor | None:
+    """The binding floor of ``lead``'s pass, or None when its floors did not run."""
+    compute = COMPUTE_FLOOR_OF.get(lead, "flop")
+    have = [k for k in ("read", compute) if k in paths]
+    if not have or lead not in paths:
+        return None
+    b = max(have, key=lambda k: paths[k].median_s)
+    t = paths[b].median_s
+    return BindingFloor(b, t, compute, paths[lead].median_s / t,
+                        {k: paths[k].median_s / t for k in end_to_end if k in paths})

@@ -51,6 +51,20 @@ def gathered_pass(model_bytes: bytes, g: Gathered, spec: InputSpec, repeat: int,
     return GatheredPass({"kernel": kernel, "ort_inference": inference, "kernel+ort": both}, tune, sess, pred)
 
 
+def gathered_again(model_bytes: bytes, g: Gathered, spec: InputSpec, tuning: OrtTuning, repeat: int) -> PathResult:
+    """The gathered kernel + ORT pass with another model (the int8 one) and the float pass's tuned batch and threads,
+    so each streamed pass has a gathered twin to be compared with."""
+    x = np.empty((len(g.images), spec.channels, *spec.size), np.float32)
+    sess = session(model_bytes, tuning.threads)
+
+    def kernel_ort() -> np.ndarray:
+        preprocess(g.images, spec.size, spec.channels, spec.mean, spec.std, out=x)
+        return infer(sess, x, tuning.batch)
+
+    t_all, pred = timed(kernel_ort, repeat)
+    return PathResult.of(t_all, len(x), float((pred == g.labels).mean()))
+
+
 def gpu_pass(sess: Any, g: Gathered, spec: InputSpec, batch: int, repeat: int, pred_cpu: np.ndarray) -> PathResult:
     """CUDA kernel writes straight into the buffer ONNX Runtime's CUDA EP reads (IO binding).
 

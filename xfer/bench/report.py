@@ -6,11 +6,12 @@ import platform
 from dataclasses import dataclass, field
 
 from xfer.bench import baselines
+from xfer.bench.floors import BindingFloor
 from xfer.bench.session import OrtTuning
 from xfer.bench.stream import StreamTrial
 from xfer.bench.timing import PathResult
-from xfer.hw import hardware
-from xfer.preprocess import cuda_built, kernel_threads
+from xfer.hw import MachineFacts, hardware
+from xfer.preprocess import cuda_built, kernel_target, kernel_threads
 from xfer.records import Record
 
 
@@ -25,11 +26,13 @@ class PathInfo:
 
 OWN_PATHS = [
     PathInfo("read", "read every input byte once (floor)", False),
-    PathInfo("flop", "model arithmetic at peak FLOP/s (floor)", False),
+    PathInfo("flop", "model arithmetic at peak fp32 FLOP/s (floor)", False),
+    PathInfo("flop_int8", "int8 model's arithmetic at peak int8/fp32 rates (floor)", False),
     PathInfo("kernel_stream", "C++ kernel, streamed from the pack", False),
     PathInfo("stream_int8", "streamed kernel + ORT, int8 head", True),
     PathInfo("stream", "streamed kernel + ORT (float)", True),
     PathInfo("kernel+ort", "old path: gathered, then kernel, then ORT", True),
+    PathInfo("kernel+ort_int8", "gathered, then kernel, then ORT, int8 head", True),
     PathInfo("copy", "memory copy of the gathered input", False),
     PathInfo("kernel", "C++ kernel on the gathered input", False),
     PathInfo("ort_inference", "ONNX Runtime inference alone", False),
@@ -85,6 +88,8 @@ class Environment(Record):
     affinity: int | None = None
     isa: list[str] = field(default_factory=list)
     label: str | None = None
+    machine: MachineFacts | None = None
+    kernel_target: str | None = None
 
 
 def environment() -> Environment:
@@ -93,7 +98,8 @@ def environment() -> Environment:
 
     hw = hardware()
     return Environment(platform.python_version(), platform.platform(), hw.cpu, hw.cores, numpy.__version__,
-                       onnxruntime.__version__, kernel_threads(), cuda_built(), hw.affinity, hw.isa, hw.label)
+                       onnxruntime.__version__, kernel_threads(), cuda_built(), hw.affinity, hw.isa, hw.label,
+                       hw.facts(), kernel_target())
 
 
 @dataclass
@@ -129,6 +135,7 @@ class BenchReport(Record):
     accuracy_matches_train: bool | None = None
     materialised_note: str | None = None
     ort_materialised: OrtTuning | None = None
+    floor: BindingFloor | None = None
 
     @property
     def lead(self) -> PathResult:

@@ -28,6 +28,7 @@ def bench_text(rep: BenchReport) -> str:
              + (" (chosen by measurement)" if o.trials else ""),
              f"xfer's path: {label_of(rep.xfer)} -- {rep.xfer_note}"]
     base = rep.lead.median_s
+    floor = rep.floor.seconds if rep.floor else None
     rows = []
     for k in list(known_paths()) + [k for k in rep.paths if k not in known_paths()]:
         p = rep.paths.get(k)
@@ -36,9 +37,14 @@ def bench_text(rep: BenchReport) -> str:
         rows.append([label_of(k), f"{p.median_s:.3f}", f"{p.min_s:.3f}", f"{p.max_s:.3f}", f"{p.images_per_s:,.0f}",
                      "" if p.accuracy is None else f"{p.accuracy:.4f}",
                      "" if p.peak_rss_mb is None else f"{p.peak_rss_mb:,.0f}",
-                     f"{p.median_s / base:.2f}x" if is_end_to_end(k) else ""])
-    lines.append(format_table(["path", "median s", "min s", "max s", "images/s", "accuracy", "peak RSS MB", "vs xfer"],
-                              rows))
+                     f"{p.median_s / base:.2f}x" if is_end_to_end(k) else "",
+                     f"{p.median_s / floor:.2f}x" if floor and is_end_to_end(k) else ""])
+    lines.append(format_table(["path", "median s", "min s", "max s", "images/s", "accuracy", "peak RSS MB", "vs xfer",
+                               "vs floor"], rows))
+    if rep.floor:
+        f = rep.floor
+        lines.append(f"  binding floor: {label_of(f.binding)}, {f.seconds:.3f} s; xfer's path is {f.xfer_vs_floor:.2f}x it "
+                     f"(measured on {rep.env.label}, kernel dispatch {rep.env.kernel_target or '?'})")
     lines += [f"  {k.replace('_', ' ')}: {v:.2f}x" for k, v in rep.ratios.items()]
     if rep.materialised_note:
         lines.append(f"  {rep.materialised_note}")
