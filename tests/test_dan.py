@@ -57,7 +57,7 @@ def test_simulated_votes_follow_intensity():
 
 
 def test_dan_graph_runs_and_imports():
-    m = dan.build_dan((1, 32, 32), [str(i) for i in range(7)], 26, width=0.125, seed=0)
+    m = dan.build_dan((1, 32, 32), [str(i) for i in range(7)], 26, width=0.125, seed=0, stages=1)
     x = np.random.default_rng(0).standard_normal((2, 1, 32, 32)).astype(np.float32)
     logits, lm = ort.InferenceSession(m.SerializeToString()).run(None, {"input": x})
     assert logits.shape == (2, 7) and lm.shape == (2, 52)

@@ -305,6 +305,11 @@ def _train_parser(sub) -> None:
     tr.add_argument("--beta", type=nonneg_float, default=_default(C.TrainConfig, "beta"), help="weight of the emotion loss")
     tr.add_argument("--width", type=positive_float, default=_default(C.TrainConfig, "width"),
                     help="dan: backbone width multiplier of 64-128-256-512")
+    tr.add_argument("--stages", type=int, choices=range(1, C.MAX_STAGES + 1), default=_default(C.TrainConfig, "stages"),
+                    help="dan: alignment stages (each refines the landmarks through the canonical pose)")
+    tr.add_argument("--schedule", choices=C.DAN_SCHEDULES, default=_default(C.TrainConfig, "schedule"),
+                    help="dan: train every stage at once (joint), or one after another with the earlier ones frozen "
+                         "(stagewise: the epochs split evenly)")
     tr.add_argument("--data", help="FERG-DB tree, class-per-folder tree or .xpack (default: the synthetic FERG-DB)")
     tr.add_argument("--source", help=f"ONNX model to transfer from (default: {C.DEFAULT_SOURCE})")
     tr.add_argument("--epochs", type=positive_int, default=C.DEFAULT_EPOCHS, help="training epochs")

@@ -22,6 +22,9 @@ ACTIVATIONS = ("relu", "tanh", "sigmoid")
 STUDIES = ("transfer", "dan")
 TEST_FRACTION = 0.2  # the study's 80/20 split
 DEFAULT_WIDTH = 0.25  # the DAN backbone's width multiplier of 64-128-256-512
+DEFAULT_STAGES = 2  # DAN stages (each refines the landmarks of the one before through the canonical pose)
+MAX_STAGES = 3
+DAN_SCHEDULES = ("joint", "stagewise")  # every stage trains at once, or one after another with the earlier frozen
 DEFAULT_PER_IMAGE_LIMIT = 2000  # images timed on the naive one-at-a-time path (scaled to the whole split)
 DEFAULT_REPEAT = 5
 DEFAULT_PER_CLASS = 150  # synthetic images per (character, emotion): 6,300 in all
@@ -373,9 +376,17 @@ class TrainConfig(ModelShape, Config):
     alpha: float = 1.0
     beta: float = 1.0
     width: float = DEFAULT_WIDTH
+    stages: int = DEFAULT_STAGES
+    schedule: str = DAN_SCHEDULES[0]
 
     def __post_init__(self) -> None:
         _choice("--model", self.model, tuple(MODEL_KINDS))
+        _choice("--schedule", self.schedule, DAN_SCHEDULES)
+        if not 1 <= self.stages <= MAX_STAGES:
+            raise XferError(f"--stages: expected 1 to {MAX_STAGES}, got {self.stages}")
+        if self.schedule == "stagewise" and self.model == "dan" and self.epochs < self.stages:
+            raise XferError(f"--schedule stagewise: {self.epochs} epoch(s) cannot train {self.stages} stages one after "
+                            "another (give at least one epoch per stage)")
         if self.transfers:
             if self.mode is None:
                 raise XferError("--mode is required (scratch, reuse, frozen or finetune) unless --model dan")

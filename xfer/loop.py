@@ -26,17 +26,42 @@ CKPT_VERSION = 1
 EVAL_BATCH = 1024  # evaluation needs no gradients: large batches
 
 
-def augment(x: torch.Tensor, g: torch.Generator, shift: int = 2) -> torch.Tensor:
-    """Random horizontal flips and shifts of up to ``shift`` pixels (edge-padded)."""
+@dataclass
+class Moves:
+    """What ``augment`` did to each image, so whatever is drawn on the image (landmarks) can move with it: a
+    horizontal flip, then a crop at offset (dy, dx) of the image edge-padded by ``shift``."""
+
+    flip: torch.Tensor  # (N,) bool
+    dy: torch.Tensor    # (N,) in [0, 2 shift]
+    dx: torch.Tensor
+    shift: int
+    size: tuple[int, int]
+
+    def rows(self, sl: slice) -> Moves:
+        """The moves of the samples ``sl`` (one rank's slice of the global batch)."""
+        return Moves(self.flip[sl], self.dy[sl], self.dx[sl], self.shift, self.size)
+
+    def points(self, p: torch.Tensor, mirror: list[int]) -> torch.Tensor:
+        """Landmarks (N, K, 2) in [0, 1] moved as the images were; ``mirror`` swaps left and right points on a flip."""
+        h, w = self.size
+        flipped = torch.stack([1.0 - p[..., 0], p[..., 1]], -1)[:, mirror]
+        p = torch.where(self.flip[:, None, None].to(p.device), flipped, p)
+        off = torch.stack([(self.dx - self.shift) / w, (self.dy - self.shift) / h], -1).to(p)
+        return p - off[:, None]
+
+
+def augment(x: torch.Tensor, g: torch.Generator, shift: int = 2) -> tuple[torch.Tensor, Moves]:
+    """Random horizontal flips and shifts of up to ``shift`` pixels (edge-padded), and what was done."""
     n, _, h, w = x.shape
     flip = torch.rand(n, generator=g) < 0.5
     x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    dy = dx = torch.full((n,), shift)
     if shift:
         p = F.pad(x, (shift, shift, shift, shift), mode="replicate")
         dy = torch.randint(0, 2 * shift + 1, (n,), generator=g)
         dx = torch.randint(0, 2 * shift + 1, (n,), generator=g)
         x = torch.stack([p[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
-    return x
+    return x, Moves(flip, dy, dx, shift, (h, w))
 
 
 class Criterion(Protocol):
@@ -44,7 +69,8 @@ class Criterion(Protocol):
 
     def targets(self, idx: torch.Tensor, epoch_rng: np.random.Generator) -> torch.Tensor: ...
 
-    def sample_losses(self, out: Any, idx: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
+    def sample_losses(self, out: Any, idx: torch.Tensor, target: torch.Tensor,
+                      moves: Moves | None = None) -> torch.Tensor: ...
 
 
 class Metric(Protocol):
@@ -98,15 +124,17 @@ def train_one_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x:
     for step, i in enumerate(range(0, len(x), batch_size)):
         idx = order[i:i + batch_size]
         n_global = len(idx)
-        xb = xt[idx]
+        xb, moves = xt[idx], None
         if do_augment:
-            xb = augment(xb, g)
+            xb, moves = augment(xb, g)
         target = criterion.targets(idx, np.random.default_rng([seed, epoch, step]))
         if d.enabled:
-            xb, target, idx = xb[d.rank::d.world], target[d.rank::d.world], idx[d.rank::d.world]
+            mine = slice(d.rank, None, d.world)
+            xb, target, idx = xb[mine], target[mine], idx[mine]
+            moves = moves.rows(mine) if moves is not None else None
         out = model(xb.to(device))
         logits = logits_of(out)
-        losses = criterion.sample_losses(out, idx, target)
+        losses = criterion.sample_losses(out, idx, target, moves)
         loss = losses.sum() * (d.world / n_global)
         bad = not bool(torch.isfinite(loss))
         if d.enabled:

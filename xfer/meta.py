@@ -45,6 +45,7 @@ class ModelMeta:
     test_accuracy: float | None = None
     landmarks: int | None = None          # DAN: landmarks predicted
     widths: list | None = None            # DAN: backbone widths
+    stages: int | None = None             # DAN: alignment stages
     folded: bool | None = None            # optimize --fold: normalisation moved into the first conv
     folded_from: dict | None = None
     quantized: str | None = None          # optimize --int8
@@ -111,7 +112,7 @@ def _check(name: str, v: Any, values: dict[str, Any]) -> str | None:
         return None if ok else "a list of strings"
     if name in ("head", "widths"):
         return None if isinstance(v, list) and all(_count(x) and x > 0 for x in v) else "a list of positive integers"
-    if name in ("dataset_size", "init_seed", "split_seed", "landmarks", "calibration_images"):
+    if name in ("dataset_size", "init_seed", "split_seed", "landmarks", "calibration_images", "stages"):
         return None if _count(v) else "a non-negative integer"
     if name in ("train_all", "folded"):
         return None if isinstance(v, bool) else "true or false"

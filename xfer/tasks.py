@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from xfer.config import MODEL_KINDS, TrainConfig
 from xfer.dan import LandmarkMetric, TaskLoss, build_dan, eye_indices
+from xfer.data.sidecars import LANDMARK_NAMES, scheme_of
 from xfer.data.split import Split
 from xfer.errors import XferError
 from xfer.graph import load_model
@@ -31,7 +32,9 @@ def _build_transfer(cfg: TrainConfig, data: Split) -> onnx.ModelProto:
 def _build_dan(cfg: TrainConfig, data: Split) -> onnx.ModelProto:
     if data.landmarks is None:
         raise XferError("--model dan needs landmarks in the data (the synthetic FERG-DB has them; real FERG-DB does not)")
-    return build_dan((cfg.channels, *cfg.size), data.classes, data.landmarks.shape[1], cfg.width, cfg.seed)
+    mean_shape = data.landmarks[data.train_index].mean(0)
+    return build_dan((cfg.channels, *cfg.size), data.classes, data.landmarks.shape[1], cfg.width, cfg.seed, cfg.stages,
+                     mean_shape)
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class Task:
     """One kind of training run.
 
     ``multitask``: the graph has a landmark head, so the landmark loss (``--alpha``) applies and test landmarks are
-    scored; images are then not flipped or shifted (the landmarks would have to move too).
+    scored; the landmarks move with the flipped and shifted images (a flip swaps left and right points).
     """
 
     name: str
@@ -57,12 +60,15 @@ class Task:
         return cfg.alpha if self.multitask else 0.0
 
     def augments(self, cfg: TrainConfig) -> bool:
-        return cfg.augment and not self.multitask
+        return cfg.augment
 
     def criterion(self, cfg: TrainConfig, data: Split) -> TaskLoss:
         lm, tr = data.landmarks, data.train_index
+        count = lm.shape[1] if lm is not None else len(LANDMARK_NAMES)
+        mirror = list(scheme_of(count).mirror) if self.multitask else None
         return TaskLoss(data.y_train, None if data.votes is None else data.votes[tr], None if lm is None else lm[tr],
-                        cfg.label_scheme, self.alpha(cfg), cfg.beta, eye_indices())
+                        cfg.label_scheme, self.alpha(cfg), cfg.beta, eye_indices(count), mirror,
+                        cfg.stages if self.multitask else 1)
 
     def metric(self, data: Split) -> LandmarkMetric | None:
         """The test-set landmark metric of a multi-task run (None otherwise)."""

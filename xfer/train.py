@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 
 from xfer import progress
 from xfer.config import TrainConfig
+from xfer.dan import TaskLoss
 from xfer.data.split import Split, load_split
 from xfer.errors import XferError
 from xfer.graph import save_model
@@ -35,7 +37,8 @@ from xfer.tasks import Task, task_of
 __all__ = ["TrainConfig", "TrainResult", "main", "train_or_reuse"]
 
 FINGERPRINT = ("mode", "data", "source", "epochs", "batch_size", "lr", "seed", "input_size", "channels", "split",
-               "head", "train_all", "augment", "model", "label_scheme", "alpha", "beta", "width", "weight_decay", "val")
+               "head", "train_all", "augment", "model", "label_scheme", "alpha", "beta", "width", "weight_decay", "val",
+               "stages", "schedule")
 
 
 def fingerprint(cfg: TrainConfig) -> JSONObject:
@@ -191,12 +194,39 @@ def _epoch_row(run: _Run, stats: dict[str, float], epoch: int) -> dict[str, floa
     return row
 
 
+def stage_of_epoch(cfg: TrainConfig, epoch: int) -> int | None:
+    """The DAN stage a stagewise run trains at ``epoch`` (the epochs split evenly, in order), or None (joint)."""
+    if cfg.model != "dan" or cfg.schedule != "stagewise":
+        return None
+    return min(cfg.stages, epoch * cfg.stages // cfg.epochs + 1)
+
+
+STAGE_PARAM = re.compile(r"_stage(\d+)_")
+
+
+def _enter_stage(run: _Run, criterion: TaskLoss, epoch: int) -> None:
+    """Stagewise DAN: only the stage being trained (and, with the last, the emotion head) takes gradients."""
+    t = stage_of_epoch(run.cfg, epoch)
+    criterion.stage = t
+    if t is None:
+        return
+    trainable = {id(p) for p in run.params}
+    for name, p in run.model.named_parameters():
+        if id(p) in trainable:
+            m = STAGE_PARAM.search(name)
+            p.requires_grad_(int(m.group(1)) == t if m else t == run.cfg.stages)
+
+
 def _fit(run: _Run, start: int) -> None:
     cfg, d = run.cfg, run.d
     steps = math.ceil(len(run.data.x_train) / cfg.batch_size)
     criterion = run.task.criterion(cfg, run.data)
+    if stage_of_epoch(cfg, 0) is not None and d.enabled:
+        raise XferError("--schedule stagewise runs in one process (its frozen stages change between epochs, which "
+                        "DistributedDataParallel does not allow); use --schedule joint under torchrun")
     with progress.bar((cfg.epochs - start) * steps, f"train {cfg.stem}", "batch", disable=not d.main) as pb:
         for epoch in range(start, cfg.epochs):
+            _enter_stage(run, criterion, epoch)
             stats = train_one_epoch(run.net, run.optimizer, run.data.x_train, run.data.y_train, cfg.batch_size, epoch,
                                     cfg.seed, run.device, criterion, run.task.augments(cfg), pb, d)
             run.scheduler.step()
@@ -206,6 +236,8 @@ def _fit(run: _Run, start: int) -> None:
                                                          run.optimizer.state_dict(), run.scheduler.state_dict(),
                                                          run.history))
             barrier(d)
+    for p in run.params:  # a stagewise run leaves every weight it trained trainable again
+        p.requires_grad_(True)
 
 
 def _write(run: _Run, final: Evaluation, timings: Timings) -> TrainResult:

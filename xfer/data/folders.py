@@ -97,6 +97,8 @@ def list_images(folder: Path) -> list[Path]:
             continue
         if p.is_dir():
             raise XferError(f"{p}: unexpected folder inside class folder {folder.name}")
+        if p.suffix.lower() == ".pts" and any(p.with_suffix(e).is_file() for e in IMAGE_EXTENSIONS):
+            continue  # an image's iBUG/300-W landmarks, read by the pack
         if p.suffix.lower() not in IMAGE_EXTENSIONS:
             raise XferError(f"{p}: not an image file (expected {', '.join(IMAGE_EXTENSIONS)})")
         files.append(p)

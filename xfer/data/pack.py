@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 
 from xfer.data.folders import ImageIndex, load_image
-from xfer.data.sidecars import read_landmarks, read_votes
+from xfer.data.sidecars import read_landmarks, read_pts_beside, read_votes
 from xfer.errors import XferError
 from xfer.io import atomic_dir
 from xfer.progress import bar
@@ -114,9 +114,11 @@ def decode_index(index: ImageIndex, size: tuple[int, int] | None = None, workers
 
     landmarks = intensity = votes = None
     rows = _aligned(index, read_landmarks(index.root), "landmarks.csv")
-    if rows is not None:
-        landmarks = np.stack([r[0] for r in rows]).astype(np.float32)
-        intensity = np.asarray([r[1] for r in rows], np.float32)
+    pts = read_pts_beside(list(index.paths)) if rows is None else None
+    if rows is not None or pts is not None:
+        points = [r[0] for r in rows] if rows is not None else list(pts or [])
+        landmarks = np.stack(points).astype(np.float32)
+        intensity = None if rows is None else np.asarray([r[1] for r in rows], np.float32)
         if size is not None:
             h0, w0 = _header_size(index.paths[0])
             landmarks = landmarks * np.array([w / w0, h / h0], np.float32)

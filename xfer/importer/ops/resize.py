@@ -1,4 +1,5 @@
-"""Resize (and its predecessor Upsample) as ``F.interpolate``, for the coordinate modes the two agree on.
+"""Resize (and its predecessor Upsample) as ``F.interpolate``, for the coordinate modes the two agree on; GridSample
+as ``F.grid_sample``.
 
 PyTorch's interpolation covers ONNX's nearest (asymmetric + floor, and
 half_pixel + round_prefer_ceil as ``nearest-exact``), linear and cubic
@@ -105,3 +106,38 @@ def upsample(node, a, opset):
     if a.get("mode", "nearest") != "nearest":
         raise unsupported(node, f"{a['mode']} Upsample (asymmetric coordinates)")
     return Upsample(node, "nearest", None, None)
+
+
+_GRID_MODES = {"bilinear": "bilinear", "linear": "bilinear", "nearest": "nearest", "bicubic": "bicubic",
+               "cubic": "bicubic"}
+
+
+class GridSample(torch.nn.Module):
+    """``F.grid_sample`` with ONNX's attributes: the same normalised [-1, 1] grid, padding and corner convention."""
+
+    def __init__(self, node, mode: str, padding: str, align_corners: bool):
+        super().__init__()
+        self.node, self.mode, self.padding, self.align_corners = node, mode, padding, align_corners
+
+    def forward(self, x, grid):
+        if x.dim() != 4:
+            raise unsupported(self.node, f"GridSample of a rank-{x.dim()} input (only 4-D)")
+        return F.grid_sample(x, grid.to(x.dtype), mode=self.mode, padding_mode=self.padding,
+                             align_corners=self.align_corners)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}, padding={self.padding}, align_corners={self.align_corners}"
+
+
+@register("GridSample", since=16, until=22, types=FLOATS)
+def grid_sample(node, a, opset):
+    mode = a.get("mode", "linear" if opset >= 20 else "bilinear")
+    padding = a.get("padding_mode", "zeros")
+    if mode not in _GRID_MODES:
+        raise unsupported(node, f"GridSample mode='{mode}'")
+    if padding not in ("zeros", "border", "reflection"):
+        raise unsupported(node, f"GridSample padding_mode='{padding}'")
+    if _GRID_MODES[mode] == "nearest":
+        # ONNX rounds halves to even, PyTorch's nearest grid sampling does not promise the same tie-breaking
+        raise unsupported(node, "GridSample mode='nearest' (tie rounding differs from ONNX's)")
+    return GridSample(node, _GRID_MODES[mode], padding, bool(a.get("align_corners", 0)))
