@@ -80,17 +80,21 @@ def test_pack_carries_votes(synth_pack):
 def test_study_end_to_end(synth_pack, tmp_path):
     from xfer.report import dan_study
 
-    args = StudyConfig(name="dan", study="dan", data=str(synth_pack), seeds=(0,), epochs=1, batch_size=16, lr=1e-3,
-                       head=(64,), alpha=1.0, width=0.125, out=str(tmp_path))
+    args = StudyConfig(name="dan", study="dan", data=str(synth_pack), seeds=(0,), epochs=2, batch_size=16, lr=1e-3,
+                       head=(64,), alpha=1.0, width=0.125, out=str(tmp_path), stages=(1, 2), schedule="stagewise")
     res = dan_study.main(args)
-    assert set(res.summary) == {"single-task", "multi-task", "scheme:majority", "scheme:multilabel",
-                                   "scheme:probability", "scheme:crossentropy"}
-    assert res.summary["single-task"].nme_mean is None
-    nme = res.summary["multi-task"].nme_mean
-    assert nme is not None and nme > 0
+    tasks = [f"{k} stage(s): {t}" for k in (1, 2) for t in ("landmarks only", "emotion only", "multi-task")]
+    assert list(res.summary) == tasks + [f"scheme:{s}" for s in ("majority", "multilabel", "probability", "crossentropy")]
+    assert res.summary["1 stage(s): emotion only"].nme_mean is None
+    assert res.summary["2 stage(s): landmarks only"].acc_mean is None  # no emotion term: its accuracy means nothing
+    two = res.summary["2 stage(s): multi-task"]
+    assert two.nme_mean is not None and two.nme_mean > 0 and len(two.nme_stages) == 2 and two.stages == 2
+    assert two.nme_stages[-1] == pytest.approx(two.nme_mean)
+    assert res.settings.scheme_stages in (1, 2) and res.summary["scheme:majority"].stages == res.settings.scheme_stages
     saved = json.loads((tmp_path / "dan" / "results.json").read_text())
-    assert len(saved["runs"]) == 6
-    assert "scheme:crossentropy" in (tmp_path / "dan" / "report.html").read_text()
+    assert len(saved["runs"]) == 10
+    page = (tmp_path / "dan" / "report.html").read_text()
+    assert "scheme:crossentropy" in page and "NME per stage" in page
 
 
 def test_dan_benches_with_the_same_pass(synth_pack, tmp_path):

@@ -391,6 +391,10 @@ def _study_parsers(sub) -> None:
     e.add_argument("--alpha", type=nonneg_float, default=_default(C.StudyConfig, "alpha"),
                    help="dan study: landmark loss weight of multi-task runs")
     e.add_argument("--width", type=positive_float, default=_default(C.StudyConfig, "width"), help="dan study: backbone width multiplier")
+    e.add_argument("--stages", type=int, nargs="+", choices=range(1, C.MAX_STAGES + 1),
+                   default=list(_default(C.StudyConfig, "stages")), help="dan study: the stage counts compared")
+    e.add_argument("--schedule", choices=C.DAN_SCHEDULES, default=_default(C.StudyConfig, "schedule"),
+                   help="dan study: train the stages jointly or one after another")
     _model_options(e)
     e.set_defaults(func=_experiments)
     dm = _command(sub, "demo", "from nothing to a finished report on the embedded default data", "xfer demo")

@@ -485,6 +485,8 @@ class StudyConfig(ModelShape, Config):
     out: str = DEFAULT_REPORTS
     alpha: float = 1.0
     width: float = DEFAULT_WIDTH
+    stages: tuple[int, ...] = tuple(range(1, MAX_STAGES + 1))  # dan study: the stage counts compared
+    schedule: str = DAN_SCHEDULES[0]
     compare_source: tuple[str, ...] = ()  # more source models: every run repeated from each, Table 1 side by side
 
     def __post_init__(self) -> None:
@@ -496,6 +498,10 @@ class StudyConfig(ModelShape, Config):
         if not self.seeds:
             raise XferError("--seeds: expected at least one seed")
         self.modes, self.seeds, self.protocols = tuple(self.modes), tuple(self.seeds), tuple(self.protocols)
+        self.stages = tuple(self.stages)
+        if not self.stages or any(not 1 <= k <= MAX_STAGES for k in self.stages):
+            raise XferError(f"--stages: expected stage counts from 1 to {MAX_STAGES}, got {list(self.stages)}")
+        _choice("--schedule", self.schedule, DAN_SCHEDULES)
         if isinstance(self.compare_source, str):
             self.compare_source = (self.compare_source,)
         self.compare_source = tuple(self.compare_source or ())

@@ -150,3 +150,18 @@ def test_parameters_frozen_and_write_back():
                                   numpy_helper.to_array(m.graph.initializer[1]) + 1.0)
     np.testing.assert_array_equal(numpy_helper.to_array(m2.graph.initializer[0]),
                                   numpy_helper.to_array(m.graph.initializer[0]))
+
+
+@pytest.mark.parametrize("attrs", [{}, {"align_corners": 1}, {"padding_mode": "border"}, {"padding_mode": "reflection"},
+                                   {"mode": "bicubic"}])
+def test_grid_sample(attrs):
+    """Grids reaching outside [-1, 1] too, so every padding mode is exercised."""
+    x, grid = ("x", f32(2, 3, 7, 9)), ("grid", (RNG.random((2, 5, 6, 2)) * 2.6 - 1.3).astype(np.float32))
+    compare(one_node("GridSample", [x, grid], attrs), [x, grid], atol=1e-4)
+
+
+def test_grid_sample_opset_20_names_and_refusals():
+    x, grid = ("x", f32(1, 2, 5, 5)), ("grid", (RNG.random((1, 4, 4, 2)) * 2 - 1).astype(np.float32))
+    compare(one_node("GridSample", [x, grid], {"mode": "linear"}, opset=20), [x, grid])
+    with pytest.raises(XferError, match="mode='nearest'"):
+        to_torch(one_node("GridSample", [x, grid], {"mode": "nearest"}))

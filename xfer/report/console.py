@@ -85,7 +85,7 @@ def study_text(results: StudyResult) -> str:
 
 def dan_text(results: DanStudyResult) -> str:
     """The DAN study: accuracy on the clean test labels and landmark NME, per variant."""
-    return format_table(["variant", "accuracy (clean test labels)", "landmark NME"], dan_rows(results))
+    return format_table(DAN_HEADER, dan_rows(results))
 
 
 def pretrain_text(r: PretrainResult, out: str) -> str:
@@ -143,7 +143,12 @@ def source_table(results: StudyResult) -> tuple[list[str], list[list]]:
     return header, rows
 
 
+DAN_HEADER = ["variant", "stages", "accuracy (clean test labels)", "landmark NME (last stage)", "NME per stage"]
+
+
 def dan_rows(results: DanStudyResult) -> list[list[str]]:
-    """variant, accuracy, landmark NME: one row per variant (mean ± std over seeds)."""
-    return [[k, spread(v.acc_mean, v.acc_std, v.n),
-             "-" if v.nme_mean is None else spread(v.nme_mean, v.nme_std or 0.0, v.n, 4)] for k, v in results.summary.items()]
+    """variant, stages, accuracy, landmark NME, NME of each stage: one row per variant (mean ± std over seeds)."""
+    return [[k, str(v.stages), "-" if v.acc_mean is None else spread(v.acc_mean, v.acc_std or 0.0, v.n),
+             "-" if v.nme_mean is None else spread(v.nme_mean, v.nme_std or 0.0, v.n, 4),
+             " → ".join(f"{x:.4f}" for x in v.nme_stages) if v.nme_stages and len(v.nme_stages) > 1 else ""]
+            for k, v in results.summary.items()]

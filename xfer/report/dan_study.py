@@ -1,4 +1,4 @@
-"""``xfer experiments --study dan``: single- vs multi-task DAN, and the four FER+ label schemes.
+"""``xfer experiments --study dan``: 1-3 stages x single- vs multi-task DAN, and the four FER+ label schemes.
 
 Every run trains the DAN network (built as ONNX, trained through the same
 import -> train -> write-back path) and is scored on the clean test labels
@@ -8,6 +8,7 @@ import -> train -> write-back path) and is scored on the clean test labels
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from xfer import train
@@ -19,39 +20,79 @@ from xfer.progress import bar, say
 from xfer.report.render import write_dan_report
 from xfer.report.results import DanRun, DanSettings, DanStudyResult, DanSummary
 
-VARIANTS = [("single-task", 0.0, "clean"), ("multi-task", None, "clean")] + [(f"scheme:{s}", None, s) for s in SCHEMES]
+
+@dataclass(frozen=True)
+class DanVariant:
+    """One row of the DAN study: how many stages, which loss terms (alpha None: the study's alpha), which labels."""
+
+    label: str
+    stages: int
+    alpha: float | None
+    beta: float
+    scheme: str
 
 
-def _config(args: StudyConfig, seed: int, alpha: float, scheme: str, name: str, out: Path) -> TrainConfig:
+def task_variants(stages: tuple[int, ...]) -> list[DanVariant]:
+    """Per stage count: landmarks only (no emotion term), emotion only (no landmark term), multi-task."""
+    return [v for k in stages for v in (DanVariant(f"{k} stage(s): landmarks only", k, None, 0.0, "clean"),
+                                        DanVariant(f"{k} stage(s): emotion only", k, 0.0, 1.0, "clean"),
+                                        DanVariant(f"{k} stage(s): multi-task", k, None, 1.0, "clean"))]
+
+
+def scheme_variants(k: int) -> list[DanVariant]:
+    """The four FER+ label schemes, multi-task, at ``k`` stages."""
+    return [DanVariant(f"scheme:{s}", k, None, 1.0, s) for s in SCHEMES]
+
+
+def best_stages(summary: dict[str, DanSummary], variants: list[DanVariant]) -> int:
+    """The stage count whose multi-task runs score best on emotion (ties: the fewer stages)."""
+    multi = [v for v in variants if v.label.endswith("multi-task")]
+    return max(multi, key=lambda v: (summary[v.label].acc_mean or 0.0, -v.stages)).stages
+
+
+def _config(args: StudyConfig, seed: int, v: DanVariant, alpha: float, name: str, out: Path) -> TrainConfig:
     return TrainConfig(model="dan", data=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                       seed=seed, device=args.device, augment=False, resume=True, name=name, out=str(out),
-                       input_size=args.input_size, channels=args.channels, head=args.head, label_scheme=scheme,
-                       alpha=alpha, beta=1.0, width=args.width)
+                       seed=seed, device=args.device, resume=True, name=name, out=str(out),
+                       input_size=args.input_size, channels=args.channels, head=args.head, label_scheme=v.scheme,
+                       alpha=alpha, beta=v.beta, width=args.width, stages=v.stages, schedule=args.schedule)
+
+
+def _run_all(args: StudyConfig, variants: list[DanVariant], out: Path, runs: list[DanRun], t0: float) -> None:
+    plan = [(v, s) for v in variants for s in args.seeds]
+    with bar(len(plan), "dan study", "run", disable=False) as pb:
+        for k, (v, seed) in enumerate(plan, start=1):
+            a = args.alpha if v.alpha is None else v.alpha
+            name = f"{v.label.replace(':', '-').replace(' ', '').replace('(s)', '')}-s{seed}"
+            r = train.train_or_reuse(_config(args, seed, v, a, name, out))
+            last = r.history[-1] if r.history else {}
+            per = [last[f"landmark_nme_stage{t}"] for t in range(1, v.stages + 1) if f"landmark_nme_stage{t}" in last]
+            runs.append(DanRun(v.label, seed, a, v.scheme, r.test_accuracy, r.landmark_nme, r.history, r.model,
+                               v.stages, v.beta, per or ([r.landmark_nme] if r.landmark_nme is not None else None)))
+            pb.update(1)
+            if pb.disable:
+                say(f"  [{k}/{len(plan)}] {v.label:32s} seed {seed}: accuracy {r.test_accuracy:.4f}"
+                    + (f", landmark NME {r.landmark_nme:.4f}" if r.landmark_nme is not None and a > 0 else "")
+                    + f"  (ETA {(time.time() - t0) / k * (len(plan) - k):.0f}s)")
 
 
 def main(args: StudyConfig) -> DanStudyResult:
     args = args.but(data=args.data or str(default_data()))
     root = Path(args.out) / args.name
     out = root / "runs"
-    plan = [(v, s) for v in VARIANTS for s in args.seeds]
     runs: list[DanRun] = []
     t0 = time.time()
-    say(f"DAN study '{args.name}': {len(plan)} runs ({len(VARIANTS)} variants x seeds {args.seeds}), "
-        f"{args.epochs} epochs each -> {root}")
-    with bar(len(plan), "dan study", "run", disable=False) as pb:
-        for k, ((label, alpha, scheme), seed) in enumerate(plan, start=1):
-            a = args.alpha if alpha is None else alpha
-            name = f"{label.replace(':', '-')}-s{seed}"
-            result = train.train_or_reuse(_config(args, seed, a, scheme, name, out))
-            runs.append(DanRun(label, seed, a, scheme, result.test_accuracy, result.landmark_nme, result.history,
-                               result.model))
-            pb.update(1)
-            if pb.disable:
-                say(f"  [{k}/{len(plan)}] {label:22s} seed {seed}: accuracy {result.test_accuracy:.4f}"
-                    + (f", landmark NME {result.landmark_nme:.4f}" if result.landmark_nme is not None and a > 0 else "")
-                    + f"  (ETA {(time.time() - t0) / k * (len(plan) - k):.0f}s)")
-    summary = {label: DanSummary.of([r for r in runs if r.variant == label]) for label, _, _ in VARIANTS}
-    settings = DanSettings(list(args.seeds), args.epochs, args.alpha, args.width, list(args.input_size), args.data)
+    tasks = task_variants(args.stages)
+    say(f"DAN study '{args.name}': {len(tasks) + len(SCHEMES)} variants (stages {list(args.stages)} x landmarks / "
+        f"emotion / multi-task, then the FER+ schemes at the best) x seeds {list(args.seeds)}, {args.epochs} epochs "
+        f"each -> {root}")
+    _run_all(args, tasks, out, runs, t0)
+    summary = {v.label: DanSummary.of([r for r in runs if r.variant == v.label]) for v in tasks}
+    k = best_stages(summary, tasks)
+    schemes = scheme_variants(k)
+    _run_all(args, schemes, out, runs, t0)
+    summary |= {v.label: DanSummary.of([r for r in runs if r.variant == v.label]) for v in schemes}
+    settings = DanSettings(list(args.seeds), args.epochs, args.alpha, args.width, list(args.input_size), args.data,
+                           args.schedule, k)
     results = DanStudyResult(args.name, settings, summary, runs, time.time() - t0)
     write_json(root / "results.json", results.to_json())
     write_dan_report(results, root)

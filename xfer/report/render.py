@@ -15,7 +15,7 @@ from xfer.config import DEFAULT_LR, RECIPES
 from xfer.data.split import class_word
 from xfer.io import write_bytes, write_text
 from xfer.report import plots
-from xfer.report.console import dan_rows, source_table, study_cell
+from xfer.report.console import DAN_HEADER, dan_rows, source_table, study_cell
 from xfer.report.results import DanStudyResult, SourceInfo, StudyResult
 from xfer.tables import markdown_table, spread
 
@@ -208,7 +208,7 @@ def write_report(results: StudyResult, root: Path, pack) -> tuple[Path, Path]:
 
 def write_dan_report(results: DanStudyResult, root: Path) -> tuple[Path, Path]:
     """The DAN study's report: single vs multi-task and the label schemes, with curves."""
-    header = ["variant", "test accuracy (clean labels, mean ± std)", "landmark NME (mean ± std)", "seeds"]
+    header = [*DAN_HEADER, "seeds"]
     rows = [r + [str(v.n)] for r, v in zip(dan_rows(results), results.summary.values())]
     by_variant: dict[str, list] = {}
     for r in results.runs:
@@ -216,10 +216,14 @@ def write_dan_report(results: DanStudyResult, root: Path) -> tuple[Path, Path]:
     png = plots.curves(by_variant)
     write_bytes(root / "figures" / "curves_dan.png", png)
     st = results.settings
-    intro = (f"The DAN-style multi-task network (VGG-like backbone, shared FC 256, landmark head + emotion head) on "
-             f"{st.data}: {st.epochs} epochs, input {st.input_size}, width x{st.width}, alpha {st.alpha}, "
-             f"seeds {st.seeds}. Scheme runs train on ten simulated annotators' votes; every run is scored on the "
-             f"clean test labels. NME: mean landmark distance over the inter-ocular distance.")
+    intro = (f"The Deep Alignment Network (stages refining the landmarks through the canonical pose: similarity "
+             f"transform to the mean shape, warped image, landmark heatmap, feature image; VGG-like backbone per "
+             f"stage, emotion head on the last) on {st.data}: {st.epochs} epochs ({st.schedule} training), input "
+             f"{st.input_size}, width x{st.width}, alpha {st.alpha}, seeds {st.seeds}. 'landmarks only' trains "
+             f"without the emotion term (beta 0), 'emotion only' without the landmark term (alpha 0). Scheme runs "
+             f"({st.scheme_stages or 1} stages, the best multi-task count) train on ten simulated annotators' votes; "
+             f"every run is scored on the clean test labels. NME: mean landmark distance over the inter-ocular "
+             f"distance.")
     md = f"# xfer DAN study: {results.name}\n\n{intro}\n\n{markdown_table(header, rows)}\n\n![curves](figures/curves_dan.png)\n"
     b64 = base64.b64encode(png).decode()
     page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>xfer DAN study</title><style>{CSS}</style>"

@@ -175,22 +175,32 @@ class DanRun(Record):
     landmark_nme: float | None
     history: list[dict[str, float]]
     model: str
+    stages: int = 1
+    beta: float = 1.0
+    nme_stages: list[float] | None = None  # each stage's test NME, first to last
 
 
 @dataclass
 class DanSummary(Record):
+    """A variant over its seeds; accuracy is None where the emotion head did not train (beta 0), NME where the
+    landmarks did not (alpha 0)."""
+
     n: int
-    acc_mean: float
-    acc_std: float
+    acc_mean: float | None
+    acc_std: float | None
     nme_mean: float | None
     nme_std: float | None
+    stages: int = 1
+    nme_stages: list[float] | None = None  # mean test NME of each stage's estimate
 
     @classmethod
     def of(cls, rs: list[DanRun]) -> DanSummary:
-        accs = [r.test_accuracy for r in rs]
+        accs = [r.test_accuracy for r in rs if r.beta > 0]
         nmes = [r.landmark_nme for r in rs if r.landmark_nme is not None and r.alpha > 0]
-        return cls(len(rs), statistics.mean(accs), _std(accs), statistics.mean(nmes) if nmes else None,
-                   _std(nmes) if nmes else None)
+        per = [r.nme_stages for r in rs if r.nme_stages and r.alpha > 0]
+        return cls(len(rs), statistics.mean(accs) if accs else None, _std(accs) if accs else None,
+                   statistics.mean(nmes) if nmes else None, _std(nmes) if nmes else None, rs[0].stages if rs else 1,
+                   [statistics.mean(v) for v in zip(*per)] if per else None)
 
 
 @dataclass
@@ -201,6 +211,8 @@ class DanSettings(Record):
     width: float
     input_size: list[int]
     data: str | None
+    schedule: str = "joint"
+    scheme_stages: int | None = None  # the stage count the label schemes ran at (the best multi-task one)
 
 
 @dataclass
