@@ -77,14 +77,35 @@ def test_pack_carries_votes(synth_pack):
     assert (p.votes.argmax(1) == p.labels).mean() > 0.8
 
 
+def _faces_tree(root, n_people=2, per=4):
+    """A tiny tree of 'real' faces: gray photos with a 68-point .pts beside each."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    base = np.stack([np.linspace(20, 70, 68), np.linspace(30, 90, 68)], 1)
+    for p in range(n_people):
+        (root / f"s{p + 1}").mkdir(parents=True)
+        for i in range(per):
+            cv2.imwrite(str(root / f"s{p + 1}" / f"{i + 1}.png"), rng.integers(0, 256, (112, 92), dtype=np.uint8))
+            pts = base + rng.normal(size=(68, 2))
+            (root / f"s{p + 1}" / f"{i + 1}.pts").write_text(
+                "version: 1\nn_points: 68\n{\n" + "\n".join(f"{x:.2f} {y:.2f}" for x, y in pts) + "\n}\n")
+    return root
+
+
 def test_study_end_to_end(synth_pack, tmp_path):
     from xfer.report import dan_study
 
+    faces = _faces_tree(tmp_path / "faces")
     args = StudyConfig(name="dan", study="dan", data=str(synth_pack), seeds=(0,), epochs=2, batch_size=16, lr=1e-3,
-                       head=(64,), alpha=1.0, width=0.125, out=str(tmp_path), stages=(1, 2), schedule="stagewise")
+                       head=(64,), alpha=1.0, width=0.125, out=str(tmp_path), stages=(1, 2), schedule="stagewise",
+                       faces=str(faces), faces_epochs=1)
     res = dan_study.main(args)
     tasks = [f"{k} stage(s): {t}" for k in (1, 2) for t in ("landmarks only", "emotion only", "multi-task")]
-    assert list(res.summary) == tasks + [f"scheme:{s}" for s in ("majority", "multilabel", "probability", "crossentropy")]
+    schemes = [f"scheme:{s}" for s in ("majority", "multilabel", "probability", "crossentropy")]
+    real = ["real faces: from scratch", "real faces: from the synthetic-face DAN"]
+    assert list(res.summary) == tasks + schemes + real
+    assert all(res.summary[v].acc_mean is None and res.summary[v].nme_mean > 0 for v in real)
     assert res.summary["1 stage(s): emotion only"].nme_mean is None
     assert res.summary["2 stage(s): landmarks only"].acc_mean is None  # no emotion term: its accuracy means nothing
     two = res.summary["2 stage(s): multi-task"]
@@ -92,7 +113,9 @@ def test_study_end_to_end(synth_pack, tmp_path):
     assert two.nme_stages[-1] == pytest.approx(two.nme_mean)
     assert res.settings.scheme_stages in (1, 2) and res.summary["scheme:majority"].stages == res.settings.scheme_stages
     saved = json.loads((tmp_path / "dan" / "results.json").read_text())
-    assert len(saved["runs"]) == 10
+    assert len(saved["runs"]) == 12
+    moved = json.loads((tmp_path / "dan" / "runs" / "realfaces-fromthesynthetic-faceDAN-s0.metrics.json").read_text())
+    assert moved["source"].endswith(f"{res.settings.scheme_stages}stage-multi-task-s0.onnx")
     page = (tmp_path / "dan" / "report.html").read_text()
     assert "scheme:crossentropy" in page and "NME per stage" in page
 

@@ -331,11 +331,15 @@ def _train_parser(sub) -> None:
                     help="dan: backbone width multiplier of 64-128-256-512")
     tr.add_argument("--stages", type=int, choices=range(1, C.MAX_STAGES + 1), default=_default(C.TrainConfig, "stages"),
                     help="dan: alignment stages (each refines the landmarks through the canonical pose)")
+    tr.add_argument("--landmarks", type=int, choices=[26],
+                    help="dan: map the data's iBUG 68-point landmarks to the synthetic faces' 26 (to start from or "
+                         "compare with a DAN trained on them) (default: the data's own)")
     tr.add_argument("--schedule", choices=C.DAN_SCHEDULES, default=_default(C.TrainConfig, "schedule"),
                     help="dan: train every stage at once (joint), or one after another with the earlier ones frozen "
                          "(stagewise: the epochs split evenly)")
     tr.add_argument("--data", help="FERG-DB tree, class-per-folder tree or .xpack (default: the synthetic FERG-DB)")
-    tr.add_argument("--source", help=f"ONNX model to transfer from (default: {C.DEFAULT_SOURCE})")
+    tr.add_argument("--source", help=f"ONNX model to transfer from (default: {C.DEFAULT_SOURCE}); with --model dan, a "
+                                     "DAN whose fitting weights start the new one (default: fresh weights)")
     tr.add_argument("--epochs", type=positive_int, default=C.DEFAULT_EPOCHS, help="training epochs")
     tr.add_argument("--batch-size", type=positive_int, default=C.DEFAULT_BATCH, help="global minibatch size")
     tr.add_argument("--lr", type=positive_float,
@@ -419,6 +423,10 @@ def _study_parsers(sub) -> None:
                    default=list(_default(C.StudyConfig, "stages")), help="dan study: the stage counts compared")
     e.add_argument("--schedule", choices=C.DAN_SCHEDULES, default=_default(C.StudyConfig, "schedule"),
                    help="dan study: train the stages jointly or one after another")
+    e.add_argument("--faces", help="dan study: real faces with .pts landmarks (`xfer data faces`): landmark NME per "
+                                   "stage from scratch vs from the synthetic-face DAN (default: none)")
+    e.add_argument("--faces-epochs", type=positive_int, default=_default(C.StudyConfig, "faces_epochs"),
+                   help="dan study: epochs of the real-face runs")
     _model_options(e)
     e.set_defaults(func=_experiments)
     dm = _command(sub, "demo", "from nothing to a finished report on the embedded default data", "xfer demo")

@@ -388,9 +388,12 @@ class TrainConfig(ModelShape, Config):
     width: float = DEFAULT_WIDTH
     stages: int = DEFAULT_STAGES
     schedule: str = DAN_SCHEDULES[0]
+    landmarks: int | None = None  # dan: map the data's landmark scheme to this one (68 iBUG -> 26 synthetic)
 
     def __post_init__(self) -> None:
         _choice("--model", self.model, tuple(MODEL_KINDS))
+        if self.landmarks not in (None, 26):
+            raise XferError(f"--landmarks: the one mapping known is 68 (iBUG) -> 26 (synthetic), got {self.landmarks}")
         _choice("--schedule", self.schedule, DAN_SCHEDULES)
         if not 1 <= self.stages <= MAX_STAGES:
             raise XferError(f"--stages: expected 1 to {MAX_STAGES}, got {self.stages}")
@@ -497,6 +500,8 @@ class StudyConfig(ModelShape, Config):
     width: float = DEFAULT_WIDTH
     stages: tuple[int, ...] = tuple(range(1, MAX_STAGES + 1))  # dan study: the stage counts compared
     schedule: str = DAN_SCHEDULES[0]
+    faces: str | None = None  # dan study: a tree of real faces with 68-point .pts (`xfer data faces`)
+    faces_epochs: int = 15
     compare_source: tuple[str, ...] = ()  # more source models: every run repeated from each, Table 1 side by side
 
     def __post_init__(self) -> None:

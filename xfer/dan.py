@@ -27,7 +27,7 @@ from xfer.data.sidecars import LANDMARK_NAMES, scheme_of
 from xfer.errors import XferError
 from xfer.graph import finalize
 from xfer.loop import Moves
-from xfer.meta import write_meta
+from xfer.meta import read_meta, write_meta
 from xfer.surgery import init
 
 SCHEMES = ("majority", "multilabel", "probability", "crossentropy")
@@ -86,6 +86,30 @@ def build_dan(input_shape: tuple[int, int, int], classes: list[str], n_landmarks
                landmarks=n_landmarks, widths=widths, init_seed=seed, stages=stages)
     onnx.checker.check_model(m)
     return m
+
+
+def init_from(model, source, where: str):
+    """``model`` (a fresh DAN) with every weight of ``source`` (another DAN, e.g. trained on other faces) whose name
+    and shape match: the backbones, dense layers and landmark regressors carry over; an emotion head over other
+    classes, or stages the source lacks, stay fresh. Constants (mean shape, grids) stay the new data's."""
+    from onnx import numpy_helper
+
+    meta = read_meta(source)
+    if meta.mode != "dan":
+        raise XferError(f"{where}: not a DAN (its mode is {meta.mode or 'unknown'}); --source with --model dan starts "
+                        "from a model `xfer train --model dan` wrote")
+    consts = set(read_meta(model).frozen or [])
+    theirs = {t.name: t for t in source.graph.initializer}
+    carried = 0
+    for t in model.graph.initializer:
+        src = theirs.get(t.name)
+        if t.name not in consts and src is not None and list(src.dims) == list(t.dims):
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(src), t.name))
+            carried += 1
+    if carried == 0:
+        raise XferError(f"{where}: no weight of this DAN fits the new one (other widths, input size or landmarks?)")
+    write_meta(model, transfer_from=where)
+    return model
 
 
 def default_mean_shape(k: int) -> np.ndarray:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from xfer.config import MODEL_KINDS, TrainConfig
-from xfer.dan import LandmarkMetric, TaskLoss, build_dan, eye_indices
+from xfer.dan import LandmarkMetric, TaskLoss, build_dan, eye_indices, init_from
 from xfer.data.sidecars import LANDMARK_NAMES, scheme_of
 from xfer.data.split import Split
 from xfer.errors import XferError
@@ -33,8 +33,9 @@ def _build_dan(cfg: TrainConfig, data: Split) -> onnx.ModelProto:
     if data.landmarks is None:
         raise XferError("--model dan needs landmarks in the data (the synthetic FERG-DB has them; real FERG-DB does not)")
     mean_shape = data.landmarks[data.train_index].mean(0)
-    return build_dan((cfg.channels, *cfg.size), data.classes, data.landmarks.shape[1], cfg.width, cfg.seed, cfg.stages,
-                     mean_shape)
+    m = build_dan((cfg.channels, *cfg.size), data.classes, data.landmarks.shape[1], cfg.width, cfg.seed, cfg.stages,
+                  mean_shape)
+    return init_from(m, load_model(cfg.source), cfg.source) if cfg.source else m
 
 
 @dataclass(frozen=True)
@@ -52,9 +53,11 @@ class Task:
     def check(self, cfg: TrainConfig) -> None:
         if cfg.transfers and not Path(cfg.source_path).is_file():
             raise XferError(f"{cfg.source_path}: source model not found (run `xfer pretrain` and `xfer convert` first)")
+        if not cfg.transfers and cfg.source and not Path(cfg.source).is_file():
+            raise XferError(f"{cfg.source}: DAN to start from not found (a model `xfer train --model dan` wrote)")
 
     def source(self, cfg: TrainConfig) -> str | None:
-        return cfg.source_path if cfg.transfers else None
+        return cfg.source_path if cfg.transfers else cfg.source
 
     def alpha(self, cfg: TrainConfig) -> float:
         return cfg.alpha if self.multitask else 0.0

@@ -14,15 +14,17 @@ import json
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from xfer import progress
 from xfer.config import TrainConfig
 from xfer.dan import TaskLoss
+from xfer.data.sidecars import ibug_to_synthetic
 from xfer.data.split import Split, load_split
 from xfer.errors import XferError
 from xfer.graph import save_model
@@ -38,7 +40,7 @@ __all__ = ["TrainConfig", "TrainResult", "main", "train_or_reuse"]
 
 FINGERPRINT = ("mode", "data", "source", "epochs", "batch_size", "lr", "seed", "input_size", "channels", "split",
                "head", "train_all", "augment", "model", "label_scheme", "alpha", "beta", "width", "weight_decay", "val",
-               "stages", "schedule")
+               "stages", "schedule", "landmarks")
 
 
 def fingerprint(cfg: TrainConfig) -> JSONObject:
@@ -194,6 +196,17 @@ def _epoch_row(run: _Run, stats: dict[str, float], epoch: int) -> dict[str, floa
     return row
 
 
+def map_landmarks(data: Split, count: int | None) -> Split:
+    """The split with its landmarks in the ``count``-point scheme (iBUG's 68 as the synthetic 26), so a DAN trained
+    on one scheme can start another's training (``--source``)."""
+    if count is None or data.landmarks is None or data.landmarks.shape[1] == count:
+        return data
+    if data.landmarks.shape[1] != 68:
+        raise XferError(f"--landmarks {count}: the data has {data.landmarks.shape[1]} points per face; the known mapping "
+                        "is from iBUG's 68")
+    return replace(data, landmarks=ibug_to_synthetic(data.landmarks).astype(np.float32))
+
+
 def stage_of_epoch(cfg: TrainConfig, epoch: int) -> int | None:
     """The DAN stage a stagewise run trains at ``epoch`` (the epochs split evenly, in order), or None (joint)."""
     if cfg.model != "dan" or cfg.schedule != "stagewise":
@@ -278,7 +291,7 @@ def _main(cfg: TrainConfig, d: Dist) -> TrainResult | None:
 
 def _run(cfg: TrainConfig, task: Task, d: Dist, device: torch.device) -> TrainResult | None:
     t0 = time.time()
-    data = load_split(cfg.data, cfg.split, cfg.size, cfg.channels, cfg.seed, val=cfg.val)
+    data = map_landmarks(load_split(cfg.data, cfg.split, cfg.size, cfg.channels, cfg.seed, val=cfg.val), cfg.landmarks)
     t_data = time.time() - t0
     run = _setup(cfg, task, d, device, data)
     start = _resume(run)

@@ -44,6 +44,26 @@ def scheme_variants(k: int) -> list[DanVariant]:
     return [DanVariant(f"scheme:{s}", k, None, 1.0, s) for s in SCHEMES]
 
 
+FACES_PREFIX = "real faces: "
+
+
+def face_variants(k: int) -> list[DanVariant]:
+    """Landmarks on real faces at ``k`` stages: from fresh weights, and from the synthetic-face multi-task DAN."""
+    return [DanVariant(f"{FACES_PREFIX}from scratch", k, None, 0.0, "clean"),
+            DanVariant(f"{FACES_PREFIX}from the synthetic-face DAN", k, None, 0.0, "clean")]
+
+
+def _source_of(v: DanVariant, seed: int, out: Path) -> str | None:
+    if not v.label.endswith("synthetic-face DAN"):
+        return None
+    return str(out / f"{run_name(f'{v.stages} stage(s): multi-task', seed)}.onnx")
+
+
+def run_name(label: str, seed: int) -> str:
+    """A run's file stem: ``2stage-multi-task-s0``."""
+    return f"{label.replace(':', '-').replace(' ', '').replace('(s)', '')}-s{seed}"
+
+
 def best_stages(summary: dict[str, DanSummary], variants: list[DanVariant]) -> int:
     """The stage count whose multi-task runs score best on emotion (ties: the fewer stages)."""
     multi = [v for v in variants if v.label.endswith("multi-task")]
@@ -51,6 +71,12 @@ def best_stages(summary: dict[str, DanSummary], variants: list[DanVariant]) -> i
 
 
 def _config(args: StudyConfig, seed: int, v: DanVariant, alpha: float, name: str, out: Path) -> TrainConfig:
+    if v.label.startswith(FACES_PREFIX):  # real faces: landmarks only, iBUG's 68 as the synthetic 26
+        source = _source_of(v, seed, out)
+        return TrainConfig(model="dan", data=args.faces, epochs=args.faces_epochs, batch_size=args.batch_size,
+                           lr=args.lr, seed=seed, device=args.device, resume=True, name=name, out=str(out),
+                           input_size=args.input_size, channels=args.channels, alpha=alpha, beta=0.0,
+                           width=args.width, stages=v.stages, schedule=args.schedule, landmarks=26, source=source)
     return TrainConfig(model="dan", data=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        seed=seed, device=args.device, resume=True, name=name, out=str(out),
                        input_size=args.input_size, channels=args.channels, head=args.head, label_scheme=v.scheme,
@@ -62,7 +88,7 @@ def _run_all(args: StudyConfig, variants: list[DanVariant], out: Path, runs: lis
     with bar(len(plan), "dan study", "run", disable=False) as pb:
         for k, (v, seed) in enumerate(plan, start=1):
             a = args.alpha if v.alpha is None else v.alpha
-            name = f"{v.label.replace(':', '-').replace(' ', '').replace('(s)', '')}-s{seed}"
+            name = run_name(v.label, seed)
             r = train.train_or_reuse(_config(args, seed, v, a, name, out))
             last = r.history[-1] if r.history else {}
             per = [last[f"landmark_nme_stage{t}"] for t in range(1, v.stages + 1) if f"landmark_nme_stage{t}" in last]
@@ -91,6 +117,10 @@ def main(args: StudyConfig) -> DanStudyResult:
     schemes = scheme_variants(k)
     _run_all(args, schemes, out, runs, t0)
     summary |= {v.label: DanSummary.of([r for r in runs if r.variant == v.label]) for v in schemes}
+    if args.faces:
+        faces = face_variants(k)
+        _run_all(args, faces, out, runs, t0)
+        summary |= {v.label: DanSummary.of([r for r in runs if r.variant == v.label]) for v in faces}
     settings = DanSettings(list(args.seeds), args.epochs, args.alpha, args.width, list(args.input_size), args.data,
                            args.schedule, k)
     results = DanStudyResult(args.name, settings, summary, runs, time.time() - t0)
