@@ -117,7 +117,8 @@ def test_study_end_to_end(synth_pack, tmp_path):
     moved = json.loads((tmp_path / "dan" / "runs" / "realfaces-fromthesynthetic-faceDAN-s0.metrics.json").read_text())
     assert moved["source"].endswith(f"{res.settings.scheme_stages}stage-multi-task-s0.onnx")
     page = (tmp_path / "dan" / "report.html").read_text()
-    assert "scheme:crossentropy" in page and "NME per stage" in page
+    assert "scheme:crossentropy" in page and "NME per stage" in page and "warped to the canonical pose" in page
+    assert (tmp_path / "dan" / "figures" / "dan_stages.png").stat().st_size > 10_000
 
 
 def test_dan_benches_with_the_same_pass(synth_pack, tmp_path):
@@ -130,3 +131,12 @@ def test_dan_benches_with_the_same_pass(synth_pack, tmp_path):
     rep = bench.run(tmp_path / "dan.onnx", str(synth_pack), repeat=1, per_image_limit=3, threads=[1], batches=[32])
     assert rep.accuracy_matches_train
     assert rep.paths["naive_batched"].accuracy == pytest.approx(rep.paths["kernel+ort"].accuracy, abs=0.1)
+
+
+def test_stage_views_show_each_stage():
+    m = dan.build_dan((1, 32, 32), [str(i) for i in range(7)], 26, width=0.125, seed=0, stages=3)
+    x = np.random.default_rng(0).standard_normal((2, 1, 32, 32)).astype(np.float32)
+    v = dan.stage_views(m, x)
+    assert [a.shape for a in v.landmarks] == [(2, 26, 2)] * 3
+    assert [a.shape for a in v.warped] == [(2, 32, 32)] * 2 and [a.shape for a in v.heatmaps] == [(2, 32, 32)] * 2
+    assert (v.heatmaps[0] > 0).all() and (v.heatmaps[0] <= 1).all() and v.heatmaps[0].max() > 0.5

@@ -160,7 +160,7 @@ def connect(g: Nodes, image: str, shape: str, mean_shape: np.ndarray, size: tupl
     gx = g.op("Unsqueeze", g.op("Sub", g.op("Mul", px, two), one), last)
     gy = g.op("Unsqueeze", g.op("Sub", g.op("Mul", py, two), one), last)
     warped = g.op("GridSample", image, g.op("Concat", gx, gy, axis=3), mode="bilinear", padding_mode="zeros",
-                  align_corners=0)
+                  align_corners=0, name=f"{g.prefix}warped")
     heat = _heatmap_nodes(g, tx, ty, m0, size)
     return Canonical(a, b, r2, warped, heat)
 
@@ -176,7 +176,7 @@ def _heatmap_nodes(g: Nodes, tx: str, ty: str, m0: np.ndarray, size: tuple[int, 
     d2 = g.op("ReduceMin", g.op("Add", g.op("Mul", dx, dx), g.op("Mul", dy, dy)), axes=[1], keepdims=1)
     near = g.op("Sqrt", d2)                                                     # (N, 1, HW)
     heat = g.op("Reciprocal", g.op("Add", near, g.const("one_h", np.float32(1.0))))
-    return g.op("Reshape", heat, g.const("heat_shape", np.array([-1, 1, h, w])))
+    return g.op("Reshape", heat, g.const("heat_shape", np.array([-1, 1, h, w])), name=f"{g.prefix}heatmap")
 
 
 def corrected(g: Nodes, shape: str, delta: str, c: Canonical) -> str:

@@ -17,6 +17,8 @@ distance over the inter-ocular distance. Label schemes (FER+ paper):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -110,6 +112,35 @@ def init_from(model, source, where: str):
         raise XferError(f"{where}: no weight of this DAN fits the new one (other widths, input size or landmarks?)")
     write_meta(model, transfer_from=where)
     return model
+
+
+@dataclass
+class StageViews:
+    """What each stage of a DAN saw and said for a few images: its landmarks (first to last, (N, K, 2) in [0, 1]),
+    and for every stage after the first the image warped to the canonical pose and its heatmap ((N, H, W) each)."""
+
+    landmarks: list[np.ndarray]
+    warped: list[np.ndarray]
+    heatmaps: list[np.ndarray]
+
+
+def stage_views(model, x: np.ndarray) -> StageViews:
+    """Run ``model`` (a DAN) on ``x`` with its connection layers' images as extra outputs."""
+    import onnx
+    import onnxruntime as ort
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    k = int(read_meta(model).stages or 1)
+    extra = [n for t in range(2, k + 1) for n in (f"stage{t}_warped", f"stage{t}_heatmap")]
+    m.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in extra)
+    out = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    n_lm = len(m.graph.output) - len(extra) - 1
+    stages = [out[1 + i] for i in range(n_lm)]
+    stages = [*stages[1:], stages[0]]  # the graph lists the final stage first
+    got = dict(zip(extra, out[1 + n_lm:]))
+    return StageViews([s.reshape(len(x), -1, 2) for s in stages], [got[f"stage{t}_warped"][:, 0] for t in range(2, k + 1)],
+                      [got[f"stage{t}_heatmap"][:, 0] for t in range(2, k + 1)])
 
 
 def default_mean_shape(k: int) -> np.ndarray:

@@ -13,10 +13,12 @@ from pathlib import Path
 
 from xfer import train
 from xfer.config import StudyConfig, TrainConfig
-from xfer.dan import SCHEMES
-from xfer.data.split import default_data
-from xfer.io import write_json
+from xfer.dan import SCHEMES, stage_views
+from xfer.data.split import default_data, load_split
+from xfer.graph import load_model
+from xfer.io import write_bytes, write_json
 from xfer.progress import bar, say
+from xfer.report import plots
 from xfer.report.render import write_dan_report
 from xfer.report.results import DanRun, DanSettings, DanStudyResult, DanSummary
 
@@ -101,6 +103,23 @@ def _run_all(args: StudyConfig, variants: list[DanVariant], out: Path, runs: lis
                     + f"  (ETA {(time.time() - t0) / k * (len(plan) - k):.0f}s)")
 
 
+PICTURED = 4  # test faces in the stage pictures
+
+
+def _stage_pictures(args: StudyConfig, k: int, root: Path) -> None:
+    """The best multi-task DAN (first seed) on a few test faces: each stage's view, for the report."""
+    seed = args.seeds[0]
+    model = load_model(root / "runs" / f"{run_name(f'{k} stage(s): multi-task', seed)}.onnx")
+    data = load_split(args.data, "random", args.size, args.channels, seed, progress=False)
+    if data.landmarks is None:
+        return
+    x = data.x_test[:PICTURED]
+    v = stage_views(model, x)
+    gray = x[:, 0] * data.std[0] + data.mean[0]
+    truth = data.landmarks[data.test_index[:PICTURED]]
+    write_bytes(root / "figures" / "dan_stages.png", plots.dan_stages(gray, truth, v.landmarks, v.warped, v.heatmaps))
+
+
 def main(args: StudyConfig) -> DanStudyResult:
     args = args.but(data=args.data or str(default_data()))
     root = Path(args.out) / args.name
@@ -123,6 +142,7 @@ def main(args: StudyConfig) -> DanStudyResult:
         summary |= {v.label: DanSummary.of([r for r in runs if r.variant == v.label]) for v in faces}
     settings = DanSettings(list(args.seeds), args.epochs, args.alpha, args.width, list(args.input_size), args.data,
                            args.schedule, k)
+    _stage_pictures(args, k, root)
     results = DanStudyResult(args.name, settings, summary, runs, time.time() - t0)
     write_json(root / "results.json", results.to_json())
     write_dan_report(results, root)

@@ -125,3 +125,32 @@ def image_grid(images: np.ndarray, true: list[str], pred: list[str], cols: int =
         ok = true[i] == pred[i]
         ax.set_title(f"{pred[i]}\n(true {true[i]})" if not ok else pred[i], fontsize=7, color="black" if ok else "red")
     return _png(fig)
+
+
+def dan_stages(images: np.ndarray, truth: np.ndarray, landmarks: list[np.ndarray], warped: list[np.ndarray],
+               heatmaps: list[np.ndarray]) -> bytes:
+    """One row per face: each stage's landmarks before (blue) and after (red) its correction over the true ones
+    (green), and for every stage after the first the image it saw, warped to the canonical pose, and its heatmap."""
+    plt = _plt()
+    n, k = len(images), len(landmarks)
+    cols = k + 2 * (k - 1)
+    fig, axes = plt.subplots(n, cols, figsize=(cols * 1.6, n * 1.7), squeeze=False)
+    h, w = images.shape[1:3]
+    for i in range(n):
+        col = 0
+        for t in range(k):
+            if t > 0:
+                for img, name in ((warped[t - 1][i], "warped"), (heatmaps[t - 1][i], "heatmap")):
+                    axes[i, col].imshow(img, cmap="gray" if name == "warped" else "magma")
+                    axes[i, col].set_title(f"stage {t + 1} {name}", fontsize=7)
+                    col += 1
+            ax = axes[i, col]
+            ax.imshow(images[i], cmap="gray")
+            for pts, colour in ((truth[i], "lime"), *(((landmarks[t - 1][i], "deepskyblue"),) if t else ()),
+                                (landmarks[t][i], "red")):
+                ax.scatter(pts[:, 0] * w - 0.5, pts[:, 1] * h - 0.5, s=4, c=colour)
+            ax.set_title(f"stage {t + 1}", fontsize=7)
+            col += 1
+    for ax in axes.ravel():
+        ax.axis("off")
+    return _png(fig)

@@ -226,8 +226,18 @@ def write_dan_report(results: DanStudyResult, root: Path) -> tuple[Path, Path]:
              f"distance.")
     md = f"# xfer DAN study: {results.name}\n\n{intro}\n\n{markdown_table(header, rows)}\n\n![curves](figures/curves_dan.png)\n"
     b64 = base64.b64encode(png).decode()
+    stages_png = root / "figures" / "dan_stages.png"
+    pictures = ""
+    if stages_png.is_file():
+        caption = ("Each stage on test faces (the best multi-task DAN, first seed): landmarks before (blue) and after "
+                   "(red) the stage's correction over the true ones (green); from stage 2 on, the image warped to the "
+                   "canonical pose and the heatmap the stage saw")
+        md += f"\n![stages](figures/dan_stages.png)\n\n{caption}.\n"
+        pictures = (f"<figure><img alt=\"DAN stages\" src=\"data:image/png;base64,"
+                    f"{base64.b64encode(stages_png.read_bytes()).decode()}\"><figcaption>{html.escape(caption)}"
+                    "</figcaption></figure>")
     page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>xfer DAN study</title><style>{CSS}</style>"
             f"</head><body><h1>xfer DAN study: {html.escape(results.name)}</h1><p>{html.escape(intro)}</p>"
             f"{_html_table(header, rows)}<figure><img alt=\"training curves\" src=\"data:image/png;base64,{b64}\">"
-            f"<figcaption>Training curves (mean over seeds)</figcaption></figure></body></html>\n")
+            f"<figcaption>Training curves (mean over seeds)</figcaption></figure>{pictures}</body></html>\n")
     return write_text(root / "report.html", page), write_text(root / "report.md", md)
