@@ -132,15 +132,26 @@ def stage_views(model, x: np.ndarray) -> StageViews:
     m = onnx.ModelProto()
     m.CopyFrom(model)
     k = int(read_meta(model).stages or 1)
-    extra = [n for t in range(2, k + 1) for n in (f"stage{t}_warped", f"stage{t}_heatmap")]
+    extra = [n for t in range(2, k + 1) for n in _stage_images(model, t)]
     m.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in extra)
     out = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": x})
     n_lm = len(m.graph.output) - len(extra) - 1
     stages = [out[1 + i] for i in range(n_lm)]
     stages = [*stages[1:], stages[0]]  # the graph lists the final stage first
     got = dict(zip(extra, out[1 + n_lm:]))
-    return StageViews([s.reshape(len(x), -1, 2) for s in stages], [got[f"stage{t}_warped"][:, 0] for t in range(2, k + 1)],
-                      [got[f"stage{t}_heatmap"][:, 0] for t in range(2, k + 1)])
+    return StageViews([s.reshape(len(x), -1, 2) for s in stages],
+                      [got[_stage_images(model, t)[0]][:, 0] for t in range(2, k + 1)],
+                      [got[_stage_images(model, t)[1]][:, 0] for t in range(2, k + 1)])
+
+
+def _stage_images(model, t: int) -> tuple[str, str]:
+    """Stage ``t``'s warped image and heatmap: the first two inputs of the Concat that feeds its backbone."""
+    warp = next((n.output[0] for n in model.graph.node if n.op_type == "GridSample" and n.name.startswith(f"stage{t}_")),
+                None)
+    cat = next((n for n in model.graph.node if n.op_type == "Concat" and warp is not None and n.input[:1] == [warp]), None)
+    if cat is None:
+        raise XferError(f"stage {t} of this DAN has no canonical-pose connection (GridSample + Concat)")
+    return cat.input[0], cat.input[1]
 
 
 def default_mean_shape(k: int) -> np.ndarray:
