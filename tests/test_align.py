@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from xfer import align, dan
+from xfer.augment import augment
 from xfer.data.sidecars import IBUG_68, SYNTHETIC_26, ibug_to_synthetic, read_pts, scheme_of
 from xfer.errors import XferError
 from xfer.importer import to_torch
-from xfer.loop import augment
 
 MEAN = dan.default_mean_shape(26)
 

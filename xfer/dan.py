@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 
 from xfer.align import Nodes, connect, corrected
+from xfer.augment import Moves
 from xfer.config import DEFAULT_STAGES, DEFAULT_WIDTH, MAX_STAGES
 from xfer.data.sidecars import LANDMARK_NAMES, scheme_of
 from xfer.errors import XferError
 from xfer.graph import finalize
-from xfer.loop import Moves
 from xfer.meta import read_meta, write_meta
 from xfer.surgery import init
 
