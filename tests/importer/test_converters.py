@@ -162,6 +162,8 @@ CASES = {
     "ScatterND": [case("ScatterND", [f32(4, 3)], {}, [np.array([[1], [3]], np.int64), f32(2, 3)]),
                   case("ScatterND", [f32(4, 3)], {"reduction": "add"}, [np.array([[1, 2], [1, 2]], np.int64), f32(2)])],
     "CastLike": [case("CastLike", [f32(3, 7) * 4, np.zeros(1, np.int32)])],
+    "GridSample": [case("GridSample", [X4, (np.random.default_rng(4).random((2, 5, 4, 2)) * 2.4 - 1.2).astype(np.float32)],
+                        {"padding_mode": "border"}, atol=1e-4)],
     "Resize": [case("Resize", [X4], {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"},
                     [np.zeros(0, np.float32), np.array([1, 1, 2, 2], np.float32)]),
                case("Resize", [X4], {"mode": "linear"}, [np.zeros(0, np.float32), np.array([1, 1, 1.5, 2], np.float32)]),
