@@ -353,7 +353,8 @@ def _train_parser(sub) -> None:
                     help="seed of the split, the fresh weights and the shuffling")
     tr.add_argument("--split", default=_default(C.TrainConfig, "split"), help="random (stratified 80/20) or loco:<character>")
     tr.add_argument("--device", choices=C.DEVICES, default=_default(C.TrainConfig, "device"), help="where PyTorch trains")
-    tr.add_argument("--no-augment", dest="augment", action="store_false", help="no random flips and shifts")
+    tr.add_argument("--no-augment", dest="augment", action="store_false",
+                    help="no random flips and shifts (default: augment; DAN landmarks move with the images)")
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint of the same run")
     tr.add_argument("--name", help="output stem (default: the mode)")
     tr.add_argument("--out", default=C.DEFAULT_MODELS, help="output folder")
