@@ -85,8 +85,9 @@ def _config(args: StudyConfig, seed: int, v: DanVariant, alpha: float, name: str
                        alpha=alpha, beta=v.beta, width=args.width, stages=v.stages, schedule=args.schedule)
 
 
-def _run_all(args: StudyConfig, variants: list[DanVariant], out: Path, runs: list[DanRun], t0: float) -> None:
+def _run_all(args: StudyConfig, variants: list[DanVariant], out: Path, runs: list[DanRun]) -> None:
     plan = [(v, s) for v in variants for s in args.seeds]
+    t0 = time.time()  # this phase's start: its ETA counts its own runs
     with bar(len(plan), "dan study", "run", disable=False) as pb:
         for k, (v, seed) in enumerate(plan, start=1):
             a = args.alpha if v.alpha is None else v.alpha
@@ -130,15 +131,15 @@ def main(args: StudyConfig) -> DanStudyResult:
     say(f"DAN study '{args.name}': {len(tasks) + len(SCHEMES)} variants (stages {list(args.stages)} x landmarks / "
         f"emotion / multi-task, then the FER+ schemes at the best) x seeds {list(args.seeds)}, {args.epochs} epochs "
         f"each -> {root}")
-    _run_all(args, tasks, out, runs, t0)
+    _run_all(args, tasks, out, runs)
     summary = {v.label: DanSummary.of([r for r in runs if r.variant == v.label]) for v in tasks}
     k = best_stages(summary, tasks)
     schemes = scheme_variants(k)
-    _run_all(args, schemes, out, runs, t0)
+    _run_all(args, schemes, out, runs)
     summary |= {v.label: DanSummary.of([r for r in runs if r.variant == v.label]) for v in schemes}
     if args.faces:
         faces = face_variants(k)
-        _run_all(args, faces, out, runs, t0)
+        _run_all(args, faces, out, runs)
         summary |= {v.label: DanSummary.of([r for r in runs if r.variant == v.label]) for v in faces}
     settings = DanSettings(list(args.seeds), args.epochs, args.alpha, args.width, list(args.input_size), args.data,
                            args.schedule, k)
