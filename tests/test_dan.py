@@ -90,11 +90,17 @@ def _faces_tree(root, n_people=2, per=4):
             pts = base + rng.normal(size=(68, 2))
             (root / f"s{p + 1}" / f"{i + 1}.pts").write_text(
                 "version: 1\nn_points: 68\n{\n" + "\n".join(f"{x:.2f} {y:.2f}" for x, y in pts) + "\n}\n")
+    (root / ".manual").mkdir()  # hand-annotated photos beside the tree, as `xfer data faces` writes them
+    for name in ("a", "b"):
+        cv2.imwrite(str(root / ".manual" / f"{name}.png"), rng.integers(0, 256, (112, 92), dtype=np.uint8))
+        (root / ".manual" / f"{name}.pts").write_text(
+            "version: 1\nn_points: 68\n{\n" + "\n".join(f"{x:.2f} {y:.2f}" for x, y in base) + "\n}\n")
     return root
 
 
 def test_study_end_to_end(synth_pack, tmp_path):
     from xfer.report import dan_study
+    from xfer.report.console import dan_text
 
     faces = _faces_tree(tmp_path / "faces")
     args = StudyConfig(name="dan", study="dan", data=str(synth_pack), seeds=(0,), epochs=2, batch_size=16, lr=1e-3,
@@ -106,6 +112,8 @@ def test_study_end_to_end(synth_pack, tmp_path):
     real = ["real faces: from scratch", "real faces: from the synthetic-face DAN"]
     assert list(res.summary) == tasks + schemes + real
     assert all(res.summary[v].acc_mean is None and res.summary[v].nme_mean > 0 for v in real)
+    assert all(len(res.summary[v].manual_nme_stages) == res.settings.scheme_stages for v in real)
+    assert "hand-annotated" in dan_text(res)
     assert res.summary["1 stage(s): emotion only"].nme_mean is None
     assert res.summary["2 stage(s): landmarks only"].acc_mean is None  # no emotion term: its accuracy means nothing
     two = res.summary["2 stage(s): multi-task"]

