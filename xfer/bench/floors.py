@@ -91,7 +91,7 @@ def model_macs(model: onnx.ModelProto) -> int:
     return sum(w.macs for w in model_work(model))
 
 
-# op -> (input holding the weights, its output's role), for the nodes whose arithmetic a floor counts
+# op -> the position of its weight input, for the nodes whose arithmetic a floor counts
 CONV_OPS = {"Conv": 1, "ConvTranspose": 1, "ConvInteger": 1, "QLinearConv": 3}
 MATMUL_OPS = {"Gemm": 1, "MatMul": 1, "MatMulInteger": 1, "QLinearMatMul": 3, "QGemm": 3}
 INT8_OPS = {"ConvInteger", "QLinearConv", "MatMulInteger", "QLinearMatMul", "QGemm"}
@@ -141,6 +141,7 @@ def _precision(node: onnx.NodeProto, wi: int, producer: dict[str, onnx.NodeProto
                                                               for a in src.attribute)):
         return "bf16"
     return "fp32"
+
 
 def _trans_b(node: onnx.NodeProto) -> bool:
     return any(a.name == "transB" and a.i for a in node.attribute)

@@ -42,11 +42,7 @@ def gathered_pass(model_bytes: bytes, g: Gathered, spec: InputSpec, repeat: int,
     t_inf, _ = timed(lambda: infer(sess, x, tune.batch), repeat)
     inference = PathResult.of(t_inf, n)
 
-    def kernel_ort() -> np.ndarray:
-        preprocess(x_u8, spec.size, spec.channels, spec.mean, spec.std, out=x)
-        return infer(sess, x, tune.batch)
-
-    t_all, pred = timed(kernel_ort, repeat)
+    t_all, pred = _kernel_then_ort(sess, g, spec, tune.batch, x, repeat)
     both = PathResult.of(t_all, n, float((pred == y).mean()), preprocess_s=kernel.median_s, inference_s=inference.median_s)
     return GatheredPass({"kernel": kernel, "ort_inference": inference, "kernel+ort": both}, tune, sess, pred)
 
@@ -55,14 +51,18 @@ def gathered_again(model_bytes: bytes, g: Gathered, spec: InputSpec, tuning: Ort
     """The gathered kernel + ORT pass with another model (the int8 one) and the float pass's tuned batch and threads,
     so each streamed pass has a gathered twin to be compared with."""
     x = np.empty((len(g.images), spec.channels, *spec.size), np.float32)
-    sess = session(model_bytes, tuning.threads)
+    t_all, pred = _kernel_then_ort(session(model_bytes, tuning.threads), g, spec, tuning.batch, x, repeat)
+    return PathResult.of(t_all, len(x), float((pred == g.labels).mean()))
 
+
+def _kernel_then_ort(sess: Any, g: Gathered, spec: InputSpec, batch: int, x: np.ndarray,
+                     repeat: int) -> tuple[list[float], np.ndarray]:
+    """The gathered pass itself, timed: the kernel into ``x``, then ONNX Runtime over it; times and predictions."""
     def kernel_ort() -> np.ndarray:
         preprocess(g.images, spec.size, spec.channels, spec.mean, spec.std, out=x)
-        return infer(sess, x, tuning.batch)
+        return infer(sess, x, batch)
 
-    t_all, pred = timed(kernel_ort, repeat)
-    return PathResult.of(t_all, len(x), float((pred == g.labels).mean()))
+    return timed(kernel_ort, repeat)
 
 
 def gpu_pass(sess: Any, g: Gathered, spec: InputSpec, batch: int, repeat: int, pred_cpu: np.ndarray) -> PathResult:

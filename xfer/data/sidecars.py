@@ -169,6 +169,6 @@ def read_pts_beside(images: list[Path]) -> list[np.ndarray] | None:
         raise XferError(f"{missing}: missing ({have.count(False)} of {len(found)} images have no .pts file beside them)")
     rows = [read_pts(f) for f in found]
     if len({r.shape for r in rows}) > 1:
-        bad = next(f for f, r in zip(found, rows) if r.shape != rows[0].shape)
-        raise XferError(f"{bad}: {len(read_pts(bad))} points, the first file has {len(rows[0])}")
+        bad, points = next((f, r) for f, r in zip(found, rows) if r.shape != rows[0].shape)
+        raise XferError(f"{bad}: {len(points)} points, the first file has {len(rows[0])}")
     return rows

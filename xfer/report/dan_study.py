@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -97,16 +98,13 @@ def best_stages(summary: dict[str, DanSummary], variants: list[DanVariant]) -> i
 
 
 def _config(args: StudyConfig, seed: int, v: DanVariant, alpha: float, name: str, out: Path) -> TrainConfig:
+    common: dict[str, Any] = {"model": "dan", "batch_size": args.batch_size, "lr": args.lr, "seed": seed, "device": args.device,
+                              "resume": True, "name": name, "out": str(out), "input_size": args.input_size, "channels": args.channels,
+                              "alpha": alpha, "beta": v.beta, "width": args.width, "stages": v.stages, "schedule": args.schedule}
     if v.label.startswith(FACES_PREFIX):  # real faces: landmarks only, iBUG's 68 as the synthetic 26
-        source = _source_of(v, seed, out)
-        return TrainConfig(model="dan", data=args.faces, epochs=args.faces_epochs, batch_size=args.batch_size,
-                           lr=args.lr, seed=seed, device=args.device, resume=True, name=name, out=str(out),
-                           input_size=args.input_size, channels=args.channels, alpha=alpha, beta=0.0,
-                           width=args.width, stages=v.stages, schedule=args.schedule, landmarks=26, source=source)
-    return TrainConfig(model="dan", data=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                       seed=seed, device=args.device, resume=True, name=name, out=str(out),
-                       input_size=args.input_size, channels=args.channels, head=args.head, label_scheme=v.scheme,
-                       alpha=alpha, beta=v.beta, width=args.width, stages=v.stages, schedule=args.schedule)
+        return TrainConfig(**common, data=args.faces, epochs=args.faces_epochs, landmarks=26,
+                           source=_source_of(v, seed, out))
+    return TrainConfig(**common, data=args.data, epochs=args.epochs, head=args.head, label_scheme=v.scheme)
 
 
 def _run_all(args: StudyConfig, variants: list[DanVariant], out: Path, runs: list[DanRun]) -> None:
