@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 # The editable install maps the package's modules when it is made: adding or removing a module reinstalls.
 MODULES := $(VENV)/.xfer-modules
 $(shell mkdir -p $(VENV) && find xfer -name '*.py' | sort > $(MODULES).new && (cmp -s $(MODULES).new $(MODULES) || mv $(MODULES).new $(MODULES)); rm -f $(MODULES).new)
-SOURCES := pyproject.toml CMakeLists.txt $(MODULES) $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cuda/*.cu)
+SOURCES := pyproject.toml CMakeLists.txt $(MODULES) $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.inc csrc/cuda/*.cu)
 
 .PHONY: demo test lint install bench clean asan onnx-oldest
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <thread>
 
+#include "front.h"
 #include "preprocess.h"
 
 namespace py = pybind11;
@@ -270,6 +271,143 @@ void preprocess_to_device(py::handle images, std::uintptr_t out_ptr, std::int64_
 }
 #endif
 
+constexpr std::int64_t kMaxFrontSide = 4096;
+constexpr std::int64_t kMaxFrontChannels = 4096;
+constexpr std::int64_t kMaxFrontKernel = 64;
+
+std::pair<std::int64_t, std::int64_t> pair_of(const py::handle& h, const std::string& what) {
+  auto v = py::cast<std::vector<std::int64_t>>(h);
+  if (v.size() != 2) value_error(what + ": expected 2 values, got " + std::to_string(v.size()));
+  return {v[0], v[1]};
+}
+
+py::array float_array(const py::handle& h, int ndim, const std::string& what) {
+  if (!py::isinstance<py::array>(h))
+    type_error(what + ": expected a float32 numpy array, got " + py::str(py::type::handle_of(h).attr("__name__")).cast<std::string>());
+  py::array a = py::reinterpret_borrow<py::array>(h);
+  if (!a.dtype().is(py::dtype::of<float>())) type_error(what + ": expected dtype float32, got " + dtype_str(a));
+  if (a.ndim() != ndim)
+    value_error(what + ": expected a " + std::to_string(ndim) + "-D array, got shape " + shape_str(a));
+  if (!is_c_contiguous(a)) value_error(what + ": expected a C-contiguous array, got strides " + strides_str(a));
+  return a;
+}
+
+// Builds a Front from (channels, height, width) and a list of layers: ("conv", weight (co, ci, kh, kw), bias (co,),
+// (top, left, bottom, right) pads, relu) or ("maxpool", (kh, kw), (sh, sw)); every size is checked against the
+// one before it, so the loops never index past a buffer.
+Front make_front(std::int64_t c, std::int64_t h, std::int64_t w, const py::list& layers) {
+  if (c < 1 || c > kMaxFrontChannels || h < 1 || h > kMaxFrontSide || w < 1 || w > kMaxFrontSide)
+    value_error("input: expected 1 <= channels <= 4096 and 1 <= height, width <= 4096, got (" + std::to_string(c) + ", " +
+                std::to_string(h) + ", " + std::to_string(w) + ")");
+  if (layers.size() == 0) value_error("layers: expected at least one layer, got none");
+  Front f;
+  f.c = c;
+  f.h = h;
+  f.w = w;
+  std::int64_t cc = c, hh = h, ww = w;
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    const std::string what = "layers[" + std::to_string(i) + "]";
+    py::tuple t = py::cast<py::tuple>(layers[i]);
+    if (t.size() == 0) value_error(what + ": expected ('conv', ...) or ('maxpool', ...), got an empty tuple");
+    const std::string kind = py::cast<std::string>(t[0]);
+    FrontLayer l;
+    if (kind == "conv") {
+      if (t.size() != 5) value_error(what + ": expected ('conv', weight, bias, pads, relu), got " + std::to_string(t.size()) + " items");
+      py::array wa = float_array(t[1], 4, what + " weight");
+      py::array ba = float_array(t[2], 1, what + " bias");
+      auto pads = py::cast<std::vector<std::int64_t>>(t[3]);
+      ConvLayer& L = l.conv;
+      L.co = wa.shape(0);
+      L.ci = wa.shape(1);
+      L.kh = wa.shape(2);
+      L.kw = wa.shape(3);
+      if (L.ci != cc)
+        value_error(what + " weight: expected " + std::to_string(cc) + " input channels, got shape " + shape_str(wa));
+      if (L.co < 1 || L.co > kMaxFrontChannels || L.kh < 1 || L.kw < 1 || L.kh > kMaxFrontKernel || L.kw > kMaxFrontKernel)
+        value_error(what + " weight: expected 1 to 4096 output channels and 1 to 64 taps a side, got shape " + shape_str(wa));
+      if (ba.shape(0) != L.co)
+        value_error(what + " bias: expected " + std::to_string(L.co) + " values, got shape " + shape_str(ba));
+      if (pads.size() != 4) value_error(what + " pads: expected (top, left, bottom, right), got " + std::to_string(pads.size()) + " values");
+      for (auto p : pads)
+        if (p < 0 || p > kMaxFrontKernel) value_error(what + " pads: expected 0 to 64, got " + std::to_string(p));
+      L.pad_top = pads[0];
+      L.pad_left = pads[1];
+      L.pad_bottom = pads[2];
+      L.pad_right = pads[3];
+      L.relu = py::cast<bool>(t[4]);
+      L.in_h = hh;
+      L.in_w = ww;
+      if (hh + L.pad_top + L.pad_bottom < L.kh || ww + L.pad_left + L.pad_right < L.kw)
+        value_error(what + ": a " + std::to_string(L.kh) + "x" + std::to_string(L.kw) + " kernel does not fit a padded " +
+                    std::to_string(hh + L.pad_top + L.pad_bottom) + "x" + std::to_string(ww + L.pad_left + L.pad_right) + " input");
+      prepare_conv(L, static_cast<const float*>(wa.data()), static_cast<const float*>(ba.data()));
+      cc = L.co;
+      hh = L.out_h;
+      ww = L.out_w;
+    } else if (kind == "maxpool") {
+      if (t.size() != 3) value_error(what + ": expected ('maxpool', (kh, kw), (sh, sw)), got " + std::to_string(t.size()) + " items");
+      auto k = pair_of(t[1], what + " kernel");
+      auto s = pair_of(t[2], what + " strides");
+      if (k.first < 1 || k.second < 1 || k.first > kMaxFrontKernel || k.second > kMaxFrontKernel || s.first < 1 || s.second < 1 ||
+          s.first > kMaxFrontKernel || s.second > kMaxFrontKernel)
+        value_error(what + ": expected kernel and strides of 1 to 64, got kernel (" + std::to_string(k.first) + ", " +
+                    std::to_string(k.second) + ") strides (" + std::to_string(s.first) + ", " + std::to_string(s.second) + ")");
+      if (k.first > hh || k.second > ww)
+        value_error(what + ": a " + std::to_string(k.first) + "x" + std::to_string(k.second) + " window does not fit a " +
+                    std::to_string(hh) + "x" + std::to_string(ww) + " input");
+      PoolLayer& P = l.pool;
+      l.is_conv = false;
+      P.c = cc;
+      P.kh = k.first;
+      P.kw = k.second;
+      P.sh = s.first;
+      P.sw = s.second;
+      P.in_h = hh;
+      P.in_w = ww;
+      P.out_h = (hh - P.kh) / P.sh + 1;
+      P.out_w = (ww - P.kw) / P.sw + 1;
+      hh = P.out_h;
+      ww = P.out_w;
+    } else {
+      value_error(what + ": expected 'conv' or 'maxpool', got '" + kind + "'");
+    }
+    f.layers.push_back(std::move(l));
+  }
+  f.out_features = cc * hh * ww;
+  return f;
+}
+
+py::array_t<float> run_front(const Front& f, py::handle x, py::object out, int threads) {
+  check_threads(threads, "threads");
+  py::array a = float_array(x, 4, "x");
+  if (a.shape(0) < 1 || a.shape(1) != f.c || a.shape(2) != f.h || a.shape(3) != f.w)
+    value_error("x: expected shape (N >= 1, " + std::to_string(f.c) + ", " + std::to_string(f.h) + ", " + std::to_string(f.w) +
+                "), got " + shape_str(a));
+  const py::ssize_t n = a.shape(0);
+  py::array_t<float> result;
+  if (out.is_none()) {
+    result = py::array_t<float>(std::vector<py::ssize_t>{n, static_cast<py::ssize_t>(f.out_features)});
+  } else {
+    py::array o = float_array(out, 2, "out");
+    if (o.shape(0) != n || o.shape(1) != f.out_features)
+      value_error("out: expected shape (" + std::to_string(n) + ", " + std::to_string(f.out_features) + "), got " + shape_str(o));
+    if (!o.writeable()) value_error("out: expected a writeable array, got a read-only one");
+    result = py::reinterpret_borrow<py::array_t<float>>(o);
+  }
+  const auto* src = static_cast<const float*>(a.data());
+  float* dst = result.mutable_data();
+  const auto* s0 = reinterpret_cast<const std::uint8_t*>(src);
+  const auto* d0 = reinterpret_cast<const std::uint8_t*>(dst);
+  if (s0 < d0 + result.nbytes() && d0 < s0 + a.nbytes()) value_error("out: the output buffer overlaps x");
+  const int nthreads = threads > 0 ? threads : (g_threads > 0 ? g_threads : cpu::default_threads());
+  py::array keep = a;
+  {
+    py::gil_scoped_release release;
+    cpu::front(f, src, n, dst, nthreads);
+  }
+  return result;
+}
+
 }  // namespace
 }  // namespace xfer
 
@@ -336,6 +474,14 @@ PYBIND11_MODULE(_C, m) {
     xfer::check_threads(n, "set_num_threads");
     xfer::g_threads = n;
   }, py::arg("n"), "Threads the CPU kernel uses by default (0 = the CPUs this process may run on).");
+  py::class_<xfer::Front>(m, "Front",
+      "A chain of Conv(+Relu) and MaxPool layers run per image with its intermediates in cache: "
+      "Front(channels, height, width, layers), layers as ('conv', weight, bias, (top, left, bottom, right), relu) "
+      "or ('maxpool', (kh, kw), (sh, sw)); calling it maps float32 (N, C, H, W) to (N, out_features).")
+      .def(py::init(&xfer::make_front), py::arg("channels"), py::arg("height"), py::arg("width"), py::arg("layers"))
+      .def_property_readonly("out_features", [](const xfer::Front& f) { return f.out_features; })
+      .def("__call__", &xfer::run_front, py::arg("x"), py::arg("out") = py::none(), py::arg("threads") = 0,
+           "float32 (N, C, H, W) -> float32 (N, out_features), NCHW order, with the kernel's dispatch target.");
   m.def("get_num_threads", []() { return xfer::g_threads > 0 ? xfer::g_threads : xfer::cpu::default_threads(); },
         "Threads the CPU kernel uses by default: set_num_threads' value, or the CPUs this process may use "
         "(its affinity mask, capped by a cgroup CPU quota).");

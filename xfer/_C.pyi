@@ -1,6 +1,7 @@
 """Type stub of xfer's compiled module (csrc/preprocess.cpp)."""
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -46,3 +47,14 @@ def read_floor(
 def kernel_targets(supported_only: bool = True) -> list[str]: ...
 def kernel_target() -> str: ...
 def set_kernel_target(name: str) -> None: ...
+
+
+class Front:
+    """A chain of Conv(+Relu) and MaxPool layers run per image with its intermediates in cache."""
+
+    def __init__(self, channels: int, height: int, width: int, layers: Sequence[tuple[Any, ...]]) -> None: ...
+    @property
+    def out_features(self) -> int: ...
+    def __call__(
+        self, x: npt.NDArray[np.float32], out: npt.NDArray[np.float32] | None = None, threads: int = 0
+    ) -> npt.NDArray[np.float32]: ...

@@ -3,7 +3,9 @@
 Memory must not grow with the number of images (a user's set may be ten times
 FERG-DB's 11 GB). The kernel reads each chunk's images straight out of the
 memory-mapped pack by index (no gathered copy) into one of two float buffers
-allocated once; ONNX Runtime runs on that buffer. With ``overlap`` a background
+allocated once; ONNX Runtime runs on that buffer. With a ``FrontSplit`` the
+kernel also runs the model's leading convolutions on it (``xfer.bench.front``)
+and ONNX Runtime runs only the rest. With ``overlap`` a background
 thread preprocesses chunk k+1 while ONNX Runtime infers chunk k (both release
 the GIL). Pages of the pack that were read stay mapped, and count in RSS,
 until the mapping is told to drop them: once the pass's resident file pages
@@ -24,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from xfer.bench.front import FrontRunner, FrontSplit
 from xfer.bench.inputs import TestSplit
 from xfer.bench.memory import mapped_file_bytes, mapping_of, peak_rss_bytes, peak_rss_reset
 from xfer.bench.session import session
@@ -49,12 +52,15 @@ class StreamPlan:
 class Stream:
     """The test split's images, cycled to ``n``, as chunks of indices into the (memory-mapped) pack."""
 
-    def __init__(self, images: np.ndarray, order: np.ndarray, n: int, spec: InputSpec, plan: StreamPlan) -> None:
+    def __init__(self, images: np.ndarray, order: np.ndarray, n: int, spec: InputSpec, plan: StreamPlan,
+                 front: FrontSplit | None = None) -> None:
         self.images, self.order, self.n, self.plan = images, np.asarray(order, np.int64), int(n), plan
         self.size, self.channels = (int(spec.size[0]), int(spec.size[1])), int(spec.channels)
         self.mean, self.std = list(spec.mean), list(spec.std)
         rows = min(plan.chunk, self.n)
         self.buffers = [np.empty((rows, self.channels, *self.size), np.float32) for _ in range(2 if plan.overlap else 1)]
+        # the front runs where ORT does (never beside it), so one output buffer serves both schedules
+        self.front = FrontRunner(front, spec, rows, plan.kernel_threads) if front is not None else None
         self.image_bytes = int(np.prod(images.shape[1:]))
         # Pages read stay mapped until released. A fault may map a whole large folio of the page cache (Linux 6.x,
         # freshly written files): reading 1,024 scattered images (201 MB) mapped ~870 MB. So the pass reads in
@@ -104,6 +110,9 @@ class Stream:
             read_floor(self.images, self.plan.kernel_threads, index[i:j])
             self._release()
 
+    def _infer(self, sess: Any, name: str, x: np.ndarray) -> np.ndarray:
+        return sess.run(None, {name: x if self.front is None else self.front(x)})[0].argmax(1)
+
     def run(self, sess: Any) -> np.ndarray:
         """One pass: predictions (argmax) for every streamed image."""
         name = sess.get_inputs()[0].name
@@ -111,7 +120,7 @@ class Stream:
         chunks = self.chunks()
         if not self.plan.overlap:
             for a, b in chunks:
-                preds[a:b] = sess.run(None, {name: self.preprocess(0, a, b)})[0].argmax(1)
+                preds[a:b] = self._infer(sess, name, self.preprocess(0, a, b))
             return preds
         with ThreadPoolExecutor(1) as pool:
             pending = pool.submit(self.preprocess, 0, *chunks[0])
@@ -119,7 +128,7 @@ class Stream:
                 x = pending.result()
                 if i + 1 < len(chunks):  # buffer (i+1)%2 was last read by the run of chunk i-1, which has returned
                     pending = pool.submit(self.preprocess, (i + 1) % 2, *chunks[i + 1])
-                preds[a:b] = sess.run(None, {name: x})[0].argmax(1)
+                preds[a:b] = self._infer(sess, name, x)
         return preds
 
 
@@ -170,8 +179,9 @@ def stream_candidates(cores: int) -> list[StreamChoice]:
     return out
 
 
-def stream_of(split: TestSplit, spec: InputSpec, plan: StreamPlan, n: int | None = None) -> Stream:
-    return Stream(split.images, split.order, n or split.n, spec, plan)
+def stream_of(split: TestSplit, spec: InputSpec, plan: StreamPlan, n: int | None = None,
+              front: FrontSplit | None = None) -> Stream:
+    return Stream(split.images, split.order, n or split.n, spec, plan, front)
 
 
 def tune_stream(model_bytes: bytes, split: TestSplit, spec: InputSpec, cores: int) -> tuple[StreamChoice, list[StreamTrial]]:
@@ -187,9 +197,11 @@ def tune_stream(model_bytes: bytes, split: TestSplit, spec: InputSpec, cores: in
     return StreamChoice(best.chunk, best.overlap, best.kernel_threads, best.ort_threads, best.spinning), trials
 
 
-def streamed_pass(model_bytes: bytes, split: TestSplit, spec: InputSpec, choice: StreamChoice, repeat: int) -> PathResult:
-    """The timed streamed pass with the chosen schedule: times, accuracy and peak RSS."""
-    stream = stream_of(split, spec, choice.plan)
+def streamed_pass(model_bytes: bytes, split: TestSplit, spec: InputSpec, choice: StreamChoice, repeat: int,
+                  front: FrontSplit | None = None) -> PathResult:
+    """The timed streamed pass with the chosen schedule: times, accuracy and peak RSS. With ``front``, the kernel
+    runs its convolutions and ``model_bytes`` is the head the split left for ONNX Runtime."""
+    stream = stream_of(split, spec, choice.plan, front=front)
     p = timed_passes(stream, session(model_bytes, choice.ort_threads, spinning=choice.spinning), repeat)
     return PathResult.of(p.times, split.n, float((p.predictions == split.truth).mean()), peak_rss_mb=p.peak_rss / 2**20,
                          rss_before_mb=p.rss_before / 2**20, **vars(choice), releases=stream.releases)

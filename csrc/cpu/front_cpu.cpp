@@ -1,0 +1,127 @@
+// The convolution front on the CPU: per image, each conv reads a zero-bordered copy of its input kept per thread
+// (borders written once), each pool reads the conv's output; the last layer writes the caller's row.
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "front.h"
+#include "preprocess.h"
+
+namespace xfer {
+
+void prepare_conv(ConvLayer& L, const float* weight, const float* bias) {
+  L.in_h_padded = L.in_h + L.pad_top + L.pad_bottom;
+  const std::int64_t in_w_padded = L.in_w + L.pad_left + L.pad_right;
+  L.out_h = L.in_h_padded - L.kh + 1;
+  L.out_w = in_w_padded - L.kw + 1;
+  const std::int64_t round_row = (L.out_w + kRowVec - 1) / kRowVec * kRowVec;
+  // The channel loop's block: of 8, 6 and 4 output pixels, the one that wastes the fewest columns (ties: wider).
+  L.col_block = 8;
+  for (int b : {6, 4})
+    if ((L.out_w + b - 1) / b * b < (L.out_w + L.col_block - 1) / L.col_block * L.col_block) L.col_block = b;
+  const std::int64_t round_col = (L.out_w + L.col_block - 1) / L.col_block * L.col_block;
+  // Both loops read whole vectors/blocks past the last output column: the buffer is wide enough that they stay in it.
+  L.in_w_buffer = std::max(round_row, round_col) + L.kw - 1;
+  L.by_channels = L.co >= 16;
+  const std::int64_t taps = L.ci * L.kh * L.kw;
+  if (L.by_channels) {
+    L.co_padded = (L.co + 15) / 16 * 16;
+    L.w_channels.assign(static_cast<std::size_t>(taps * L.co_padded), 0.0f);
+    for (std::int64_t o = 0; o < L.co; ++o)
+      for (std::int64_t t = 0; t < taps; ++t) L.w_channels[static_cast<std::size_t>(t * L.co_padded + o)] = weight[o * taps + t];
+  } else {
+    L.co_padded = (L.co + kGroup - 1) / kGroup * kGroup;
+    L.w_rows.assign(static_cast<std::size_t>(L.co_padded * taps), 0.0f);  // [co / kGroup][tap][co % kGroup]
+    for (std::int64_t o = 0; o < L.co; ++o)
+      for (std::int64_t t = 0; t < taps; ++t)
+        L.w_rows[static_cast<std::size_t>((o / kGroup * taps + t) * kGroup + o % kGroup)] = weight[o * taps + t];
+  }
+  L.bias_padded.assign(static_cast<std::size_t>(L.co_padded), 0.0f);
+  std::copy(bias, bias + L.co, L.bias_padded.begin());
+}
+
+namespace cpu {
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,fma")
+#define XFER_FRONT_NS front_avx512
+#define XFER_VW 16
+#include "front_impl.inc"
+#undef XFER_FRONT_NS
+#undef XFER_VW
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define XFER_FRONT_NS front_avx2
+#define XFER_VW 8
+#include "front_impl.inc"
+#undef XFER_FRONT_NS
+#undef XFER_VW
+#pragma GCC pop_options
+
+#define XFER_FRONT_NS front_baseline
+#define XFER_VW 4
+#include "front_impl.inc"
+#undef XFER_FRONT_NS
+#undef XFER_VW
+
+namespace {
+
+struct Loops {
+  void (*conv)(const ConvLayer&, const float*, std::int64_t, float*);
+  void (*pool)(const PoolLayer&, const float*, float*);
+};
+
+Loops loops_for(const std::string& target) {
+  if (target == "avx512") return {front_avx512::conv, front_avx512::max_pool};
+  if (target == "avx2") return {front_avx2::conv, front_avx2::max_pool};
+  return {front_baseline::conv, front_baseline::max_pool};
+}
+
+struct FrontScratch {
+  std::vector<std::vector<float>> padded;  // one zero-bordered input per conv layer
+  std::vector<float> ping, pong;
+};
+
+std::int64_t layer_out_size(const FrontLayer& l) {
+  return l.is_conv ? l.conv.co * l.conv.out_h * l.conv.out_w : l.pool.c * l.pool.out_h * l.pool.out_w;
+}
+
+}  // namespace
+
+void front(const Front& f, const float* in, std::int64_t n, float* out, int threads) {
+  const Loops loops = loops_for(target());
+  std::int64_t biggest = 1;
+  for (const auto& l : f.layers) biggest = std::max(biggest, layer_out_size(l));
+  const std::int64_t in_size = f.c * f.h * f.w;
+  parallel_for<FrontScratch>(n, threads, [&](std::int64_t i, FrontScratch& s) {
+    if (s.padded.empty()) {
+      for (const auto& l : f.layers)
+        s.padded.emplace_back(l.is_conv ? static_cast<std::size_t>(l.conv.ci * l.conv.in_h_padded * l.conv.in_w_buffer) : 0, 0.0f);
+      s.ping.assign(static_cast<std::size_t>(biggest), 0.0f);
+      s.pong.assign(static_cast<std::size_t>(biggest), 0.0f);
+    }
+    const float* cur = in + i * in_size;
+    for (std::size_t k = 0; k < f.layers.size(); ++k) {
+      const FrontLayer& l = f.layers[k];
+      float* dst = k + 1 == f.layers.size() ? out + i * f.out_features : (k % 2 == 0 ? s.ping.data() : s.pong.data());
+      if (l.is_conv) {
+        const ConvLayer& L = l.conv;
+        float* p = s.padded[k].data();
+        for (std::int64_t c = 0; c < L.ci; ++c)
+          for (std::int64_t y = 0; y < L.in_h; ++y)
+            std::memcpy(p + (c * L.in_h_padded + y + L.pad_top) * L.in_w_buffer + L.pad_left,
+                        cur + (c * L.in_h + y) * L.in_w, static_cast<std::size_t>(L.in_w) * sizeof(float));
+        loops.conv(L, p, L.in_w_buffer, dst);
+      } else {
+        loops.pool(l.pool, cur, dst);
+      }
+      cur = dst;
+    }
+  });
+}
+
+}  // namespace cpu
+}  // namespace xfer

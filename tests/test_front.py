@@ -1,0 +1,162 @@
+"""The convolution front (xfer.bench.front + the kernel's Front): the cut finds LeNet-like chains and nothing else,
+the kernel's loops match ONNX Runtime on every dispatch target, and bad layers are one clear error."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from xfer import _C
+from xfer.bench.front import ConvStep, PoolStep, layers, split_front
+
+
+def ort_run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    s = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return s.run(None, {s.get_inputs()[0].name: x})[0]
+
+
+def chain(c: int, size: int, spec: list[tuple], head: bool = True, seed: int = 0) -> onnx.ModelProto:
+    """A model: input (N, c, size, size), then spec's layers ('conv', co, k, pads, relu) / ('pool', k, s) /
+    ('other', op), then Flatten and a Gemm to 3 classes when ``head``."""
+    rng = np.random.default_rng(seed)
+    nodes, inits, t, ch, hw = [], [], "input", c, (size, size)
+    for i, s in enumerate(spec):
+        out = f"t{i}"
+        if s[0] == "conv":
+            _, co, k, pads, relu = s
+            inits += [numpy_helper.from_array((rng.standard_normal((co, ch, k, k)) * 0.3).astype(np.float32), f"w{i}"),
+                      numpy_helper.from_array(rng.standard_normal(co).astype(np.float32), f"b{i}")]
+            nodes.append(helper.make_node("Conv", [t, f"w{i}", f"b{i}"], [out], kernel_shape=[k, k], pads=list(pads)))
+            ch, hw = co, (hw[0] + pads[0] + pads[2] - k + 1, hw[1] + pads[1] + pads[3] - k + 1)
+            if relu:
+                nodes.append(helper.make_node("Relu", [out], [out + "r"]))
+                out += "r"
+        elif s[0] == "pool":
+            _, k, st = s
+            nodes.append(helper.make_node("MaxPool", [t], [out], kernel_shape=[k, k], strides=[st, st]))
+            hw = ((hw[0] - k) // st + 1, (hw[1] - k) // st + 1)
+        else:
+            nodes.append(helper.make_node(s[1], [t], [out]))
+        t = out
+    outputs = [helper.make_tensor_value_info(t, TensorProto.FLOAT, None)]
+    if head:
+        feats = ch * hw[0] * hw[1]
+        inits.append(numpy_helper.from_array(rng.standard_normal((3, feats)).astype(np.float32), "fc"))
+        nodes += [helper.make_node("Flatten", [t], ["flat"], axis=1), helper.make_node("Gemm", ["flat", "fc"], ["logits"], transB=1)]
+        outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)]
+    g = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", c, size, size])],
+                          outputs, inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+LENET = [("conv", 6, 5, (2, 2, 2, 2), True), ("pool", 2, 2), ("conv", 16, 5, (0, 0, 0, 0), True), ("pool", 2, 2)]
+
+
+def through_front(m: onnx.ModelProto, x: np.ndarray, threads: int = 0) -> np.ndarray:
+    split = split_front(m)
+    assert split is not None
+    n, c, h, w = x.shape
+    feats = _C.Front(c, h, w, layers(split))(x, threads=threads)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    s = ort.InferenceSession(split.head.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    inp = s.get_inputs()[0]
+    return s.run(None, {inp.name: feats if split.flat else feats.reshape(n, *[d for d in inp.shape[1:]])})[0]
+
+
+def test_lenet_front_is_cut_at_the_flatten():
+    split = split_front(chain(1, 32, LENET))
+    assert split is not None and split.flat and split.cut == "flat" and split.convs == 2
+    assert [type(s) for s in split.steps] == [ConvStep, PoolStep, ConvStep, PoolStep]
+    assert all(s.relu for s in split.steps if isinstance(s, ConvStep))
+    assert [n.op_type for n in split.head.graph.node] == ["Gemm"]
+    assert split.describe() == "conv 1->6 5x5 + relu, maxpool 2x2, conv 6->16 5x5 + relu, maxpool 2x2"
+
+
+@pytest.mark.parametrize("spec,c,size", [
+    (LENET, 1, 32),
+    ([("conv", 20, 3, (1, 1, 1, 1), False), ("pool", 3, 2), ("conv", 7, 3, (0, 1, 2, 0), True)], 3, 29),
+    ([("conv", 33, 5, (0, 0, 0, 0), True), ("conv", 17, 1, (0, 0, 0, 0), True), ("pool", 2, 1)], 2, 19),
+    ([("conv", 1, 7, (3, 3, 3, 3), False)], 1, 9),
+], ids=["lenet", "rgb-odd-pads", "many-channels", "one-channel"])
+def test_front_then_head_matches_onnxruntime_on_every_target(spec, c, size):
+    from xfer.preprocess import kernel_target, kernel_targets, set_kernel_target
+
+    m = chain(c, size, spec)
+    x = np.random.default_rng(3).standard_normal((5, c, size, size)).astype(np.float32)
+    want = ort_run(m, x)
+    span = float(want.max() - want.min()) or 1.0
+    first = kernel_target()
+    try:
+        for t in kernel_targets():
+            set_kernel_target(t)
+            for threads in (1, 2):
+                got = through_front(m, x, threads)
+                assert np.abs(got - want).max() <= 1e-5 * span, (t, threads)
+    finally:
+        set_kernel_target(first)
+
+
+def test_a_front_without_flatten_feeds_a_4d_head():
+    m = chain(1, 12, [("conv", 4, 3, (1, 1, 1, 1), True), ("other", "Sigmoid")], head=False)
+    split = split_front(m)
+    assert split is not None and not split.flat and split.cut == "t0r"
+    x = np.random.default_rng(0).standard_normal((2, 1, 12, 12)).astype(np.float32)
+    np.testing.assert_allclose(through_front(m, x), ort_run(m, x), atol=1e-5)
+
+
+@pytest.mark.parametrize("spec", [
+    [("other", "Relu"), ("conv", 4, 3, (0, 0, 0, 0), False)],  # does not start with a conv
+    [("pool", 2, 2), ("conv", 4, 3, (0, 0, 0, 0), False)],
+], ids=["relu-first", "pool-first"])
+def test_no_front_when_the_model_does_not_start_with_a_conv(spec):
+    assert split_front(chain(1, 16, spec)) is None
+
+
+def test_strided_or_grouped_convs_are_left_to_onnxruntime():
+    m = chain(1, 16, [("conv", 4, 3, (0, 0, 0, 0), True)])
+    conv = next(n for n in m.graph.node if n.op_type == "Conv")
+    conv.attribute.append(helper.make_attribute("strides", [2, 2]))
+    assert split_front(m) is None
+
+
+def test_a_tensor_used_twice_ends_the_front():
+    m = chain(1, 16, [("conv", 4, 3, (1, 1, 1, 1), True), ("conv", 4, 3, (1, 1, 1, 1), False)], head=False)
+    m.graph.node.append(helper.make_node("Add", ["t0r", "t1"], ["sum"]))
+    m.graph.output[0].name = "sum"
+    split = split_front(m)
+    assert split is not None and split.cut == "t0r" and split.convs == 1
+
+
+def test_bad_layers_and_inputs_are_one_clear_error():
+    w, b = np.zeros((6, 1, 5, 5), np.float32), np.zeros(6, np.float32)
+    with pytest.raises(ValueError, match=r"layers\[0\] weight: expected 3 input channels, got shape \(6, 1, 5, 5\)"):
+        _C.Front(3, 32, 32, [("conv", w, b, (0, 0, 0, 0), True)])
+    with pytest.raises(ValueError, match=r"layers\[0\] bias: expected 6 values"):
+        _C.Front(1, 32, 32, [("conv", w, np.zeros(5, np.float32), (0, 0, 0, 0), True)])
+    with pytest.raises(TypeError, match=r"layers\[0\] weight: expected dtype float32, got float64"):
+        _C.Front(1, 32, 32, [("conv", w.astype(np.float64), b, (0, 0, 0, 0), True)])
+    with pytest.raises(ValueError, match=r"a 5x5 kernel does not fit a padded 4x4 input"):
+        _C.Front(1, 4, 4, [("conv", w, b, (0, 0, 0, 0), True)])
+    with pytest.raises(ValueError, match=r"layers\[1\]: a 3x3 window does not fit a 2x2 input"):
+        _C.Front(1, 6, 6, [("conv", w, b, (0, 0, 0, 0), True), ("maxpool", (3, 3), (1, 1))])
+    with pytest.raises(ValueError, match=r"expected 'conv' or 'maxpool', got 'avgpool'"):
+        _C.Front(1, 6, 6, [("avgpool", (2, 2), (2, 2))])
+    with pytest.raises(ValueError, match="expected at least one layer"):
+        _C.Front(1, 6, 6, [])
+    f = _C.Front(1, 8, 8, [("conv", w, b, (2, 2, 2, 2), True), ("maxpool", (2, 2), (2, 2))])
+    assert f.out_features == 6 * 4 * 4
+    with pytest.raises(ValueError, match=r"x: expected shape \(N >= 1, 1, 8, 8\), got \(2, 1, 8, 9\)"):
+        f(np.zeros((2, 1, 8, 9), np.float32))
+    with pytest.raises(ValueError, match=r"out: expected shape \(2, 96\)"):
+        f(np.zeros((2, 1, 8, 8), np.float32), out=np.zeros((2, 95), np.float32))
+    buf = np.zeros(400, np.float32)
+    with pytest.raises(ValueError, match="overlaps x"):
+        f(buf[:128].reshape(2, 1, 8, 8), out=buf[100:292].reshape(2, 96))
