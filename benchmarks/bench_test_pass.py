@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from xfer import bench
+from xfer.bench.floors import GATHERED_OF
 from xfer.errors import XferError
 from xfer.hw import hardware
 from xfer.io import write_bytes, write_json
@@ -39,8 +40,11 @@ def main() -> int:
     write_bytes(out.with_suffix(".png"), plots.bench_chart(rep.paths, rep.xfer))
     print(f"wrote {out}, {out.with_suffix('.png')}")
     r, x, old = rep.ratios, rep.lead, rep.paths["kernel+ort"]
-    streamed = rep.paths["stream_int8" if "stream_int8" in rep.paths else "stream"]
-    twin = rep.paths["kernel+ort_int8" if "stream_int8" in rep.paths else "kernel+ort"]
+    # the leading model's gathered pass, and the fastest streamed pass of that model (through ORT or the kernel's convs)
+    twin_key = GATHERED_OF.get(rep.xfer, rep.xfer)
+    streamed = min((rep.paths[k] for k, g in GATHERED_OF.items() if g == twin_key and k in rep.paths),
+                   key=lambda p: p.median_s)
+    twin = rep.paths[twin_key]
     floor = rep.floor.xfer_vs_floor if rep.floor else float("inf")
     drop = abs((x.accuracy or 0.0) - (old.accuracy or 0.0))
     rss = streamed.peak_rss_mb or 0.0

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from numpy.lib.stride_tricks import sliding_window_view
 from onnx import TensorProto, helper, numpy_helper
 
 from xfer import _C
@@ -14,6 +16,8 @@ from xfer.bench.front import ConvStep, PoolStep, layers, split_front
 
 
 def ort_run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort  # here, not at the top: the fuzz test runs under AddressSanitizer without it
+
     so = ort.SessionOptions()
     so.log_severity_level = 3
     s = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
@@ -64,6 +68,8 @@ def through_front(m: onnx.ModelProto, x: np.ndarray, threads: int = 0) -> np.nda
     assert split is not None
     n, c, h, w = x.shape
     feats = _C.Front(c, h, w, layers(split))(x, threads=threads)
+    import onnxruntime as ort
+
     so = ort.SessionOptions()
     so.log_severity_level = 3
     s = ort.InferenceSession(split.head.SerializeToString(), so, providers=["CPUExecutionProvider"])
@@ -160,3 +166,66 @@ def test_bad_layers_and_inputs_are_one_clear_error():
     buf = np.zeros(400, np.float32)
     with pytest.raises(ValueError, match="overlaps x"):
         f(buf[:128].reshape(2, 1, 8, 8), out=buf[100:292].reshape(2, 96))
+
+
+def test_a_big_first_conv_is_left_to_onnxruntime():
+    """VGG-size convolutions (87 M multiply-adds for the first alone) are ORT's GEMMs' job, not the front's."""
+    assert split_front(chain(3, 224, [("conv", 64, 3, (1, 1, 1, 1), True), ("pool", 2, 2)])) is None
+    split = split_front(chain(3, 64, [("conv", 16, 3, (1, 1, 1, 1), True), ("conv", 64, 3, (1, 1, 1, 1), True)]))
+    assert split is not None and split.convs == 1  # the second would pass the bound
+
+
+def front_reference(x: np.ndarray, steps: list[tuple]) -> np.ndarray:
+    """The front's spec in numpy (float64): ('conv', w, b, pads, relu) and ('maxpool', (kh, kw), (sh, sw))."""
+    y = x.astype(np.float64)
+    for s in steps:
+        if s[0] == "conv":
+            _, w, b, (t, l, bo, r), relu = s
+            win = sliding_window_view(np.pad(y, ((0, 0), (0, 0), (t, bo), (l, r))), w.shape[2:], axis=(2, 3))
+            y = np.einsum("nchwij,ocij->nohw", win, w.astype(np.float64)) + b[None, :, None, None]
+            y = np.maximum(y, 0) if relu else y
+        else:
+            _, k, st = s
+            y = sliding_window_view(y, k, axis=(2, 3))[:, :, :: st[0], :: st[1]].max(axis=(-2, -1))
+    return y.reshape(len(x), -1)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), n=st.integers(1, 3), c=st.integers(1, 4), h=st.integers(1, 20), w=st.integers(1, 20),
+       threads=st.integers(0, 3), seed=st.integers(0, 2**31 - 1))
+def test_fuzz_front_against_reference(data, n, c, h, w, threads, seed):
+    """Random chains (channels 1-40 across both loops, kernels, pads, pools, odd sizes) on every target: each
+    within float32 rounding of the float64 spec; under AddressSanitizer this also proves no loop reads past a buffer."""
+    from xfer.preprocess import kernel_target, kernel_targets, set_kernel_target
+
+    rng = np.random.default_rng(seed)
+    steps, ch, hh, ww = [], c, h, w
+    for _ in range(data.draw(st.integers(1, 4))):
+        if data.draw(st.booleans()) or not steps:
+            co, kh, kw = data.draw(st.integers(1, 40)), data.draw(st.integers(1, 5)), data.draw(st.integers(1, 5))
+            pads = tuple(data.draw(st.integers(0, 2)) for _ in range(4))
+            if hh + pads[0] + pads[2] < kh or ww + pads[1] + pads[3] < kw:
+                continue
+            steps.append(("conv", rng.standard_normal((co, ch, kh, kw)).astype(np.float32),
+                          rng.standard_normal(co).astype(np.float32), pads, data.draw(st.booleans())))
+            ch, hh, ww = co, hh + pads[0] + pads[2] - kh + 1, ww + pads[1] + pads[3] - kw + 1
+        else:
+            k = (data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3)))
+            s = (data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3)))
+            if k[0] > hh or k[1] > ww:
+                continue
+            steps.append(("maxpool", k, s))
+            hh, ww = (hh - k[0]) // s[0] + 1, (ww - k[1]) // s[1] + 1
+    if not steps:
+        return
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    want = front_reference(x, steps)
+    first = kernel_target()
+    try:
+        for t in kernel_targets():
+            set_kernel_target(t)
+            got = _C.Front(c, h, w, steps)(x, threads=threads)
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got, want, atol=1e-4 * max(1.0, float(np.abs(want).max())), rtol=0, err_msg=t)
+    finally:
+        set_kernel_target(first)

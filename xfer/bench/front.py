@@ -23,6 +23,11 @@ if TYPE_CHECKING:
     import onnx
 
 
+# The front is for the small convolutions at a network's start, where ORT's channel blocking wastes lanes; a chain
+# past this many multiply-adds per image (VGG's first conv alone is 87 M) is left to ORT's GEMM-based kernels.
+FRONT_MAX_MACS = 20_000_000
+
+
 @dataclass(frozen=True)
 class ConvStep:
     weight: np.ndarray  # (co, ci, kh, kw) float32
@@ -95,14 +100,17 @@ def _pool_step(node: onnx.NodeProto) -> PoolStep | None:
     return PoolStep((k[0], k[1]), (s[0], s[1]))
 
 
-def _shape_after(steps: list[ConvStep | PoolStep], c: int, h: int, w: int) -> tuple[int, int, int]:
+def _shape_after(steps: list[ConvStep | PoolStep], c: int, h: int, w: int) -> tuple[int, int, int, int]:
+    """(C, H, W) after the steps, and their multiply-adds per image."""
+    macs = 0
     for s in steps:
         if isinstance(s, ConvStep):
-            co, _, kh, kw = s.weight.shape
+            co, ci, kh, kw = s.weight.shape
             c, h, w = co, h + s.pads[0] + s.pads[2] - kh + 1, w + s.pads[1] + s.pads[3] - kw + 1
+            macs += co * ci * kh * kw * max(h, 0) * max(w, 0)
         else:
             h, w = (h - s.kernel[0]) // s.strides[0] + 1, (w - s.kernel[1]) // s.strides[1] + 1
-    return c, h, w
+    return c, h, w, macs
 
 
 def _head(model: onnx.ModelProto, front: list[int], cut: str, dims: list[Any]) -> onnx.ModelProto:
@@ -151,7 +159,8 @@ def split_front(model: onnx.ModelProto) -> FrontSplit | None:
     taken: list[int] = []
     tensor = inputs[0].name
     while (node := only_user(tensor)) is not None:
-        if node.op_type == "Conv" and (step := _conv_step(node, inits)) is not None:
+        if node.op_type == "Conv" and (step := _conv_step(node, inits)) is not None \
+                and _shape_after([*steps, step], *dims[1:])[3] <= FRONT_MAX_MACS:
             taken.append(index[id(node)])
             tensor = node.output[0]
             relu = only_user(tensor)
@@ -167,7 +176,7 @@ def split_front(model: onnx.ModelProto) -> FrontSplit | None:
             break
     if not any(isinstance(s, ConvStep) for s in steps):
         return None
-    c, h, w = _shape_after(steps, *dims[1:])
+    c, h, w, _ = _shape_after(steps, *dims[1:])
     if min(c, h, w) < 1:
         return None
     flat = False
