@@ -180,8 +180,8 @@ def front_reference(x: np.ndarray, steps: list[tuple]) -> np.ndarray:
     y = x.astype(np.float64)
     for s in steps:
         if s[0] == "conv":
-            _, w, b, (t, l, bo, r), relu = s
-            win = sliding_window_view(np.pad(y, ((0, 0), (0, 0), (t, bo), (l, r))), w.shape[2:], axis=(2, 3))
+            _, w, b, (top, left, bottom, right), relu = s
+            win = sliding_window_view(np.pad(y, ((0, 0), (0, 0), (top, bottom), (left, right))), w.shape[2:], axis=(2, 3))
             y = np.einsum("nchwij,ocij->nohw", win, w.astype(np.float64)) + b[None, :, None, None]
             y = np.maximum(y, 0) if relu else y
         else:
