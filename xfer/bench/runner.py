@@ -62,17 +62,20 @@ def _int8_variant(model_path: str | os.PathLike[str], split: TestSplit, spec: In
     return Lead("stream", f"float model: {q.name} changes accuracy by {-drop:+.4f} (over {INT8_TOLERANCE:g})", int8)
 
 
-def _front_variant(model: onnx.ModelProto, lead: Lead, split: TestSplit, spec: InputSpec, choice: StreamChoice,
+def _front_variant(model: onnx.ModelProto, lead: Lead, split: TestSplit, spec: InputSpec, cores: int,
                    repeat: int, paths: dict[str, PathResult]) -> Lead:
-    """The leading model again with its leading convolutions run by the kernel (``xfer.bench.front``); it leads
-    when it is faster and its accuracy stays within the tolerance."""
+    """The leading model again with its leading convolutions run by the kernel (``xfer.bench.front``), on a schedule
+    measured for it (the work per chunk is another); it leads when it is faster and its accuracy stays within the
+    tolerance."""
     import onnx
 
     key = FRONT_OF[lead.path]
     cut = split_front(onnx.load_from_string(lead.int8) if lead.path == "stream_int8" and lead.int8 else model)
     if cut is None:
         return lead
-    paths[key] = streamed_pass(cut.head.SerializeToString(), split, spec, choice, repeat, front=cut)
+    head = cut.head.SerializeToString()
+    choice, _ = tune_stream(head, split, spec, cores, cut)
+    paths[key] = streamed_pass(head, split, spec, choice, repeat, front=cut)
     t, t_ort = paths[key].median_s, paths[lead.path].median_s
     drop = (paths[lead.path].accuracy or 0.0) - (paths[key].accuracy or 0.0)
     if t < t_ort and abs(drop) <= INT8_TOLERANCE + 1e-9:
@@ -144,7 +147,7 @@ def run(model_path: str | os.PathLike[str], data: str | None = None, images: int
     paths = {"stream": streamed_pass(model_bytes, split, spec, choice, repeat)}
     paths.update(floors(model, split, spec, choice.plan, repeat))
     lead = _int8_variant(model_path, split, spec, choice, repeat, paths)
-    lead = _front_variant(model, lead, split, spec, choice, repeat, paths)
+    lead = _front_variant(model, lead, split, spec, cores, repeat, paths)
     rep = BenchReport(str(model_path), split.n, split.note, [spec.channels, *spec.size], dev.name, dev.note, environment(),
                       OrtChoice(choice.ort_threads, choice.chunk, ort.__version__, trials, choice.spinning, choice.overlap,
                                 "ORT_ENABLE_ALL"), paths, lead.path, lead.note)

@@ -184,12 +184,14 @@ def stream_of(split: TestSplit, spec: InputSpec, plan: StreamPlan, n: int | None
     return Stream(split.images, split.order, n or split.n, spec, plan, front)
 
 
-def tune_stream(model_bytes: bytes, split: TestSplit, spec: InputSpec, cores: int) -> tuple[StreamChoice, list[StreamTrial]]:
-    """Pick the stream's chunk, schedule and ORT spinning by measurement on up to ``TUNE_IMAGES`` of its images."""
+def tune_stream(model_bytes: bytes, split: TestSplit, spec: InputSpec, cores: int,
+                front: FrontSplit | None = None) -> tuple[StreamChoice, list[StreamTrial]]:
+    """Pick the stream's chunk, schedule and ORT spinning by measurement on up to ``TUNE_IMAGES`` of its images
+    (with ``front``, for the kernel's convolutions and the head ``model_bytes`` is)."""
     n = min(split.n, TUNE_IMAGES)
     trials = []
     for c in stream_candidates(cores):
-        stream = stream_of(split, spec, c.plan, n)
+        stream = stream_of(split, spec, c.plan, n, front)
         sess = session(model_bytes, c.ort_threads, spinning=c.spinning)
         times, _ = timed(partial(stream.run, sess), repeat=2)
         trials.append(StreamTrial(**vars(c), images_per_s=n / min(times)))
