@@ -307,69 +307,77 @@ Front make_front(std::int64_t c, std::int64_t h, std::int64_t w, const py::list&
   std::int64_t cc = c, hh = h, ww = w;
   for (std::size_t i = 0; i < layers.size(); ++i) {
     const std::string what = "layers[" + std::to_string(i) + "]";
-    py::tuple t = py::cast<py::tuple>(layers[i]);
-    if (t.size() == 0) value_error(what + ": expected ('conv', ...) or ('maxpool', ...), got an empty tuple");
+    if (!py::isinstance<py::tuple>(layers[i]) || py::len(layers[i]) == 0 || !py::isinstance<py::str>(layers[i][py::int_(0)]))
+      type_error(what + ": expected a tuple ('conv', weight, bias, pads, relu) or ('maxpool', (kh, kw), (sh, sw)), got " +
+                 py::str(layers[i]).cast<std::string>().substr(0, 80));
+    py::tuple t = py::reinterpret_borrow<py::tuple>(layers[i]);
     const std::string kind = py::cast<std::string>(t[0]);
     FrontLayer l;
-    if (kind == "conv") {
-      if (t.size() != 5) value_error(what + ": expected ('conv', weight, bias, pads, relu), got " + std::to_string(t.size()) + " items");
-      py::array wa = float_array(t[1], 4, what + " weight");
-      py::array ba = float_array(t[2], 1, what + " bias");
-      auto pads = py::cast<std::vector<std::int64_t>>(t[3]);
-      ConvLayer& L = l.conv;
-      L.co = wa.shape(0);
-      L.ci = wa.shape(1);
-      L.kh = wa.shape(2);
-      L.kw = wa.shape(3);
-      if (L.ci != cc)
-        value_error(what + " weight: expected " + std::to_string(cc) + " input channels, got shape " + shape_str(wa));
-      if (L.co < 1 || L.co > kMaxFrontChannels || L.kh < 1 || L.kw < 1 || L.kh > kMaxFrontKernel || L.kw > kMaxFrontKernel)
-        value_error(what + " weight: expected 1 to 4096 output channels and 1 to 64 taps a side, got shape " + shape_str(wa));
-      if (ba.shape(0) != L.co)
-        value_error(what + " bias: expected " + std::to_string(L.co) + " values, got shape " + shape_str(ba));
-      if (pads.size() != 4) value_error(what + " pads: expected (top, left, bottom, right), got " + std::to_string(pads.size()) + " values");
-      for (auto p : pads)
-        if (p < 0 || p > kMaxFrontKernel) value_error(what + " pads: expected 0 to 64, got " + std::to_string(p));
-      L.pad_top = pads[0];
-      L.pad_left = pads[1];
-      L.pad_bottom = pads[2];
-      L.pad_right = pads[3];
-      L.relu = py::cast<bool>(t[4]);
-      L.in_h = hh;
-      L.in_w = ww;
-      if (hh + L.pad_top + L.pad_bottom < L.kh || ww + L.pad_left + L.pad_right < L.kw)
-        value_error(what + ": a " + std::to_string(L.kh) + "x" + std::to_string(L.kw) + " kernel does not fit a padded " +
-                    std::to_string(hh + L.pad_top + L.pad_bottom) + "x" + std::to_string(ww + L.pad_left + L.pad_right) + " input");
-      prepare_conv(L, static_cast<const float*>(wa.data()), static_cast<const float*>(ba.data()));
-      cc = L.co;
-      hh = L.out_h;
-      ww = L.out_w;
-    } else if (kind == "maxpool") {
-      if (t.size() != 3) value_error(what + ": expected ('maxpool', (kh, kw), (sh, sw)), got " + std::to_string(t.size()) + " items");
-      auto k = pair_of(t[1], what + " kernel");
-      auto s = pair_of(t[2], what + " strides");
-      if (k.first < 1 || k.second < 1 || k.first > kMaxFrontKernel || k.second > kMaxFrontKernel || s.first < 1 || s.second < 1 ||
-          s.first > kMaxFrontKernel || s.second > kMaxFrontKernel)
-        value_error(what + ": expected kernel and strides of 1 to 64, got kernel (" + std::to_string(k.first) + ", " +
-                    std::to_string(k.second) + ") strides (" + std::to_string(s.first) + ", " + std::to_string(s.second) + ")");
-      if (k.first > hh || k.second > ww)
-        value_error(what + ": a " + std::to_string(k.first) + "x" + std::to_string(k.second) + " window does not fit a " +
-                    std::to_string(hh) + "x" + std::to_string(ww) + " input");
-      PoolLayer& P = l.pool;
-      l.is_conv = false;
-      P.c = cc;
-      P.kh = k.first;
-      P.kw = k.second;
-      P.sh = s.first;
-      P.sw = s.second;
-      P.in_h = hh;
-      P.in_w = ww;
-      P.out_h = (hh - P.kh) / P.sh + 1;
-      P.out_w = (ww - P.kw) / P.sw + 1;
-      hh = P.out_h;
-      ww = P.out_w;
-    } else {
-      value_error(what + ": expected 'conv' or 'maxpool', got '" + kind + "'");
+    try {
+      if (kind == "conv") {
+        if (t.size() != 5) value_error(what + ": expected ('conv', weight, bias, pads, relu), got " + std::to_string(t.size()) + " items");
+        py::array wa = float_array(t[1], 4, what + " weight");
+        py::array ba = float_array(t[2], 1, what + " bias");
+        auto pads = py::cast<std::vector<std::int64_t>>(t[3]);
+        ConvLayer& L = l.conv;
+        L.co = wa.shape(0);
+        L.ci = wa.shape(1);
+        L.kh = wa.shape(2);
+        L.kw = wa.shape(3);
+        if (L.ci != cc)
+          value_error(what + " weight: expected " + std::to_string(cc) + " input channels, got shape " + shape_str(wa));
+        if (L.co < 1 || L.co > kMaxFrontChannels || L.kh < 1 || L.kw < 1 || L.kh > kMaxFrontKernel || L.kw > kMaxFrontKernel)
+          value_error(what + " weight: expected 1 to 4096 output channels and 1 to 64 taps a side, got shape " + shape_str(wa));
+        if (ba.shape(0) != L.co)
+          value_error(what + " bias: expected " + std::to_string(L.co) + " values, got shape " + shape_str(ba));
+        if (pads.size() != 4)
+          value_error(what + " pads: expected (top, left, bottom, right), got " + std::to_string(pads.size()) + " values");
+        for (auto p : pads)
+          if (p < 0 || p > kMaxFrontKernel) value_error(what + " pads: expected 0 to 64, got " + std::to_string(p));
+        L.pad_top = pads[0];
+        L.pad_left = pads[1];
+        L.pad_bottom = pads[2];
+        L.pad_right = pads[3];
+        L.relu = py::cast<bool>(t[4]);
+        L.in_h = hh;
+        L.in_w = ww;
+        if (hh + L.pad_top + L.pad_bottom < L.kh || ww + L.pad_left + L.pad_right < L.kw)
+          value_error(what + ": a " + std::to_string(L.kh) + "x" + std::to_string(L.kw) + " kernel does not fit a padded " +
+                      std::to_string(hh + L.pad_top + L.pad_bottom) + "x" + std::to_string(ww + L.pad_left + L.pad_right) + " input");
+        prepare_conv(L, static_cast<const float*>(wa.data()), static_cast<const float*>(ba.data()));
+        cc = L.co;
+        hh = L.out_h;
+        ww = L.out_w;
+      } else if (kind == "maxpool") {
+        if (t.size() != 3) value_error(what + ": expected ('maxpool', (kh, kw), (sh, sw)), got " + std::to_string(t.size()) + " items");
+        auto k = pair_of(t[1], what + " kernel");
+        auto s = pair_of(t[2], what + " strides");
+        if (k.first < 1 || k.second < 1 || k.first > kMaxFrontKernel || k.second > kMaxFrontKernel || s.first < 1 || s.second < 1 ||
+            s.first > kMaxFrontKernel || s.second > kMaxFrontKernel)
+          value_error(what + ": expected kernel and strides of 1 to 64, got kernel (" + std::to_string(k.first) + ", " +
+                      std::to_string(k.second) + ") strides (" + std::to_string(s.first) + ", " + std::to_string(s.second) + ")");
+        if (k.first > hh || k.second > ww)
+          value_error(what + ": a " + std::to_string(k.first) + "x" + std::to_string(k.second) + " window does not fit a " +
+                      std::to_string(hh) + "x" + std::to_string(ww) + " input");
+        PoolLayer& P = l.pool;
+        l.is_conv = false;
+        P.c = cc;
+        P.kh = k.first;
+        P.kw = k.second;
+        P.sh = s.first;
+        P.sw = s.second;
+        P.in_h = hh;
+        P.in_w = ww;
+        P.out_h = (hh - P.kh) / P.sh + 1;
+        P.out_w = (ww - P.kw) / P.sw + 1;
+        hh = P.out_h;
+        ww = P.out_w;
+      } else {
+        value_error(what + ": expected 'conv' or 'maxpool', got '" + kind + "'");
+      }
+    } catch (const py::cast_error&) {  // pads, sizes or relu of the wrong type
+      type_error(what + ": expected ('conv', weight, bias, (top, left, bottom, right), relu) with integer pads and a "
+                 "bool, or ('maxpool', (kh, kw), (sh, sw)) with integers, got " + py::str(t).cast<std::string>().substr(0, 80));
     }
     f.layers.push_back(std::move(l));
   }

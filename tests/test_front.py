@@ -157,6 +157,10 @@ def test_bad_layers_and_inputs_are_one_clear_error():
         _C.Front(1, 6, 6, [("avgpool", (2, 2), (2, 2))])
     with pytest.raises(ValueError, match="expected at least one layer"):
         _C.Front(1, 6, 6, [])
+    with pytest.raises(TypeError, match=r"layers\[0\]: expected a tuple \('conv'"):
+        _C.Front(1, 6, 6, [["maxpool", (2, 2), (2, 2)]])
+    with pytest.raises(TypeError, match=r"layers\[0\]: expected \('conv', weight, bias, \(top, left, bottom, right\), relu\)"):
+        _C.Front(1, 8, 8, [("conv", w, b, ("a", 0, 0, 0), True)])
     f = _C.Front(1, 8, 8, [("conv", w, b, (2, 2, 2, 2), True), ("maxpool", (2, 2), (2, 2))])
     assert f.out_features == 6 * 4 * 4
     with pytest.raises(ValueError, match=r"x: expected shape \(N >= 1, 1, 8, 8\), got \(2, 1, 8, 9\)"):

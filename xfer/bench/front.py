@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from onnx import helper
+from onnx import TensorProto, helper
 
 from xfer.graph import InputSpec, consumers, initializers, remove_dead
 from xfer.preprocess import _C
@@ -30,6 +30,8 @@ FRONT_MAX_MACS = 20_000_000
 
 @dataclass(frozen=True)
 class ConvStep:
+    """A Conv the kernel runs (stride 1, no dilation, one group), with the Relu after it folded in."""
+
     weight: np.ndarray  # (co, ci, kh, kw) float32
     bias: np.ndarray    # (co,) float32
     pads: tuple[int, int, int, int]  # top, left, bottom, right
@@ -38,6 +40,8 @@ class ConvStep:
 
 @dataclass(frozen=True)
 class PoolStep:
+    """A MaxPool without padding, floor mode."""
+
     kernel: tuple[int, int]
     strides: tuple[int, int]
 
@@ -115,9 +119,8 @@ def _shape_after(steps: list[ConvStep | PoolStep], c: int, h: int, w: int) -> tu
 
 def _head(model: onnx.ModelProto, front: list[int], cut: str, dims: list[Any]) -> onnx.ModelProto:
     """The model without the front's nodes, its input the cut (float32 of ``dims``)."""
-    from onnx import TensorProto
-
-    head = onnx_copy(model)
+    head = type(model)()
+    head.CopyFrom(model)
     g = head.graph
     for i in sorted(front, reverse=True):
         del g.node[i]
@@ -127,14 +130,6 @@ def _head(model: onnx.ModelProto, front: list[int], cut: str, dims: list[Any]) -
     g.input.extend([helper.make_tensor_value_info(cut, TensorProto.FLOAT, dims), *kept])
     remove_dead(g)
     return head
-
-
-def onnx_copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    import onnx
-
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    return out
 
 
 def split_front(model: onnx.ModelProto) -> FrontSplit | None:
