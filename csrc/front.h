@@ -10,7 +10,7 @@
 namespace xfer {
 
 constexpr int kGroup = 8;      // output channels whose row accumulators stay in registers (few-channel loop)
-constexpr int kRowVec = 16;    // the widest vector in floats: buffers are padded for it whatever the target
+constexpr int kWidest = 16;    // the widest vector in floats: buffers and channels are padded for it whatever the target
 
 // Conv, stride 1, dilation 1, one group, explicit pads, optionally followed by Relu. Weights are kept in the
 // layout each loop reads: by rows [co / kGroup][ci][kh][kw][co % kGroup], by channels [ci][kh][kw][co padded to 16].

@@ -408,9 +408,8 @@ py::array_t<float> run_front(const Front& f, py::handle x, py::object out, int t
   const auto* d0 = reinterpret_cast<const std::uint8_t*>(dst);
   if (s0 < d0 + result.nbytes() && d0 < s0 + a.nbytes()) value_error("out: the output buffer overlaps x");
   const int nthreads = threads > 0 ? threads : (g_threads > 0 ? g_threads : cpu::default_threads());
-  py::array keep = a;
   {
-    py::gil_scoped_release release;
+    py::gil_scoped_release release;  // `a` and `result` hold their arrays until the call returns
     cpu::front(f, src, n, dst, nthreads);
   }
   return result;

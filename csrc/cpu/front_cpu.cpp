@@ -15,7 +15,7 @@ void prepare_conv(ConvLayer& L, const float* weight, const float* bias) {
   const std::int64_t in_w_padded = L.in_w + L.pad_left + L.pad_right;
   L.out_h = L.in_h_padded - L.kh + 1;
   L.out_w = in_w_padded - L.kw + 1;
-  const std::int64_t round_row = (L.out_w + kRowVec - 1) / kRowVec * kRowVec;
+  const std::int64_t round_row = (L.out_w + kWidest - 1) / kWidest * kWidest;
   // The channel loop's block: of 8, 6 and 4 output pixels, the one that wastes the fewest columns (ties: wider).
   L.col_block = 8;
   for (int b : {6, 4})
@@ -23,10 +23,10 @@ void prepare_conv(ConvLayer& L, const float* weight, const float* bias) {
   const std::int64_t round_col = (L.out_w + L.col_block - 1) / L.col_block * L.col_block;
   // Both loops read whole vectors/blocks past the last output column: the buffer is wide enough that they stay in it.
   L.in_w_buffer = std::max(round_row, round_col) + L.kw - 1;
-  L.by_channels = L.co >= 16;
+  L.by_channels = L.co >= kWidest;
   const std::int64_t taps = L.ci * L.kh * L.kw;
   if (L.by_channels) {
-    L.co_padded = (L.co + 15) / 16 * 16;
+    L.co_padded = (L.co + kWidest - 1) / kWidest * kWidest;
     L.w_channels.assign(static_cast<std::size_t>(taps * L.co_padded), 0.0f);
     for (std::int64_t o = 0; o < L.co; ++o)
       for (std::int64_t t = 0; t < taps; ++t) L.w_channels[static_cast<std::size_t>(t * L.co_padded + o)] = weight[o * taps + t];
@@ -71,7 +71,7 @@ namespace {
 
 struct Loops {
   void (*conv)(const ConvLayer&, const float*, std::int64_t, float*);
-  void (*pool)(const PoolLayer&, const float*, float*);
+  void (*pool)(const PoolLayer&, const float*, float*, float*);
 };
 
 Loops loops_for(const std::string& target) {
@@ -83,6 +83,7 @@ Loops loops_for(const std::string& target) {
 struct FrontScratch {
   std::vector<std::vector<float>> padded;  // one zero-bordered input per conv layer
   std::vector<float> ping, pong;
+  std::vector<float> row;  // a pool's window rows reduced to one
 };
 
 std::int64_t layer_out_size(const FrontLayer& l) {
@@ -94,7 +95,11 @@ std::int64_t layer_out_size(const FrontLayer& l) {
 void front(const Front& f, const float* in, std::int64_t n, float* out, int threads) {
   const Loops loops = loops_for(target());
   std::int64_t biggest = 1;
-  for (const auto& l : f.layers) biggest = std::max(biggest, layer_out_size(l));
+  std::int64_t widest_row = 1;
+  for (const auto& l : f.layers) {
+    biggest = std::max(biggest, layer_out_size(l));
+    if (!l.is_conv) widest_row = std::max(widest_row, l.pool.in_w);
+  }
   const std::int64_t in_size = f.c * f.h * f.w;
   parallel_for<FrontScratch>(n, threads, [&](std::int64_t i, FrontScratch& s) {
     if (s.padded.empty()) {
@@ -102,6 +107,7 @@ void front(const Front& f, const float* in, std::int64_t n, float* out, int thre
         s.padded.emplace_back(l.is_conv ? static_cast<std::size_t>(l.conv.ci * l.conv.in_h_padded * l.conv.in_w_buffer) : 0, 0.0f);
       s.ping.assign(static_cast<std::size_t>(biggest), 0.0f);
       s.pong.assign(static_cast<std::size_t>(biggest), 0.0f);
+      s.row.assign(static_cast<std::size_t>(widest_row), 0.0f);
     }
     const float* cur = in + i * in_size;
     for (std::size_t k = 0; k < f.layers.size(); ++k) {
@@ -116,7 +122,7 @@ void front(const Front& f, const float* in, std::int64_t n, float* out, int thre
                         cur + (c * L.in_h + y) * L.in_w, static_cast<std::size_t>(L.in_w) * sizeof(float));
         loops.conv(L, p, L.in_w_buffer, dst);
       } else {
-        loops.pool(l.pool, cur, dst);
+        loops.pool(l.pool, cur, dst, s.row.data());
       }
       cur = dst;
     }
