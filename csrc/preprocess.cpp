@@ -489,6 +489,14 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("out_features", [](const xfer::Front& f) { return f.out_features; })
       .def("__call__", &xfer::run_front, py::arg("x"), py::arg("out") = py::none(), py::arg("threads") = 0,
            "float32 (N, C, H, W) -> float32 (N, out_features), NCHW order, with the kernel's dispatch target.");
+  m.def("clock_mhz", [](int trials, std::int64_t steps) {
+    if (trials < 1 || steps < 1)
+      throw py::value_error("clock_mhz: expected trials >= 1 and steps >= 1, got " + std::to_string(trials) + " and " +
+                            std::to_string(steps));
+    py::gil_scoped_release release;
+    return xfer::cpu::measure_clock_mhz(trials, steps);
+  }, py::arg("trials") = 5, py::arg("steps") = 250000,
+     "The core clock in MHz, measured by chains of dependent adds (one per cycle); 0.0 where not measurable.");
   m.def("get_num_threads", []() { return xfer::g_threads > 0 ? xfer::g_threads : xfer::cpu::default_threads(); },
         "Threads the CPU kernel uses by default: set_num_threads' value, or the CPUs this process may use "
         "(its affinity mask, capped by a cgroup CPU quota).");

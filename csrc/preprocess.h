@@ -101,6 +101,9 @@ std::string target();
 void set_target(const std::string& name);
 // The CPUs this process may run on: its affinity mask, capped by a cgroup v2 CPU quota.
 int default_threads();
+// The core clock in MHz from `trials` timed chains of `steps` x 16 dependent adds (the fastest); 0 where the
+// kernel has no such chain for this architecture.
+double measure_clock_mhz(int trials, std::int64_t steps);
 }  // namespace cpu
 
 #ifdef XFER_WITH_CUDA

@@ -1,4 +1,5 @@
 import json
+import platform
 
 import numpy as np
 import pytest
@@ -145,6 +146,28 @@ def test_zen4_avx512_runs_on_256_bit_pipes():
     assert "2x256-bit" in zen4.peak("fp32").how and zen4.peak("int8").ops_per_s == 2 * 2600e6 * 128
     zen5 = Hardware("AMD EPYC", "x86_64", 2, 2, 2600.0, flags, "AuthenticAMD", 26, 2)
     assert zen5.datapath_bits == 512 and zen5.fp32_flops_per_cycle == 64
+
+
+def test_peaks_use_the_measured_clock_when_the_cores_run_faster_than_cpuinfo_says():
+    """A VM's cpuinfo shows the nominal clock; a peak at it would put every compute floor above the machine's."""
+    from xfer.hw import Hardware
+
+    flags = frozenset({"avx", "avx2", "fma"})
+    boosted = Hardware("EPYC", "x86_64", 2, 2, 2600.0, flags, "AuthenticAMD", 25, 17, measured_mhz=3600.0)
+    assert boosted.clock_mhz == 3600.0 and boosted.peak("fp32").ops_per_s == 2 * 3600e6 * 32
+    assert "3.60 GHz measured (cpuinfo 2.60)" in boosted.peak("int8").how
+    slow = Hardware("EPYC", "x86_64", 2, 2, 2600.0, flags, "AuthenticAMD", 25, 17, measured_mhz=1200.0)
+    assert slow.clock_mhz == 2600.0 and "measured" not in slow.peak("fp32").how  # a preempted measurement never lowers it
+    assert boosted.facts().measured_mhz == 3600.0 and boosted.facts().mhz == 2600.0
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64", "aarch64", "arm64"), reason="no add chain here")
+def test_the_kernel_measures_a_plausible_clock():
+    from xfer.preprocess import _C
+
+    assert 300.0 < _C.clock_mhz(trials=3, steps=50_000) < 8000.0
+    with pytest.raises(ValueError, match="expected trials >= 1 and steps >= 1, got 0 and 10"):
+        _C.clock_mhz(trials=0, steps=10)
 
 
 def test_a_pinned_isa_narrows_the_facts():
