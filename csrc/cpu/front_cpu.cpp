@@ -17,8 +17,8 @@ void prepare_conv(ConvLayer& L, const float* weight, const float* bias) {
   L.out_w = in_w_padded - L.kw + 1;
   const std::int64_t round_row = (L.out_w + kWidest - 1) / kWidest * kWidest;
   // The channel loop's block: of 8, 6 and 4 output pixels, the one that wastes the fewest columns (ties: wider).
-  L.col_block = 12;
-  for (int b : {8, 6, 4})
+  L.col_block = 8;
+  for (int b : {6, 4})
     if ((L.out_w + b - 1) / b * b < (L.out_w + L.col_block - 1) / L.col_block * L.col_block) L.col_block = b;
   const std::int64_t round_col = (L.out_w + L.col_block - 1) / L.col_block * L.col_block;
   // Both loops read whole vectors/blocks past the last output column: the buffer is wide enough that they stay in it.
