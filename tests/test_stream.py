@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -40,6 +42,42 @@ def test_mapped_pages_are_released_when_the_pack_exceeds_the_budget(trained_froz
     np.testing.assert_array_equal(small.run(sess), big.run(sess))
     assert small.releases > 0 and big.releases == 0  # the pack fits a large budget: kept mapped
     assert small.mapping is not None and big.mapping is None  # the pack really is memory-mapped
+
+
+def _mapped_kib(path) -> int:
+    """Resident KiB of this process's mappings of ``path`` (``/proc/self/smaps``)."""
+    import re
+    from pathlib import Path
+
+    blocks = re.split(r"\n(?=[0-9a-f]+-[0-9a-f]+ )", Path("/proc/self/smaps").read_text())
+    return sum(int(re.search(r"^Rss:\s+(\d+) kB", b, re.M).group(1)) for b in blocks if b.split("\n")[0].endswith(str(path)))
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux smaps")
+def test_a_split_that_fits_stays_mapped_without_its_neighbours(trained_frozen, synth_pack, monkeypatch):
+    """Folios map neighbours of the split's images too; the resident pass drops those pages and keeps the split's."""
+    import mmap
+
+    from xfer.bench import stream as stream_mod
+
+    model, spec = _spec(trained_frozen)
+    split = bench.test_split(model, str(synth_pack), 100)
+    monkeypatch.setattr(stream_mod, "TRIM_SLACK", -1)  # trim after every piece, whatever the folios
+    s = Stream(split.images, split.order, split.n, spec, StreamPlan(16, False, 1, release_bytes=8 << 20))
+    sess = bench.session(model.SerializeToString(), 1, spinning=False)
+    pack_file = Path(synth_pack) / "images.npy"
+    assert s.resident and s.mapping is not None  # 42 test images (8.3 MB) fit 1.75 x 8 MB; the pack (25 MB) does not
+    expected = Stream(split.images, split.order, split.n, spec, StreamPlan(16, False, 1, release_bytes=1 << 40)).run(sess)
+    for _ in range(2):
+        np.testing.assert_array_equal(s.run(sess), expected)
+    assert s.trims > 0 and s.releases == 0
+    page, image = mmap.PAGESIZE, s.image_bytes
+    start = split.images.ctypes.data - np.frombuffer(s.mapping, np.uint8).ctypes.data
+    pages = {p for i in np.unique(split.order) for p in range((start + i * image) // page,
+                                                               (start + (i + 1) * image - 1) // page + 1)}
+    assert _mapped_kib(pack_file) * 1024 == len(pages) * page  # the split's pages, every one of them, and no others
+    offsets = [g[0] for g in s.gaps]
+    assert offsets == sorted(offsets) and all(g[0] % page == 0 and g[1] > 0 for g in s.gaps)
 
 
 def test_the_kernel_takes_an_index_into_a_batch(rng):

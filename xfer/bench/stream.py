@@ -7,17 +7,23 @@ allocated once; ONNX Runtime runs on that buffer. With a ``FrontSplit`` the
 kernel also runs the model's leading convolutions on it (``xfer.bench.front``)
 and ONNX Runtime runs only the rest. With ``overlap`` a background
 thread preprocesses chunk k+1 while ONNX Runtime infers chunk k (both release
-the GIL). Pages of the pack that were read stay mapped, and count in RSS,
-until the mapping is told to drop them: once the pass's resident file pages
-have grown past 1.75x ``release_bytes``, the mapping is released after
-every piece of a chunk (the bytes stay in the page cache; touching them again
-costs minor faults, not disk reads). ONNX Runtime's own memory grows with the
-chunk (about 280 KB per image for LeNet-5 at 32x32), so chunks
-stay at 1,024 images or fewer.
+the GIL). Pages of the pack that were read stay mapped, and count in RSS, until
+the mapping is told to drop them, and a fault maps a whole large folio of the
+page cache (2 MB for a pack read back from disk, ten 256x256 images), most of
+it images outside the split. A split whose own bytes fit 1.75x
+``release_bytes`` stays mapped: once the mapping has grown past what was kept,
+the pages between its images are dropped, so after the first pass nothing
+faults and RSS holds the split alone. A larger split is read in pieces and,
+once the pass's resident file pages have grown past 1.75x ``release_bytes``,
+the mapping is released after every piece (the bytes stay in the page cache;
+touching them again costs minor faults, not disk reads). ONNX Runtime's own memory grows
+with the chunk (about 280 KB per image for LeNet-5 at 32x32), so chunks stay
+at 1,024 images or fewer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +43,8 @@ from xfer.records import Record
 
 CHUNKS = (512, 1024)  # ORT's activations grow with the chunk: 2,048 took peak RSS to 0.9 GB, 4,096 to 1.4 GB
 TUNE_IMAGES = 8192  # images a schedule trial streams
+WATCH = 1.75  # x release_bytes: the resident file pages a pass may hold before it releases or trims
+TRIM_SLACK = 32 << 20  # bytes the mapping may grow past what a resident split keeps before its gaps are dropped
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,18 @@ class StreamPlan:
     overlap: bool = False
     kernel_threads: int = 0
     release_bytes: int = 256 << 20
+
+
+def gaps_between(images: np.ndarray, mapping: mmap.mmap, split: np.ndarray) -> list[tuple[int, int]]:
+    """(offset, length) in ``mapping`` of the whole pages holding none of the (sorted, unique) ``split`` images."""
+    base = np.frombuffer(mapping, np.uint8).ctypes.data
+    page, size = mmap.PAGESIZE, len(mapping)
+    image = int(np.prod(images.shape[1:]))
+    starts = images.ctypes.data - base + split.astype(np.int64) * image
+    lo = np.concatenate([[0], -(-(starts + image) // page) * page])  # a gap starts where an image's last page ends
+    hi = np.concatenate([starts // page * page, [size]])              # and ends where the next image's first begins
+    keep = hi > lo
+    return [(int(a), int(b - a)) for a, b in zip(lo[keep], hi[keep], strict=True)]
 
 
 class Stream:
@@ -62,16 +82,19 @@ class Stream:
         # the front runs where ORT does (never beside it), so one output buffer serves both schedules
         self.front = FrontRunner(front, spec, rows, plan.kernel_threads) if front is not None else None
         self.image_bytes = int(np.prod(images.shape[1:]))
-        # Pages read stay mapped until released. A fault may map a whole large folio of the page cache (Linux 6.x,
-        # freshly written files): reading 1,024 scattered images (201 MB) mapped ~870 MB. So the pass reads in
-        # pieces of a fifth of the budget and watches its resident file pages: once they have grown past 1.75x the
-        # budget, the mapping is released after every piece. Re-faulting costs (~0.2 s per 2 GB here), so a split
-        # whose pages fit stays mapped. A pack within the budget never needs watching.
         self.mapping = mapping_of(images) if images.nbytes > plan.release_bytes else None
+        split = np.unique(self.order)
+        self.resident = len(split) * self.image_bytes <= WATCH * plan.release_bytes
+        self.gaps: list[tuple[int, int]] = []
+        if self.mapping is not None and self.resident:
+            # a folio mapped by one PMD is unmapped whole by a partial DONTNEED, the split's pages with it: PTEs only
+            with contextlib.suppress(AttributeError, OSError):  # Linux only; elsewhere nothing maps a PMD
+                self.mapping.madvise(mmap.MADV_NOHUGEPAGE)
+            self.gaps = gaps_between(images, self.mapping, split)
         self.releasing = False
-        self.file_start = mapped_file_bytes()
+        self.file_start = self.kept = mapped_file_bytes()
         self.piece = max(1, plan.release_bytes // (5 * self.image_bytes))
-        self.releases = 0
+        self.releases = self.trims = 0
 
     def chunks(self) -> list[tuple[int, int]]:
         c = self.plan.chunk
@@ -80,15 +103,23 @@ class Stream:
     def index(self, a: int, b: int) -> np.ndarray:
         return self.order[np.arange(a, b) % len(self.order)]
 
-    def _pieces(self, a: int, b: int) -> list[tuple[int, int]]:
-        """Chunk [a, b) in pieces read between releases (the whole chunk when the mapping is never released)."""
-        step = (b - a) if self.mapping is None else self.piece  # pieces, so RSS is checked between them
-        return [(i, min(i + step, b - a)) for i in range(0, b - a, step)]
+    def _pieces(self, n: int) -> list[tuple[int, int]]:
+        """A chunk of n in pieces read between releases (the whole chunk when the mapping is never released)."""
+        step = n if self.mapping is None else self.piece  # pieces, so RSS is checked between them
+        return [(i, min(i + step, n)) for i in range(0, n, step)]
 
     def _release(self) -> None:
         if self.mapping is None:
             return
-        if not self.releasing and mapped_file_bytes() - self.file_start > 1.75 * self.plan.release_bytes:
+        now = mapped_file_bytes()
+        if self.resident:
+            if now - self.kept > TRIM_SLACK:  # folios brought neighbours of the split's images in: drop them
+                for start, length in self.gaps:
+                    self.mapping.madvise(mmap.MADV_DONTNEED, start, length)
+                self.kept = mapped_file_bytes()
+                self.trims += 1
+            return
+        if not self.releasing and now - self.file_start > WATCH * self.plan.release_bytes:
             self.releasing = True
         if self.releasing:
             self.mapping.madvise(mmap.MADV_DONTNEED)
@@ -97,7 +128,7 @@ class Stream:
     def preprocess(self, k: int, a: int, b: int) -> np.ndarray:
         """Chunk [a, b) into buffer ``k``; returns the filled view."""
         out, index = self.buffers[k][: b - a], self.index(a, b)
-        for i, j in self._pieces(a, b):
+        for i, j in self._pieces(b - a):
             preprocess(self.images, self.size, self.channels, self.mean, self.std, out=out[i:j],
                        threads=self.plan.kernel_threads, index=index[i:j])
             self._release()
@@ -106,7 +137,7 @@ class Stream:
     def read(self, a: int, b: int) -> None:
         """Read chunk [a, b)'s bytes once and nothing else, released as ``preprocess`` releases: the memory floor."""
         index = self.index(a, b)
-        for i, j in self._pieces(a, b):
+        for i, j in self._pieces(b - a):
             read_floor(self.images, self.plan.kernel_threads, index[i:j])
             self._release()
 
@@ -206,4 +237,5 @@ def streamed_pass(model_bytes: bytes, split: TestSplit, spec: InputSpec, choice:
     stream = stream_of(split, spec, choice.plan, front=front)
     p = timed_passes(stream, session(model_bytes, choice.ort_threads, spinning=choice.spinning), repeat)
     return PathResult.of(p.times, split.n, float((p.predictions == split.truth).mean()), peak_rss_mb=p.peak_rss / 2**20,
-                         rss_before_mb=p.rss_before / 2**20, **vars(choice), releases=stream.releases)
+                         rss_before_mb=p.rss_before / 2**20, **vars(choice), releases=stream.releases,
+                         trims=stream.trims)
