@@ -1,5 +1,6 @@
 // The convolution front on the CPU: per image, each conv reads a zero-bordered copy of its input kept per thread
-// (borders written once), each pool reads the conv's output; the last layer writes the caller's row.
+// (borders written once); a pool right after a conv runs inside it when its windows do not overlap, any other
+// reads the previous layer's output; the last layer writes the caller's row.
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -70,7 +71,7 @@ namespace cpu {
 namespace {
 
 struct Loops {
-  void (*conv)(const ConvLayer&, const float*, std::int64_t, float*);
+  void (*conv)(const ConvLayer&, const float*, std::int64_t, float*, const PoolLayer*, float*);
   void (*pool)(const PoolLayer&, const float*, float*, float*);
 };
 
@@ -83,11 +84,25 @@ Loops loops_for(const std::string& target) {
 struct FrontScratch {
   std::vector<std::vector<float>> padded;  // one zero-bordered input per conv layer
   std::vector<float> ping, pong;
-  std::vector<float> row;  // a pool's window rows reduced to one
+  std::vector<float> row;  // a pool's window rows reduced to one, or a fused pool's running maxima
 };
 
 std::int64_t layer_out_size(const FrontLayer& l) {
   return l.is_conv ? l.conv.co * l.conv.out_h * l.conv.out_w : l.pool.c * l.pool.out_h * l.pool.out_w;
+}
+
+// A max pool right after a conv runs inside it when its windows do not overlap (LeNet's 2x2 stride 2): each conv
+// row is folded into the window maxima as it is computed, and the conv's full output is never written.
+const PoolLayer* fused_pool(const Front& f, std::size_t k) {
+  if (!f.layers[k].is_conv || k + 1 >= f.layers.size() || f.layers[k + 1].is_conv) return nullptr;
+  const PoolLayer& P = f.layers[k + 1].pool;
+  return P.kh == P.sh && P.kw == P.sw ? &P : nullptr;
+}
+
+// Floats of running maxima a fused pool needs: a row of each of kGroup channels (row loop), or a vector of
+// channels per pooled column (channel loop).
+std::int64_t fused_scratch(const ConvLayer& L) {
+  return std::max(kGroup * ((L.out_w + kWidest - 1) / kWidest * kWidest), kWidest * L.out_w);
 }
 
 }  // namespace
@@ -96,9 +111,10 @@ void front(const Front& f, const float* in, std::int64_t n, float* out, int thre
   const Loops loops = loops_for(target());
   std::int64_t biggest = 1;
   std::int64_t widest_row = 1;
-  for (const auto& l : f.layers) {
+  for (std::size_t k = 0; k < f.layers.size(); ++k) {
+    const FrontLayer& l = f.layers[k];
     biggest = std::max(biggest, layer_out_size(l));
-    if (!l.is_conv) widest_row = std::max(widest_row, l.pool.in_w);
+    widest_row = std::max(widest_row, l.is_conv ? (fused_pool(f, k) ? fused_scratch(l.conv) : 1) : l.pool.in_w);
   }
   const std::int64_t in_size = f.c * f.h * f.w;
   parallel_for<FrontScratch>(n, threads, [&](std::int64_t i, FrontScratch& s) {
@@ -110,9 +126,13 @@ void front(const Front& f, const float* in, std::int64_t n, float* out, int thre
       s.row.assign(static_cast<std::size_t>(widest_row), 0.0f);
     }
     const float* cur = in + i * in_size;
+    bool ping = true;
     for (std::size_t k = 0; k < f.layers.size(); ++k) {
       const FrontLayer& l = f.layers[k];
-      float* dst = k + 1 == f.layers.size() ? out + i * f.out_features : (k % 2 == 0 ? s.ping.data() : s.pong.data());
+      const PoolLayer* fused = fused_pool(f, k);
+      const std::size_t last = fused ? k + 1 : k;  // the layer whose output this step writes
+      float* dst = last + 1 == f.layers.size() ? out + i * f.out_features : (ping ? s.ping.data() : s.pong.data());
+      ping = !ping;
       if (l.is_conv) {
         const ConvLayer& L = l.conv;
         float* p = s.padded[k].data();
@@ -120,11 +140,12 @@ void front(const Front& f, const float* in, std::int64_t n, float* out, int thre
           for (std::int64_t y = 0; y < L.in_h; ++y)
             std::memcpy(p + (c * L.in_h_padded + y + L.pad_top) * L.in_w_buffer + L.pad_left,
                         cur + (c * L.in_h + y) * L.in_w, static_cast<std::size_t>(L.in_w) * sizeof(float));
-        loops.conv(L, p, L.in_w_buffer, dst);
+        loops.conv(L, p, L.in_w_buffer, dst, fused, s.row.data());
       } else {
         loops.pool(l.pool, cur, dst, s.row.data());
       }
       cur = dst;
+      k = last;
     }
   });
 }
