@@ -31,7 +31,7 @@ from pathlib import Path
 
 from xfer.config import ISA_VAR
 from xfer.errors import XferError
-from xfer.preprocess import _C
+from xfer.preprocess import clock_mhz
 from xfer.records import Record
 
 # ISA features worth naming in a label, widest first (cpuinfo flag -> name).
@@ -259,11 +259,6 @@ def _affinity() -> int:
         return os.cpu_count() or 1
 
 
-def measured_clock_mhz() -> float:
-    """The core clock the kernel measures (~6 ms); 0 on an architecture it has no measurement for."""
-    return float(_C.clock_mhz())
-
-
 @lru_cache(maxsize=1)
 def hardware() -> Hardware:
     """This machine, read from ``/proc/cpuinfo`` and sysfs and its clock measured, once per process (narrowed by
@@ -276,6 +271,6 @@ def hardware() -> Hardware:
     f = cpuinfo_fields(text)
     hw = Hardware(name or platform.processor() or platform.machine(), platform.machine(), os.cpu_count() or 1,
                   _affinity(), mhz or DEFAULT_MHZ, flags, f.get("vendor_id", ""), _int(f.get("cpu family", "0")),
-                  _int(f.get("model", "0")), read_caches(), measured_mhz=measured_clock_mhz())
+                  _int(f.get("model", "0")), read_caches(), measured_mhz=clock_mhz())
     pin = os.environ.get(ISA_VAR)
     return hw.pinned_to(pin) if pin else hw

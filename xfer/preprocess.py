@@ -125,6 +125,12 @@ def _pin_target() -> None:
     _pinned[:] = [isa]
 
 
+def clock_mhz() -> float:
+    """The core clock in MHz, measured by the kernel (chains of dependent adds, one per cycle); 0.0 where it has no
+    such chain for this architecture."""
+    return float(_C.clock_mhz())
+
+
 def kernel_targets() -> list[str]:
     """The targets the kernel's loops can dispatch to on this CPU, widest first (``avx512``, ``avx2``, ``baseline``)."""
     return list(_C.kernel_targets())
