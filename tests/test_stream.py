@@ -10,6 +10,7 @@ import pytest
 from xfer import bench
 from xfer.bench.memory import peak_rss_bytes
 from xfer.bench.stream import Stream, StreamPlan
+from xfer.errors import XferError
 from xfer.graph import input_spec, load_model
 from xfer.preprocess import read_floor
 
@@ -113,7 +114,28 @@ def test_model_macs_counts_lenet(lenet_onnx):
 
 
 def test_scaling_keeps_memory_flat(trained_frozen, synth_pack):
-    points = bench.scaling(trained_frozen, str(synth_pack), [1100, 5500], repeat=1)  # both over the largest chunk
-    assert [p.images for p in points] == [1100, 5500]
+    # both sizes over the largest chunk; the lead's kind of pass: the kernel runs the convolutions
+    points = bench.scaling(trained_frozen, str(synth_pack), [1100, 5500], repeat=1, path="stream_front")
+    assert [p.images for p in points] == [1100, 5500] and {p.path for p in points} == {"stream_front"}
     assert points[1].peak_rss_mb < points[0].peak_rss_mb + 32  # five times the images, not five times the memory
     assert 0 < peak_rss_bytes() / 2**20 < 4096
+
+
+def test_scaling_runs_the_pass_it_is_asked_for_or_says_why_not(trained_frozen, synth_pack):
+    with pytest.raises(XferError, match=r"unknown streamed pass 'stream_gpu' \(expected one of: stream, stream_int8"):
+        bench.scaling(trained_frozen, str(synth_pack), [100], path="stream_gpu")
+    with pytest.raises(XferError, match=r"stream_int8 streams .*\.int8\.onnx, which is missing \(`xfer optimize --int8`"):
+        bench.scaling(trained_frozen, str(synth_pack), [100], path="stream_int8")
+
+
+def test_scaling_follows_the_lead_to_its_streamed_pass():
+    from types import SimpleNamespace
+
+    def rep(lead, **times):
+        return SimpleNamespace(xfer=lead, paths={k: SimpleNamespace(median_s=t) for k, t in times.items()})
+
+    assert bench.streamed_lead(rep("stream_front_int8", stream_front_int8=0.3)) == "stream_front_int8"
+    # a gathered pass led: the faster streamed pass of the same (int8) model, never the float one
+    assert bench.streamed_lead(rep("kernel+ort_int8", stream_int8=0.5, stream_front_int8=0.4, stream=0.1)) == \
+        "stream_front_int8"
+    assert bench.streamed_lead(rep("kernel+ort", stream=0.6, stream_front=0.7, stream_int8=0.1)) == "stream"

@@ -14,10 +14,11 @@ from xfer.bench.baselines import BASELINES, Baseline, opencv_preprocess, pil_pre
 from xfer.bench.floors import model_macs, peak_flops
 from xfer.bench.inputs import TestSplit, gather, load_test_images, test_split
 from xfer.bench.report import BenchReport, environment, known_paths, ratios
-from xfer.bench.runner import ScalingPoint, main, run, scaling
+from xfer.bench.runner import STREAMED, ScalingPoint, main, run, scaling, streamed_lead
 from xfer.bench.session import cuda_session, infer, session
 from xfer.bench.timing import PathResult, timed
 
-__all__ = ["BASELINES", "Baseline", "BenchReport", "PathResult", "ScalingPoint", "TestSplit", "cuda_session",
+__all__ = ["BASELINES", "STREAMED", "Baseline", "BenchReport", "PathResult", "ScalingPoint", "TestSplit", "cuda_session",
            "environment", "gather", "infer", "known_paths", "load_test_images", "main", "model_macs", "opencv_preprocess",
-           "peak_flops", "pil_preprocess_one", "ratios", "run", "scaling", "session", "test_split", "timed"]
+           "peak_flops", "pil_preprocess_one", "ratios", "run", "scaling", "session", "streamed_lead", "test_split",
+           "timed"]

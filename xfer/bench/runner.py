@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from xfer.bench.baselines import BaselineInput, run_baselines
 from xfer.bench.floors import FRONT_OF, GATHERED_OF, binding_floor, compute_floor, copy_floor, floors
-from xfer.bench.front import split_front
+from xfer.bench.front import FrontSplit, split_front
 from xfer.bench.gathered import gathered_again, gathered_pass, gpu_pass
 from xfer.bench.inputs import TestSplit, gather, test_split
 from xfer.bench.report import BenchReport, OrtChoice, environment, is_end_to_end, ratios
@@ -176,20 +176,66 @@ class ScalingPoint(Record):
     peak_rss_mb: float
     accuracy: float
     gb_read: float
+    path: str = "stream"  # which streamed pass (a key of STREAMED)
 
 
-def scaling(model_path: str | os.PathLike[str], data: str | None, sizes: list[int], repeat: int = 1) -> list[ScalingPoint]:
-    """The streamed pass at each of ``sizes`` images (the test split cycled), with one schedule.
+@dataclass(frozen=True)
+class Streamed(Record):
+    """A streamed pass as a row: which model it runs (the float one or ``MODEL.int8.onnx``) and whether the kernel
+    runs its leading convolutions."""
+
+    int8: bool
+    front: bool
+
+
+STREAMED = {"stream": Streamed(False, False), "stream_int8": Streamed(True, False),
+            "stream_front": Streamed(False, True), "stream_front_int8": Streamed(True, True)}
+
+
+def streamed_lead(rep: BenchReport) -> str:
+    """The streamed pass behind a report's lead: the lead itself, or when a gathered pass led, the faster streamed
+    pass of the same model."""
+    if rep.xfer in STREAMED:
+        return rep.xfer
+    same = [k for k, g in GATHERED_OF.items() if g == rep.xfer and k in rep.paths]
+    return min(same, key=lambda k: rep.paths[k].median_s) if same else "stream"
+
+
+def _streamed_setup(model_path: str | os.PathLike[str], path: str) -> tuple[bytes, FrontSplit | None]:
+    """(what ONNX Runtime runs, the kernel's front) for a STREAMED row of the model at ``model_path``."""
+    if path not in STREAMED:
+        raise XferError(f"unknown streamed pass {path!r} (expected one of: {', '.join(STREAMED)})")
+    row = STREAMED[path]
+    model = load_model(model_path)
+    if row.int8:
+        q = int8_path(Path(model_path))
+        if not q.is_file():
+            raise XferError(f"{model_path}: {path} streams {q.name}, which is missing (`xfer optimize --int8` writes it)")
+        model = load_model(q)
+    if not row.front:
+        return model.SerializeToString(), None
+    cut = split_front(model)
+    if cut is None:
+        raise XferError(f"{model_path}: {path} needs leading convolutions the kernel runs, and this model has none")
+    return cut.head.SerializeToString(), cut
+
+
+def scaling(model_path: str | os.PathLike[str], data: str | None, sizes: list[int], repeat: int = 1,
+            path: str = "stream") -> list[ScalingPoint]:
+    """The streamed pass ``path`` (a key of STREAMED) at each of ``sizes`` images (the test split cycled), with one
+    schedule.
 
     Each size runs in a fresh process, so its peak RSS is what ``xfer bench --images N`` would show, not whatever
     the calling process already holds.
     """
+    runs, cut = _streamed_setup(model_path, path)
     model = load_model(model_path)
-    spec = input_spec(model, model_path)
-    choice, _ = tune_stream(model.SerializeToString(), test_split(model, data, min(sizes)), spec, os.cpu_count() or 1)
+    choice, _ = tune_stream(runs, test_split(model, data, min(sizes)), input_spec(model, model_path),
+                            os.cpu_count() or 1, cut)
     points = []
     for n in sizes:
-        job = json.dumps({"model": str(model_path), "data": data, "n": n, "repeat": repeat, "schedule": choice.to_json()})
+        job = json.dumps({"model": str(model_path), "data": data, "n": n, "repeat": repeat, "path": path,
+                          "schedule": choice.to_json()})
         code = ("import json, sys; from xfer.bench.runner import scaling_point; "
                 "print(json.dumps(scaling_point(json.loads(sys.argv[1])).to_json()))")
         out = subprocess.run([sys.executable, "-c", code, job], capture_output=True, text=True, check=False)
@@ -202,12 +248,13 @@ def scaling(model_path: str | os.PathLike[str], data: str | None, sizes: list[in
 
 def scaling_point(job: dict[str, Any]) -> ScalingPoint:
     """One size of ``scaling``, in this (fresh) process."""
+    runs, cut = _streamed_setup(job["model"], job["path"])
     model = load_model(job["model"])
     split = test_split(model, job["data"], job["n"])
-    p = streamed_pass(model.SerializeToString(), split, input_spec(model, job["model"]),
-                      StreamChoice.from_json(job["schedule"]), job["repeat"])
+    p = streamed_pass(runs, split, input_spec(model, job["model"]), StreamChoice.from_json(job["schedule"]),
+                      job["repeat"], front=cut)
     return ScalingPoint(split.n, p.median_s, p.images_per_s, p.peak_rss_mb or 0.0, p.accuracy or 0.0,
-                        split.n * split.image_bytes / 1e9)
+                        split.n * split.image_bytes / 1e9, job["path"])
 
 
 def check_model_path(path: str) -> None:

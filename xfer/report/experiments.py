@@ -147,7 +147,8 @@ def main(args: StudyConfig) -> StudyResult:
                           per_image_limit=args.per_image_limit,
                           threads=list(args.bench_threads) if args.bench_threads else None)
     say("the streamed pass at 1x, 5x and 10x the FERG-DB test split ...")
-    scaling = bench.scaling(showcase.model, args.data, [k * FERG_TEST_IMAGES for k in FERG_SCALES])
+    scaling = bench.scaling(showcase.model, args.data, [k * FERG_TEST_IMAGES for k in FERG_SCALES],
+                            path=bench.streamed_lead(bench_rep))
     results = StudyResult(
         args.name, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), _settings(args),
         [source_info(p) for p in (args.source_path, *args.compare_source)],

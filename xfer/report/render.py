@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from xfer.bench import known_paths
-from xfer.bench.report import BenchReport
+from xfer.bench.report import BenchReport, label_of
 from xfer.bench.runner import ScalingPoint
 from xfer.config import DEFAULT_LR, RECIPES
 from xfer.data.split import class_word
@@ -199,7 +199,8 @@ def write_report(results: StudyResult, root: Path, pack) -> tuple[Path, Path]:
                  f"as `xfer bench --images N` would.")
     if results.scaling:
         doc.table(["images", "GB read", "seconds", "images/s", "peak RSS MB"], _scaling_rows(results.scaling),
-                  title="The streamed pass at 1x, 5x and 10x the FERG-DB test split")
+                  title=f"The streamed pass ({label_of(results.scaling[0].path)}) at 1x, 5x and 10x the FERG-DB test "
+                        "split")
         doc.fig("scaling")
     doc.table(["", ""], _env_rows(results), title="Environment")
     doc.para(f"Wall time: {results.wall_s:.0f} s.")
