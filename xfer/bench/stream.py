@@ -16,9 +16,9 @@ the pages between its images are dropped, so after the first pass nothing
 faults and RSS holds the split alone. A larger split is read in pieces and,
 once the pass's resident file pages have grown past 1.75x ``release_bytes``,
 the mapping is released after every piece (the bytes stay in the page cache;
-touching them again costs minor faults, not disk reads). ONNX Runtime's own memory grows
-with the chunk (about 280 KB per image for LeNet-5 at 32x32), so chunks stay
-at 1,024 images or fewer.
+touching them again costs minor faults, not disk reads). ONNX Runtime's own
+memory grows with the chunk (about 280 KB per image for LeNet-5 at 32x32), so
+chunks stay at 1,024 images or fewer.
 """
 
 from __future__ import annotations
