@@ -9,7 +9,8 @@ import pytest
 
 from xfer import bench
 from xfer.bench.memory import peak_rss_bytes
-from xfer.bench.stream import Stream, StreamPlan
+from xfer.bench.stream import Stream, StreamPlan, pages_note
+from xfer.bench.timing import PathResult
 from xfer.errors import XferError
 from xfer.graph import input_spec, load_model
 from xfer.preprocess import read_floor
@@ -42,6 +43,12 @@ def test_mapped_pages_are_released_when_the_pack_exceeds_the_budget(trained_froz
     sess = bench.session(model.SerializeToString(), 1, spinning=False)
     np.testing.assert_array_equal(small.run(sess), big.run(sess))
     assert small.releases > 0 and big.releases == 0  # the pack fits a large budget: kept mapped
+    d = {"releases": small.releases, "trims": 0, "resident": small.resident, "split_mb": small.split_bytes / 2**20,
+         "watch_mb": 1.75, "releases_per_pass": small.releases / 1}
+    assert pages_note(PathResult.of([1.0], 200, **d)) == (
+        f"the test split's 8 MB is over the 2 MB watch: the mapping was released {small.releases} times a pass and "
+        "re-faulted (minor faults, not disk reads)")
+    assert pages_note(PathResult.of([1.0], 200)) is None
     assert small.mapping is not None and big.mapping is None  # the pack really is memory-mapped
 
 
@@ -72,6 +79,9 @@ def test_a_split_that_fits_stays_mapped_without_its_neighbours(trained_frozen, s
     for _ in range(2):
         np.testing.assert_array_equal(s.run(sess), expected)
     assert s.trims > 0 and s.releases == 0
+    note = pages_note(PathResult.of([1.0], 100, trims=s.trims, releases=0, resident=True, split_mb=8.25))
+    assert note == f"the test split's 8 MB stayed mapped; its neighbours' pages, which large folios map too, were " \
+                   f"dropped {s.trims} time(s)"
     page, image = mmap.PAGESIZE, s.image_bytes
     start = split.images.ctypes.data - np.frombuffer(s.mapping, np.uint8).ctypes.data
     pages = {p for i in np.unique(split.order) for p in range((start + i * image) // page,

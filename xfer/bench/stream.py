@@ -84,7 +84,8 @@ class Stream:
         self.image_bytes = int(np.prod(images.shape[1:]))
         self.mapping = mapping_of(images) if images.nbytes > plan.release_bytes else None
         split = np.unique(self.order)
-        self.resident = len(split) * self.image_bytes <= WATCH * plan.release_bytes
+        self.split_bytes = len(split) * self.image_bytes
+        self.resident = self.split_bytes <= WATCH * plan.release_bytes
         self.gaps: list[tuple[int, int]] = []
         if self.mapping is not None and self.resident:
             # a folio mapped by one PMD is unmapped whole by a partial DONTNEED, the split's pages with it: PTEs only
@@ -236,6 +237,21 @@ def streamed_pass(model_bytes: bytes, split: TestSplit, spec: InputSpec, choice:
     runs its convolutions and ``model_bytes`` is the head the split left for ONNX Runtime."""
     stream = stream_of(split, spec, choice.plan, front=front)
     p = timed_passes(stream, session(model_bytes, choice.ort_threads, spinning=choice.spinning), repeat)
+    passes = len(p.times) + 1  # the warm-up too
     return PathResult.of(p.times, split.n, float((p.predictions == split.truth).mean()), peak_rss_mb=p.peak_rss / 2**20,
                          rss_before_mb=p.rss_before / 2**20, **vars(choice), releases=stream.releases,
-                         trims=stream.trims)
+                         trims=stream.trims, resident=stream.resident, split_mb=stream.split_bytes / 2**20,
+                         watch_mb=WATCH * choice.plan.release_bytes / 2**20, releases_per_pass=stream.releases / passes)
+
+
+def pages_note(p: PathResult) -> str | None:
+    """How a streamed pass held the pack's pages (kept mapped, or released and re-faulted), for the report; None for
+    a pass that did not stream or a pack small enough to need no watching."""
+    d = p.details
+    if "resident" not in d or (not d.get("releases") and not d.get("trims") and d["resident"]):
+        return None
+    if d["resident"]:
+        return (f"the test split's {d['split_mb']:,.0f} MB stayed mapped; its neighbours' pages, which large folios "
+                f"map too, were dropped {d['trims']} time(s)")
+    return (f"the test split's {d['split_mb']:,.0f} MB is over the {d['watch_mb']:,.0f} MB watch: the mapping was "
+            f"released {d['releases_per_pass']:.0f} times a pass and re-faulted (minor faults, not disk reads)")
