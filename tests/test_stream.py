@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from xfer import bench
+from xfer.bench.floors import floors
 from xfer.bench.memory import peak_rss_bytes
 from xfer.bench.stream import Stream, StreamPlan, pages_note
 from xfer.bench.timing import PathResult
@@ -149,3 +150,15 @@ def test_scaling_follows_the_lead_to_its_streamed_pass():
     assert bench.streamed_lead(rep("kernel+ort_int8", stream_int8=0.5, stream_front_int8=0.4, stream=0.1)) == \
         "stream_front_int8"
     assert bench.streamed_lead(rep("kernel+ort", stream=0.6, stream_front=0.7, stream_int8=0.1)) == "stream"
+
+
+def test_the_read_floor_of_a_split_over_the_watch_reads_pages_kept_mapped(trained_frozen, synth_pack):
+    """Re-mapping a split too big to keep costs more than reading it: that is reported, but the floor is the read."""
+    model, spec = _spec(trained_frozen)
+    split = bench.test_split(model, str(synth_pack), 100)
+    over = floors(model, split, spec, StreamPlan(16, False, 1, release_bytes=1 << 20), repeat=1)  # 42 images: 8.3 MB
+    assert over["read_remapped"].details["releases_per_pass"] > 0
+    assert over["read"].details["images_kept_mapped"] == int(1.75 * (1 << 20)) // split.image_bytes
+    assert over["read"].details["bytes"] == over["read_remapped"].details["bytes"] == 100 * split.image_bytes
+    kept = floors(model, split, spec, StreamPlan(16, False, 1, release_bytes=1 << 40), repeat=1)
+    assert "read_remapped" not in kept and "images_kept_mapped" not in kept["read"].details

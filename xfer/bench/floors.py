@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from xfer.bench.inputs import Gathered, TestSplit
-from xfer.bench.stream import StreamPlan, stream_of
+from xfer.bench.stream import WATCH, Stream, StreamPlan, stream_of
 from xfer.bench.timing import PathResult, timed
 from xfer.graph import InputSpec
 from xfer.hw import hardware
@@ -28,18 +28,36 @@ if TYPE_CHECKING:
 
 def floors(model: onnx.ModelProto, split: TestSplit, spec: InputSpec, plan: StreamPlan,
            repeat: int) -> dict[str, PathResult]:
-    """The read floor, the kernel alone on the stream, and the model's compute floor, by path name."""
-    stream = stream_of(split, spec, plan)
+    """The read floor, the kernel alone on the stream, and the model's compute floor, by path name.
 
+    The read floor is the split's bytes read once at the memory's rate. A split over the stream's watch is re-mapped
+    as the pass goes (its pages released and re-faulted, to bound RSS), which costs more than the reading; then the
+    floor reads as many images from a part of the split that stays mapped (its own mapping of the pack, dropped
+    after), and the read as the pass must do it is reported beside it (``read_remapped``), not as a floor.
+    """
+    stream = stream_of(split, spec, plan)
+    t_kernel, _ = timed(lambda: [stream.preprocess(0, a, b) for a, b in stream.chunks()], repeat)
+    out = {"kernel_stream": PathResult.of(t_kernel, split.n), "flop": compute_floor(model, split.n)}
+    nbytes = split.n * split.image_bytes
+    if stream.resident or not isinstance(split.images, np.memmap) or split.images.filename is None:
+        out["read"] = PathResult.of(_read_times(stream, repeat), split.n, bytes=nbytes)
+        return out
+    out["read_remapped"] = PathResult.of(_read_times(stream, repeat), split.n, bytes=nbytes,
+                                         releases_per_pass=stream.releases / (repeat + 1))
+    own = np.memmap(split.images.filename, split.images.dtype, "r", split.images.offset, split.images.shape)
+    part = np.unique(split.order)[: max(1, int(WATCH * plan.release_bytes) // split.image_bytes)]
+    kept = Stream(own, part, split.n, spec, plan)
+    out["read"] = PathResult.of(_read_times(kept, repeat), split.n, bytes=nbytes, images_kept_mapped=len(part))
+    return out
+
+
+def _read_times(stream: Stream, repeat: int) -> list[float]:
     def read() -> None:
         for a, b in stream.chunks():
             stream.read(a, b)
 
-    t_read, _ = timed(read, repeat)
-    t_kernel, _ = timed(lambda: [stream.preprocess(0, a, b) for a, b in stream.chunks()], repeat)
-    return {"read": PathResult.of(t_read, split.n, bytes=split.n * split.image_bytes),
-            "kernel_stream": PathResult.of(t_kernel, split.n),
-            "flop": compute_floor(model, split.n)}
+    times, _ = timed(read, repeat)
+    return times
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from xfer.bench.report import is_end_to_end, known_paths, label_of
+from xfer.bench.runner import streamed_lead
 from xfer.bench.stream import pages_note
 from xfer.config import RECIPES
 from xfer.tables import format_table, spread
@@ -46,9 +47,10 @@ def bench_text(rep: BenchReport) -> str:
         f = rep.floor
         lines.append(f"  binding floor: {label_of(f.binding)}, {f.seconds:.3f} s; xfer's path is {f.xfer_vs_floor:.2f}x it "
                      f"(measured on {rep.env.label}, kernel dispatch {rep.env.kernel_target or '?'})")
-    pages = pages_note(rep.lead)
+    streamed = rep.paths.get(streamed_lead(rep))
+    pages = pages_note(streamed) if streamed else None
     if pages:
-        lines.append(f"  pages: {pages}")
+        lines.append(f"  pages ({label_of(streamed_lead(rep))}): {pages}")
     lines += [f"  {k.replace('_', ' ')}: {v:.2f}x" for k, v in rep.ratios.items()]
     if rep.materialised_note:
         lines.append(f"  {rep.materialised_note}")
