@@ -2,6 +2,7 @@
 // their boost clock, so a peak reckoned from it is low and a compute floor from that peak is no floor. A chain of
 // dependent register-to-register adds retires one add per cycle on every x86-64 and AArch64 core (immediate adds may
 // be folded at rename on some cores; register ones are not), so adds per second is cycles per second.
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 
