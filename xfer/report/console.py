@@ -47,10 +47,10 @@ def bench_text(rep: BenchReport) -> str:
         f = rep.floor
         lines.append(f"  binding floor: {label_of(f.binding)}, {f.seconds:.3f} s; xfer's path is {f.xfer_vs_floor:.2f}x it "
                      f"(measured on {rep.env.label}, kernel dispatch {rep.env.kernel_target or '?'})")
-    streamed = rep.paths.get(streamed_lead(rep))
-    pages = pages_note(streamed) if streamed else None
+    streamed = streamed_lead(rep)
+    pages = pages_note(rep.paths[streamed]) if streamed in rep.paths else None
     if pages:
-        lines.append(f"  pages ({label_of(streamed_lead(rep))}): {pages}")
+        lines.append(f"  pages ({label_of(streamed)}): {pages}")
     lines += [f"  {k.replace('_', ' ')}: {v:.2f}x" for k, v in rep.ratios.items()]
     if rep.materialised_note:
         lines.append(f"  {rep.materialised_note}")
