@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "preprocess.h"
+
 namespace xfer {
 
 constexpr int kGroup = 8;      // output channels whose row accumulators stay in registers (few-channel loop)
@@ -48,6 +50,11 @@ namespace cpu {
 // n images of c*h*w floats at `in` -> n rows of out_features floats at `out`, on up to `threads` threads, with the
 // loops of the kernel's current dispatch target.
 void front(const Front& f, const float* in, std::int64_t n, float* out, int threads);
+// Images straight to features: each image is preprocessed (p, exactly as cpu::preprocess) into a per-thread buffer
+// and run through the front while the next one is prefetched, so the read overlaps the convolutions and the
+// preprocessed batch is never written. Blocks of kFusedBlock consecutive images are the threads' work items.
+constexpr std::int64_t kFusedBlock = 16;
+void front_images(const Front& f, const std::vector<ImageView>& images, const Params& p, float* out, int threads);
 }  // namespace cpu
 
 }  // namespace xfer

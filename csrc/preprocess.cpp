@@ -385,6 +385,36 @@ Front make_front(std::int64_t c, std::int64_t h, std::int64_t w, const py::list&
   return f;
 }
 
+// (n, out_features) float32: a new array, or `out` checked for that shape.
+py::array_t<float> features_out(const Front& f, py::ssize_t n, const py::object& out) {
+  if (out.is_none()) return py::array_t<float>(std::vector<py::ssize_t>{n, static_cast<py::ssize_t>(f.out_features)});
+  py::array o = float_array(out, 2, "out");
+  if (o.shape(0) != n || o.shape(1) != f.out_features)
+    value_error("out: expected shape (" + std::to_string(n) + ", " + std::to_string(f.out_features) + "), got " + shape_str(o));
+  if (!o.writeable()) value_error("out: expected a writeable array, got a read-only one");
+  return py::reinterpret_borrow<py::array_t<float>>(o);
+}
+
+py::array_t<float> run_front_images(const Front& f, py::handle images, std::vector<float> mean, std::vector<float> stdv,
+                                    const std::string& interp, py::object index, py::object out, int threads) {
+  check_threads(threads, "threads");
+  if (f.c != 1 && f.c != 3)
+    value_error("images: this front takes " + std::to_string(f.c) + " channels; images preprocess to 1 (gray) or 3 (RGB)");
+  const Params p = make_params({f.h, f.w}, static_cast<int>(f.c), mean, stdv, interp);
+  std::vector<py::array> keep;
+  std::vector<ImageView> views = collect_images(images, keep, index);
+  py::array_t<float> result = features_out(f, static_cast<py::ssize_t>(views.size()), out);
+  float* dst = result.mutable_data();
+  if (overlaps(views, dst, static_cast<std::size_t>(result.nbytes())))
+    value_error("out: the output buffer overlaps the input images");
+  const int nthreads = threads > 0 ? threads : (g_threads > 0 ? g_threads : cpu::default_threads());
+  {
+    py::gil_scoped_release release;  // `keep` and `result` hold their arrays until the call returns
+    cpu::front_images(f, views, p, dst, nthreads);
+  }
+  return result;
+}
+
 py::array_t<float> run_front(const Front& f, py::handle x, py::object out, int threads) {
   check_threads(threads, "threads");
   py::array a = float_array(x, 4, "x");
@@ -392,16 +422,7 @@ py::array_t<float> run_front(const Front& f, py::handle x, py::object out, int t
     value_error("x: expected shape (N >= 1, " + std::to_string(f.c) + ", " + std::to_string(f.h) + ", " + std::to_string(f.w) +
                 "), got " + shape_str(a));
   const py::ssize_t n = a.shape(0);
-  py::array_t<float> result;
-  if (out.is_none()) {
-    result = py::array_t<float>(std::vector<py::ssize_t>{n, static_cast<py::ssize_t>(f.out_features)});
-  } else {
-    py::array o = float_array(out, 2, "out");
-    if (o.shape(0) != n || o.shape(1) != f.out_features)
-      value_error("out: expected shape (" + std::to_string(n) + ", " + std::to_string(f.out_features) + "), got " + shape_str(o));
-    if (!o.writeable()) value_error("out: expected a writeable array, got a read-only one");
-    result = py::reinterpret_borrow<py::array_t<float>>(o);
-  }
+  py::array_t<float> result = features_out(f, n, out);
   const auto* src = static_cast<const float*>(a.data());
   float* dst = result.mutable_data();
   const auto* s0 = reinterpret_cast<const std::uint8_t*>(src);
@@ -488,7 +509,11 @@ PYBIND11_MODULE(_C, m) {
       .def(py::init(&xfer::make_front), py::arg("channels"), py::arg("height"), py::arg("width"), py::arg("layers"))
       .def_property_readonly("out_features", [](const xfer::Front& f) { return f.out_features; })
       .def("__call__", &xfer::run_front, py::arg("x"), py::arg("out") = py::none(), py::arg("threads") = 0,
-           "float32 (N, C, H, W) -> float32 (N, out_features), NCHW order, with the kernel's dispatch target.");
+           "float32 (N, C, H, W) -> float32 (N, out_features), NCHW order, with the kernel's dispatch target.")
+      .def("from_images", &xfer::run_front_images, py::arg("images"), py::arg("mean"), py::arg("std"),
+           py::arg("interp") = "area", py::arg("index") = py::none(), py::arg("out") = py::none(), py::arg("threads") = 0,
+           "uint8 images (as preprocess takes them) -> float32 (N, out_features): preprocess to (channels, height, "
+           "width) and the front fused per image, the next image prefetched meanwhile; equal to front(preprocess(...)).");
   m.def("clock_mhz", [](int trials, std::int64_t steps) {
     if (trials < 1 || steps < 1)
       throw py::value_error("clock_mhz: expected trials >= 1 and steps >= 1, got " + std::to_string(trials) + " and " +

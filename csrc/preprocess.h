@@ -49,6 +49,46 @@ struct Taps {
 
 Taps make_taps(std::int64_t in, std::int64_t out, Interp interp);
 
+// Pulls the next image into L2 a few cache lines per step while the current one is computed. The hardware
+// prefetcher follows misses, and convolutions on a cached image make none, so without this a fused pass reads
+// memory and computes in turn; with it the read of image k+1 overlaps the convolutions of image k.
+struct Ahead {
+  const std::uint8_t* next = nullptr;
+  const std::uint8_t* end = nullptr;
+  std::int64_t lines = 0;  // cache lines a step asks for
+  std::int64_t steps = 0;  // steps taken since the last start: how many the next image will take
+
+  static constexpr std::int64_t kLine = 64;
+  // Locality 1 (prefetcht2 on x86): to L2, not L1, where it would evict the convolutions' working set; measured on
+  // an AMD EPYC Zen 4, the fused FERG-size front took 0.14 s with it, 0.15-0.16 s with locality 2, 0.17-0.19 s
+  // with 0 or 3 and 0.16-0.19 s with no prefetch.
+  // Spread [p, p + bytes) over as many steps as the last image took (`guess` before the first); a null p (no next
+  // image) makes every step a no-op.
+  void start(const std::uint8_t* p, std::int64_t bytes, std::int64_t guess) {
+    const std::int64_t n = std::max<std::int64_t>(steps > 0 ? steps : guess, 1);
+    next = p;
+    end = p ? p + bytes : p;
+    lines = p ? (bytes / kLine + n) / n + 1 : 0;
+    steps = 0;
+  }
+  void step() {
+    ++steps;
+    for (std::int64_t i = 0; i < lines && next < end; ++i, next += kLine) {
+#if defined(__GNUC__) || defined(__clang__)
+      __builtin_prefetch(next, 0, 1);
+#endif
+    }
+  }
+};
+
+// Per-thread scratch for one image at a time: the row accumulators, and taps kept for the last image size.
+struct ResizeScratch {
+  std::vector<float> acc, v;
+  std::vector<std::uint16_t> acc16;
+  Taps ty, tx;
+  std::int64_t taps_h = -1, taps_w = -1;
+};
+
 namespace cpu {
 // Calls body(item, state) for every item in [0, items) on up to `threads`
 // threads, each with its own default-constructed State (scratch buffers). An
@@ -91,6 +131,9 @@ void parallel_for(std::int64_t items, int threads, Body body) {
 }
 
 void preprocess(const std::vector<ImageView>& images, const Params& p, float* out, int threads);
+// One image into out (out_c * out_h * out_w floats) on the calling thread, exactly as preprocess does it, with a
+// step of `ahead` (may be null) per output row: the start of the fused front.
+void preprocess_image(const ImageView& im, const Params& p, float* out, ResizeScratch& s, Ahead* ahead);
 // Reads every byte of every image once (XOR-folded so the reads cannot be optimised away): the memory floor a
 // preprocessing pass over the same images is measured against.
 std::uint64_t read_all(const std::vector<ImageView>& images, int threads);

@@ -233,3 +233,71 @@ def test_fuzz_front_against_reference(data, n, c, h, w, threads, seed):
             np.testing.assert_allclose(got, want, atol=1e-4 * max(1.0, float(np.abs(want).max())), rtol=0, err_msg=t)
     finally:
         set_kernel_target(first)
+
+
+LENET_STEPS = [("conv", np.random.default_rng(5).standard_normal((6, 1, 5, 5)).astype(np.float32), np.full(6, 0.1, np.float32),
+                (2, 2, 2, 2), True), ("maxpool", (2, 2), (2, 2)),
+               ("conv", np.random.default_rng(6).standard_normal((16, 6, 5, 5)).astype(np.float32) * 0.2,
+                np.zeros(16, np.float32), (0, 0, 0, 0), True), ("maxpool", (2, 2), (2, 2))]
+
+
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 40])
+@pytest.mark.parametrize("shape,size,channels,interp", [
+    ((64, 64, 3), 32, 1, "area"),      # whole factors: the integer box path
+    ((50, 37, 3), 32, 1, "bilinear"),  # taps
+    ((45, 45, 1), 32, 3, "area"),      # gray replicated to a 3-channel front, uneven boxes
+])
+def test_front_from_images_equals_the_front_of_the_preprocessed_batch(n, shape, size, channels, interp):
+    """The fused call (preprocess each image, convolve it while the next is prefetched) gives exactly what the two
+    calls give, on every target and thread count, for runs of images across the threads' blocks of 16, by index."""
+    from xfer.preprocess import kernel_target, kernel_targets, preprocess, set_kernel_target
+
+    rng = np.random.default_rng(n)
+    images = rng.integers(0, 256, (23, *shape), np.uint8)
+    index = rng.integers(0, len(images), n).astype(np.int64)
+    steps = [(s[0], np.repeat(s[1], channels, axis=1) if s[0] == "conv" and s[1].shape[1] == 1 else s[1], *s[2:])
+             for s in LENET_STEPS]
+    front = _C.Front(channels, size, size, steps)
+    mean, std = [0.4] * channels, [0.3] * channels
+    first = kernel_target()
+    try:
+        for t in kernel_targets():
+            set_kernel_target(t)
+            x = preprocess(images, size, channels, mean, std, interp=interp, index=index, threads=1)
+            want = front(x, threads=1)
+            for threads in (1, 2, 3):
+                got = front.from_images(images, mean, std, interp=interp, index=index, threads=threads)
+                assert np.array_equal(got, want), (t, threads)
+    finally:
+        set_kernel_target(first)
+
+
+def test_front_from_a_list_of_images_of_mixed_sizes():
+    from xfer.preprocess import preprocess
+
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 256, s, np.uint8) for s in [(40, 40, 3), (33, 70), (32, 32, 4), (128, 64, 3)] * 5]
+    front = _C.Front(1, 32, 32, LENET_STEPS)
+    out = np.full((len(images), front.out_features), np.nan, np.float32)
+    got = front.from_images(images, [0.5], [0.25], out=out, threads=2)
+    assert got is not None and np.shares_memory(got, out)
+    assert np.array_equal(out, front(preprocess(images, 32, 1, [0.5], [0.25]), threads=1))
+
+
+def test_front_from_images_bad_input_is_one_clear_error():
+    front = _C.Front(1, 32, 32, LENET_STEPS)
+    images = np.zeros((4, 64, 64, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"images: this front takes 2 channels; images preprocess to 1 \(gray\) or 3"):
+        _C.Front(2, 8, 8, [("conv", np.zeros((1, 2, 3, 3), np.float32), np.zeros(1, np.float32), (0, 0, 0, 0), False)]
+                 ).from_images(images, [0.5], [0.5])
+    with pytest.raises(ValueError, match=r"out: expected shape \(4, 576\), got \(4, 575\)"):
+        front.from_images(images, [0.5], [0.5], out=np.zeros((4, 575), np.float32))
+    with pytest.raises(ValueError, match=r"index\[1\]: 9 is out of range for a batch of 4"):
+        front.from_images(images, [0.5], [0.5], index=np.array([0, 9], np.int64))
+    with pytest.raises(ValueError, match=r"std: expected finite values >= 1e-06"):
+        front.from_images(images, [0.5], [0.0])
+    with pytest.raises(ValueError, match=r"interp: expected 'area' or 'bilinear', got 'cubic'"):
+        front.from_images(images, [0.5], [0.5], interp="cubic")
+    shared = np.zeros(4 * 64 * 64 * 3, np.uint8)
+    with pytest.raises(ValueError, match="out: the output buffer overlaps the input images"):
+        front.from_images(shared.reshape(4, 64, 64, 3), [0.5], [0.5], out=shared[: 4 * 576 * 4].view(np.float32).reshape(4, 576))

@@ -71,7 +71,7 @@ namespace cpu {
 namespace {
 
 struct Loops {
-  void (*conv)(const ConvLayer&, const float*, std::int64_t, float*, const PoolLayer*, float*);
+  void (*conv)(const ConvLayer&, const float*, std::int64_t, float*, const PoolLayer*, float*, Ahead*);
   void (*pool)(const PoolLayer&, const float*, float*, float*);
 };
 
@@ -105,47 +105,89 @@ std::int64_t fused_scratch(const ConvLayer& L) {
   return std::max(kGroup * ((L.out_w + kWidest - 1) / kWidest * kWidest), kWidest * L.out_w);
 }
 
+// Scratch sizes every image of a front needs, worked out once per call.
+struct Sizes {
+  std::int64_t biggest = 1, widest_row = 1;
+};
+
+Sizes sizes_of(const Front& f) {
+  Sizes z;
+  for (std::size_t k = 0; k < f.layers.size(); ++k) {
+    const FrontLayer& l = f.layers[k];
+    z.biggest = std::max(z.biggest, layer_out_size(l));
+    z.widest_row = std::max(z.widest_row, l.is_conv ? (fused_pool(f, k) ? fused_scratch(l.conv) : 1) : l.pool.in_w);
+  }
+  return z;
+}
+
+void ready(const Front& f, const Sizes& z, FrontScratch& s) {
+  if (!s.padded.empty()) return;
+  for (const auto& l : f.layers)
+    s.padded.emplace_back(l.is_conv ? static_cast<std::size_t>(l.conv.ci * l.conv.in_h_padded * l.conv.in_w_buffer) : 0, 0.0f);
+  s.ping.assign(static_cast<std::size_t>(z.biggest), 0.0f);
+  s.pong.assign(static_cast<std::size_t>(z.biggest), 0.0f);
+  s.row.assign(static_cast<std::size_t>(z.widest_row), 0.0f);
+}
+
+// One image's c*h*w floats at `cur` through every layer into its out_features floats at `dst_row`.
+void run_image(const Front& f, const Loops& loops, const float* cur, float* dst_row, FrontScratch& s, Ahead* ahead) {
+  bool ping = true;
+  for (std::size_t k = 0; k < f.layers.size(); ++k) {
+    const FrontLayer& l = f.layers[k];
+    const PoolLayer* fused = fused_pool(f, k);
+    const std::size_t last = fused ? k + 1 : k;  // the layer whose output this step writes
+    float* dst = last + 1 == f.layers.size() ? dst_row : (ping ? s.ping.data() : s.pong.data());
+    ping = !ping;
+    if (l.is_conv) {
+      const ConvLayer& L = l.conv;
+      float* p = s.padded[k].data();
+      for (std::int64_t c = 0; c < L.ci; ++c)
+        for (std::int64_t y = 0; y < L.in_h; ++y)
+          std::memcpy(p + (c * L.in_h_padded + y + L.pad_top) * L.in_w_buffer + L.pad_left,
+                      cur + (c * L.in_h + y) * L.in_w, static_cast<std::size_t>(L.in_w) * sizeof(float));
+      loops.conv(L, p, L.in_w_buffer, dst, fused, s.row.data(), ahead);
+    } else {
+      loops.pool(l.pool, cur, dst, s.row.data());
+    }
+    cur = dst;
+    k = last;
+  }
+}
+
 }  // namespace
 
 void front(const Front& f, const float* in, std::int64_t n, float* out, int threads) {
   const Loops loops = loops_for(target());
-  std::int64_t biggest = 1;
-  std::int64_t widest_row = 1;
-  for (std::size_t k = 0; k < f.layers.size(); ++k) {
-    const FrontLayer& l = f.layers[k];
-    biggest = std::max(biggest, layer_out_size(l));
-    widest_row = std::max(widest_row, l.is_conv ? (fused_pool(f, k) ? fused_scratch(l.conv) : 1) : l.pool.in_w);
-  }
+  const Sizes z = sizes_of(f);
   const std::int64_t in_size = f.c * f.h * f.w;
   parallel_for<FrontScratch>(n, threads, [&](std::int64_t i, FrontScratch& s) {
-    if (s.padded.empty()) {
-      for (const auto& l : f.layers)
-        s.padded.emplace_back(l.is_conv ? static_cast<std::size_t>(l.conv.ci * l.conv.in_h_padded * l.conv.in_w_buffer) : 0, 0.0f);
-      s.ping.assign(static_cast<std::size_t>(biggest), 0.0f);
-      s.pong.assign(static_cast<std::size_t>(biggest), 0.0f);
-      s.row.assign(static_cast<std::size_t>(widest_row), 0.0f);
-    }
-    const float* cur = in + i * in_size;
-    bool ping = true;
-    for (std::size_t k = 0; k < f.layers.size(); ++k) {
-      const FrontLayer& l = f.layers[k];
-      const PoolLayer* fused = fused_pool(f, k);
-      const std::size_t last = fused ? k + 1 : k;  // the layer whose output this step writes
-      float* dst = last + 1 == f.layers.size() ? out + i * f.out_features : (ping ? s.ping.data() : s.pong.data());
-      ping = !ping;
-      if (l.is_conv) {
-        const ConvLayer& L = l.conv;
-        float* p = s.padded[k].data();
-        for (std::int64_t c = 0; c < L.ci; ++c)
-          for (std::int64_t y = 0; y < L.in_h; ++y)
-            std::memcpy(p + (c * L.in_h_padded + y + L.pad_top) * L.in_w_buffer + L.pad_left,
-                        cur + (c * L.in_h + y) * L.in_w, static_cast<std::size_t>(L.in_w) * sizeof(float));
-        loops.conv(L, p, L.in_w_buffer, dst, fused, s.row.data());
-      } else {
-        loops.pool(l.pool, cur, dst, s.row.data());
-      }
-      cur = dst;
-      k = last;
+    ready(f, z, s);
+    run_image(f, loops, in + i * in_size, out + i * f.out_features, s, nullptr);
+  });
+}
+
+void front_images(const Front& f, const std::vector<ImageView>& images, const Params& p, float* out, int threads) {
+  const Loops loops = loops_for(target());
+  const Sizes z = sizes_of(f);
+  const std::int64_t n = static_cast<std::int64_t>(images.size());
+  const std::int64_t blocks = (n + kFusedBlock - 1) / kFusedBlock;
+  struct Scratch : FrontScratch {
+    ResizeScratch resize;
+    std::vector<float> input;
+    Ahead ahead;
+  };
+  parallel_for<Scratch>(blocks, threads, [&](std::int64_t b, Scratch& s) {
+    ready(f, z, s);
+    s.input.resize(static_cast<std::size_t>(f.c * f.h * f.w));
+    const std::int64_t i1 = std::min(n, (b + 1) * kFusedBlock);
+    for (std::int64_t i = b * kFusedBlock; i < i1; ++i) {
+      const ImageView& im = images[static_cast<std::size_t>(i)];
+      // after a block's last image, the first of the block this thread most likely takes next
+      const std::int64_t j = i + 1 < i1 ? i + 1 : (b + threads) * kFusedBlock;
+      const ImageView* nx = j < n ? &images[static_cast<std::size_t>(j)] : nullptr;
+      s.ahead.start(nx ? nx->data : nullptr, nx ? nx->h * nx->w * nx->c : 0, p.out_h);
+      preprocess_image(im, p, s.input.data(), s.resize, &s.ahead);
+      run_image(f, loops, s.input.data(), out + i * f.out_features, s, &s.ahead);
     }
   });
 }

@@ -248,18 +248,14 @@ void emit_row(const float* v, std::int64_t c_in, const Params& p, float* out_row
   }
 }
 
-struct RowScratch {
-  std::vector<float> acc, v;
-  std::vector<std::uint16_t> acc16;
-};
-
 void process_rows(const ImageView& im, const Params& p, const Taps& ty, const Taps& tx, std::int64_t y0,
-                  std::int64_t y1, float* out_image, RowScratch& st) {
+                  std::int64_t y1, float* out_image, ResizeScratch& st, Ahead* ahead) {
   const std::int64_t row_bytes = im.w * im.c;
   const std::int64_t plane = p.out_h * p.out_w;
   st.acc.resize(static_cast<std::size_t>(row_bytes));
   st.v.resize(static_cast<std::size_t>(p.out_w * im.c));
   for (std::int64_t oy = y0; oy < y1; ++oy) {
+    if (ahead) ahead->step();
     accumulate_rows(im.data, row_bytes, ty.start[oy], ty.count[oy], ty.weight.data() + ty.offset[oy], st.acc.data());
     switch (im.c) {
       case 1: horizontal<1>(st.acc.data(), tx, p.out_w, st.v.data()); break;
@@ -271,7 +267,7 @@ void process_rows(const ImageView& im, const Params& p, const Taps& ty, const Ta
 }
 
 void process_rows_box(const ImageView& im, const Params& p, int fy, int fx, std::int64_t y0, std::int64_t y1,
-                      float* out_image, RowScratch& st) {
+                      float* out_image, ResizeScratch& st, Ahead* ahead) {
   const std::int64_t row_bytes = im.w * im.c;
   const std::int64_t plane = p.out_h * p.out_w;
   const float inv = 1.0f / static_cast<float>(fy * fx);
@@ -279,6 +275,7 @@ void process_rows_box(const ImageView& im, const Params& p, int fy, int fx, std:
   st.acc16.resize(static_cast<std::size_t>(row_bytes));
   st.v.resize(static_cast<std::size_t>(p.out_w * im.c));
   for (std::int64_t oy = y0; oy < y1; ++oy) {
+    if (ahead) ahead->step();
     box_rows(im.data + oy * fy * row_bytes, row_bytes, fy, im.c, fx, pow2, st.acc16.data());
     switch (im.c) {
       case 1: horizontal_box<1>(st.acc16.data(), fx, pow2, p.out_w, inv, st.v.data()); break;
@@ -330,8 +327,7 @@ void preprocess(const std::vector<ImageView>& images, const Params& p, float* ou
     tx0 = make_taps(images[0].w, p.out_w, p.interp);
   }
 
-  struct Scratch : RowScratch {
-    Taps ty, tx;
+  struct Scratch : ResizeScratch {
     std::int64_t taps_for = -1;
   };
   parallel_for<Scratch>(items, threads, [&](std::int64_t item, Scratch& st) {
@@ -345,13 +341,28 @@ void preprocess(const std::vector<ImageView>& images, const Params& p, float* ou
     const std::int64_t y0 = p.out_h * b / blocks, y1 = p.out_h * (b + 1) / blocks;
     const auto [fy, fx] = box_factors(im, p);
     if (fy > 0) {
-      process_rows_box(im, p, fy, fx, y0, y1, out + i * image_floats, st);
+      process_rows_box(im, p, fy, fx, y0, y1, out + i * image_floats, st, nullptr);
       return;
     }
     const Taps& Ty = uniform ? ty0 : st.ty;
     const Taps& Tx = uniform ? tx0 : st.tx;
-    process_rows(im, p, Ty, Tx, y0, y1, out + i * image_floats, st);
+    process_rows(im, p, Ty, Tx, y0, y1, out + i * image_floats, st, nullptr);
   });
+}
+
+void preprocess_image(const ImageView& im, const Params& p, float* out, ResizeScratch& s, Ahead* ahead) {
+  const auto [fy, fx] = box_factors(im, p);
+  if (fy > 0) {
+    process_rows_box(im, p, fy, fx, 0, p.out_h, out, s, ahead);
+    return;
+  }
+  if (s.taps_h != im.h || s.taps_w != im.w) {
+    s.ty = make_taps(im.h, p.out_h, p.interp);
+    s.tx = make_taps(im.w, p.out_w, p.interp);
+    s.taps_h = im.h;
+    s.taps_w = im.w;
+  }
+  process_rows(im, p, s.ty, s.tx, 0, p.out_h, out, s, ahead);
 }
 
 std::vector<std::string> targets(bool supported_only) {

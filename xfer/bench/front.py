@@ -190,15 +190,24 @@ def layers(split: FrontSplit) -> list[tuple[Any, ...]]:
 
 
 class FrontRunner:
-    """The kernel's Front for one split, with the buffer its features go to (ONNX Runtime reads it next)."""
+    """The kernel's Front for one split, fed the pack's images: each is preprocessed and run through the convolutions
+    in one call (the next image prefetched meanwhile), so the read overlaps the arithmetic and the preprocessed
+    batch is never written; ONNX Runtime reads the features next."""
 
-    def __init__(self, split: FrontSplit, spec: InputSpec, rows: int, threads: int) -> None:
+    def __init__(self, split: FrontSplit, spec: InputSpec, threads: int) -> None:
         self.kernel = _C.Front(int(spec.channels), int(spec.size[0]), int(spec.size[1]), layers(split))
-        self.out = np.empty((rows, self.kernel.out_features), np.float32)
+        self.mean, self.std = list(spec.mean), list(spec.std)
         self.threads = threads
         dims = split.head.graph.input[0].type.tensor_type.shape.dim
         self.shape = None if split.flat else tuple(d.dim_value for d in dims[1:])
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        y = self.kernel(x, out=self.out[: len(x)], threads=self.threads)
-        return y if self.shape is None else y.reshape(len(x), *self.shape)
+    def buffer(self, rows: int) -> np.ndarray:
+        return np.empty((rows, self.kernel.out_features), np.float32)
+
+    def __call__(self, images: np.ndarray, index: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """The features of ``images[index]`` into ``out`` (len(index) rows of ``buffer``)."""
+        return self.kernel.from_images(images, self.mean, self.std, index=index, out=out, threads=self.threads)
+
+    def head_input(self, features: np.ndarray) -> np.ndarray:
+        """Features as the head takes them: (N, features) after a Flatten, else (N, C, H, W)."""
+        return features if self.shape is None else features.reshape(len(features), *self.shape)

@@ -4,8 +4,9 @@ Memory must not grow with the number of images (a user's set may be ten times
 FERG-DB's 11 GB). The kernel reads each chunk's images straight out of the
 memory-mapped pack by index (no gathered copy) into one of two float buffers
 allocated once; ONNX Runtime runs on that buffer. With a ``FrontSplit`` the
-kernel also runs the model's leading convolutions on it (``xfer.bench.front``)
-and ONNX Runtime runs only the rest. With ``overlap`` a background
+kernel also runs the model's leading convolutions, image by image straight
+from the pack (``xfer.bench.front``), the buffers hold their features, and
+ONNX Runtime runs only the rest. With ``overlap`` a background
 thread preprocesses chunk k+1 while ONNX Runtime infers chunk k (both release
 the GIL). Pages of the pack that were read stay mapped, and count in RSS, until
 the mapping is told to drop them, and a fault maps a whole large folio of the
@@ -78,9 +79,9 @@ class Stream:
         self.size, self.channels = (int(spec.size[0]), int(spec.size[1])), int(spec.channels)
         self.mean, self.std = list(spec.mean), list(spec.std)
         rows = min(plan.chunk, self.n)
-        self.buffers = [np.empty((rows, self.channels, *self.size), np.float32) for _ in range(2 if plan.overlap else 1)]
-        # the front runs where ORT does (never beside it), so one output buffer serves both schedules
-        self.front = FrontRunner(front, spec, rows, plan.kernel_threads) if front is not None else None
+        self.front = FrontRunner(front, spec, plan.kernel_threads) if front is not None else None
+        self.buffers = [np.empty((rows, self.channels, *self.size), np.float32) if self.front is None
+                        else self.front.buffer(rows) for _ in range(2 if plan.overlap else 1)]
         self.image_bytes = int(np.prod(images.shape[1:]))
         self.mapping = mapping_of(images) if images.nbytes > plan.release_bytes else None
         split = np.unique(self.order)
@@ -127,11 +128,14 @@ class Stream:
             self.releases += 1
 
     def preprocess(self, k: int, a: int, b: int) -> np.ndarray:
-        """Chunk [a, b) into buffer ``k``; returns the filled view."""
+        """Chunk [a, b) into buffer ``k`` (preprocessed, or the front's features); returns the filled view."""
         out, index = self.buffers[k][: b - a], self.index(a, b)
         for i, j in self._pieces(b - a):
-            preprocess(self.images, self.size, self.channels, self.mean, self.std, out=out[i:j],
-                       threads=self.plan.kernel_threads, index=index[i:j])
+            if self.front is None:
+                preprocess(self.images, self.size, self.channels, self.mean, self.std, out=out[i:j],
+                           threads=self.plan.kernel_threads, index=index[i:j])
+            else:
+                self.front(self.images, index[i:j], out[i:j])
             self._release()
         return out
 
@@ -143,7 +147,7 @@ class Stream:
             self._release()
 
     def _infer(self, sess: Any, name: str, x: np.ndarray) -> np.ndarray:
-        return sess.run(None, {name: x if self.front is None else self.front(x)})[0].argmax(1)
+        return sess.run(None, {name: x if self.front is None else self.front.head_input(x)})[0].argmax(1)
 
     def run(self, sess: Any) -> np.ndarray:
         """One pass: predictions (argmax) for every streamed image."""
