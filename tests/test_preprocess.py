@@ -288,6 +288,28 @@ def test_every_dispatch_target_matches_the_spec(restore_target, interp, shape, s
         np.testing.assert_allclose(preprocess(x, size, channels, 0.4, 0.3, interp), want, atol=1e-5, rtol=0, err_msg=t)
 
 
+@pytest.mark.parametrize("c", [1, 3, 4])
+@pytest.mark.parametrize("shape,size", [((2, 256, 256), 32), ((2, 24, 40), (3, 5)), ((3, 8, 56), (1, 7)),
+                                        ((1, 256, 8), (8, 1))], ids=["ferg", "odd-width", "one-row", "one-column"])
+def test_box_by_eight_is_the_same_on_every_target(restore_target, shape, size, c):
+    """Resampling by 8 along the row has its own loop where the CPU has VBMI (a byte permute and a sum of absolute
+    differences); its sums are exact, so every target gives the same floats, and the spec's to rounding, at
+    widths whose last load is cut short and for gray, RGB and RGBA."""
+    from xfer.preprocess import kernel_targets, set_kernel_target
+
+    x = np.random.default_rng(c).integers(0, 256, (*shape, c), dtype=np.uint8)
+    x[0, :, -1] = 255  # the last column's pixels: a masked load that dropped them would show
+    channels = 1 if c == 1 else 3
+    want = preprocess_reference(x, size, channels, 0.4, 0.3, "area")
+    got = {}
+    for t in kernel_targets():
+        set_kernel_target(t)
+        got[t] = preprocess(x, size, channels, 0.4, 0.3, "area")
+        np.testing.assert_allclose(got[t], want, atol=1e-5, rtol=0, err_msg=t)
+    for t, y in got.items():
+        assert np.array_equal(y, got["baseline"]), t
+
+
 def test_dispatch_target_is_pinned_by_the_environment(tmp_path):
     """XFER_ISA pins the kernel's dispatch (and what xfer.hw reports); a bad value is one line, not a traceback."""
     import subprocess
