@@ -92,6 +92,25 @@ def test_a_split_that_fits_stays_mapped_without_its_neighbours(trained_frozen, s
     assert offsets == sorted(offsets) and all(g[0] % page == 0 and g[1] > 0 for g in s.gaps)
 
 
+def test_a_settled_resident_split_reads_whole_chunks(trained_frozen, synth_pack, monkeypatch):
+    """Once a pass of a resident split maps nothing new, chunks are read whole (no RSS checks between pieces, each
+    of which cost the threads a wait at its end); a pass that maps more goes back to pieces."""
+    from xfer.bench import stream as stream_mod
+
+    model, spec = _spec(trained_frozen)
+    split = bench.test_split(model, str(synth_pack), 100)
+    s = Stream(split.images, split.order, split.n, spec, StreamPlan(16, False, 1, release_bytes=8 << 20))
+    sess = bench.session(model.SerializeToString(), 1, spinning=False)
+    assert s.resident and not s.settled and len(s._pieces(16)) > 1
+    expected = s.run(sess)
+    assert s.settled and s._pieces(16) == [(0, 16)]  # the 25 MB pack maps under TRIM_SLACK past the first pass
+    np.testing.assert_array_equal(s.run(sess), expected)
+    grown = iter(range(0, 1 << 40, 64 << 20))  # as if every look found 64 MB more mapped
+    monkeypatch.setattr(stream_mod, "mapped_file_bytes", lambda: next(grown))
+    np.testing.assert_array_equal(s.run(sess), expected)
+    assert not s.settled and len(s._pieces(16)) > 1
+
+
 def test_the_kernel_takes_an_index_into_a_batch(rng):
     from xfer.preprocess import preprocess
 

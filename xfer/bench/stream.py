@@ -94,6 +94,7 @@ class Stream:
                 self.mapping.madvise(mmap.MADV_NOHUGEPAGE)
             self.gaps = gaps_between(images, self.mapping, split)
         self.releasing = False
+        self.settled = False  # a resident split's pass mapped nothing new: whole chunks, no checks between pieces
         self.file_start = self.kept = mapped_file_bytes()
         self.piece = max(1, plan.release_bytes // (5 * self.image_bytes))
         self.releases = self.trims = 0
@@ -106,8 +107,9 @@ class Stream:
         return self.order[np.arange(a, b) % len(self.order)]
 
     def _pieces(self, n: int) -> list[tuple[int, int]]:
-        """A chunk of n in pieces read between releases (the whole chunk when the mapping is never released)."""
-        step = n if self.mapping is None else self.piece  # pieces, so RSS is checked between them
+        """A chunk of n in pieces read between releases (the whole chunk when the mapping is never released, or
+        when a resident split's last pass faulted nothing in: each call costs the threads a block's wait at its end)."""
+        step = n if self.mapping is None or self.settled else self.piece  # pieces, so RSS is checked between them
         return [(i, min(i + step, n)) for i in range(0, n, step)]
 
     def _release(self) -> None:
@@ -151,6 +153,13 @@ class Stream:
 
     def run(self, sess: Any) -> np.ndarray:
         """One pass: predictions (argmax) for every streamed image."""
+        start = mapped_file_bytes()
+        preds = self._run(sess)
+        if self.mapping is not None and self.resident:
+            self.settled = mapped_file_bytes() - start <= TRIM_SLACK
+        return preds
+
+    def _run(self, sess: Any) -> np.ndarray:
         name = sess.get_inputs()[0].name
         preds = np.empty(self.n, np.int64)
         chunks = self.chunks()
