@@ -172,24 +172,32 @@ const std::uint8_t* box8_permute(int c) {
 }
 
 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vbmi"))) void box8_rows_vbmi(
-    const std::uint8_t* r0, std::int64_t row_bytes, int fy, int c, std::int64_t out_w, float inv, float* v) {
+    const std::uint8_t* r0, std::int64_t row_bytes, int fy, int c, std::int64_t out_w, float inv, float* v,
+    std::uint16_t* scratch) {
   const int pixels = 8 / c;             // output pixels a load covers: 8 (gray), 2 (RGB, RGBA)
   const int lanes = pixels * c;         // quadwords holding sums: 8, 6, 8
   const std::int64_t step = 8 * lanes;  // input bytes a load covers: 64, 48, 64
   const __m512i perm = _mm512_load_si512(box8_permute(c));
   const __m512i zero = _mm512_setzero_si512();
-  const __m256 scale = _mm256_set1_ps(inv);
   const std::int64_t loads = (out_w + pixels - 1) / pixels;
-  for (std::int64_t s = 0; s < loads; ++s) {
-    const std::int64_t at = s * step, left = row_bytes - at;  // a load never reads past its row (or the image)
-    const __mmask64 m = left >= 64 ? ~0ULL : (1ULL << left) - 1;
-    __m512i sum = zero;
-    for (int r = 0; r < fy; ++r) {
-      const __m512i x = _mm512_maskz_loadu_epi8(m, r0 + r * row_bytes + at);
-      sum = _mm512_add_epi64(sum, _mm512_sad_epu8(_mm512_maskz_permutexvar_epi8(~0ULL, perm, x), zero));
+  // Row by row, each row front to back, the sums kept in `scratch` (64 bytes a load, within the row's 2 bytes a
+  // byte): one sequential stream the hardware prefetcher follows. Taking the fy rows in lockstep instead was as
+  // fast on cached images and 1.2x slower on images streamed from memory (0.36 vs 0.30 s a FERG-size pass).
+  for (int r = 0; r < fy; ++r) {
+    const std::uint8_t* row = r0 + r * row_bytes;
+    for (std::int64_t s = 0; s < loads; ++s) {
+      const std::int64_t at = s * step, left = row_bytes - at;  // a load never reads past its row (or the image)
+      const __mmask64 m = left >= 64 ? ~0ULL : (1ULL << left) - 1;
+      const __m512i x = _mm512_maskz_loadu_epi8(m, row + at);
+      __m512i sum = _mm512_sad_epu8(_mm512_maskz_permutexvar_epi8(~0ULL, perm, x), zero);
+      std::uint16_t* keep = scratch + s * 32;
+      if (r > 0) sum = _mm512_add_epi64(sum, _mm512_loadu_si512(keep));
+      _mm512_storeu_si512(keep, sum);
     }
-    _mm256_storeu_ps(v + s * lanes, _mm256_mul_ps(_mm512_cvtepu64_ps(sum), scale));
   }
+  const __m256 scale = _mm256_set1_ps(inv);
+  for (std::int64_t s = 0; s < loads; ++s)
+    _mm256_storeu_ps(v + s * lanes, _mm256_mul_ps(_mm512_cvtepu64_ps(_mm512_loadu_si512(scratch + s * 32)), scale));
 }
 #endif
 
@@ -242,15 +250,15 @@ const bool g_has_box8 = has_box8();
 
 // The VBMI row when the avx512 loops are in use, the CPU has VBMI and the resampling is by 8 along the row.
 bool box8(const std::uint8_t* r0, std::int64_t row_bytes, int fy, std::int64_t c, int fx, std::int64_t out_w, float inv,
-          float* v) {
+          float* v, std::uint16_t* scratch) {
 #if defined(__GNUC__) && defined(__x86_64__)
   if (fx == 8 && (c == 1 || c == 3 || c == 4) && g_has_box8 &&
       g_target.load(std::memory_order_relaxed)->accumulate == accumulate_rows_avx512) {
-    box8_rows_vbmi(r0, row_bytes, fy, static_cast<int>(c), out_w, inv, v);
+    box8_rows_vbmi(r0, row_bytes, fy, static_cast<int>(c), out_w, inv, v, scratch);
     return true;
   }
 #else
-  (void)r0, (void)row_bytes, (void)fy, (void)c, (void)fx, (void)out_w, (void)inv, (void)v;
+  (void)r0, (void)row_bytes, (void)fy, (void)c, (void)fx, (void)out_w, (void)inv, (void)v, (void)scratch;
 #endif
   return false;
 }
@@ -345,11 +353,11 @@ void process_rows_box(const ImageView& im, const Params& p, int fy, int fx, std:
   const std::int64_t plane = p.out_h * p.out_w;
   const float inv = 1.0f / static_cast<float>(fy * fx);
   const bool pow2 = (fx & (fx - 1)) == 0;
-  st.acc16.resize(static_cast<std::size_t>(row_bytes));
+  st.acc16.resize(static_cast<std::size_t>(row_bytes + 64));  // + room for the VBMI row's sums at one output pixel
   st.v.resize(static_cast<std::size_t>(p.out_w * im.c + 8));  // + the VBMI row's slack
   for (std::int64_t oy = y0; oy < y1; ++oy) {
     if (ahead) ahead->step();
-    if (box8(im.data + oy * fy * row_bytes, row_bytes, fy, im.c, fx, p.out_w, inv, st.v.data())) {
+    if (box8(im.data + oy * fy * row_bytes, row_bytes, fy, im.c, fx, p.out_w, inv, st.v.data(), st.acc16.data())) {
       emit_row(st.v.data(), im.c, p, out_image + oy * p.out_w, plane);
       continue;
     }
