@@ -11,6 +11,7 @@ and the compute floor of the model it runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -36,7 +37,7 @@ def floors(model: onnx.ModelProto, split: TestSplit, spec: InputSpec, plan: Stre
     after), and the read as the pass must do it is reported beside it (``read_remapped``), not as a floor.
     """
     stream = stream_of(split, spec, plan)
-    t_kernel, _ = timed(lambda: [stream.preprocess(0, a, b) for a, b in stream.chunks()], repeat)
+    t_kernel, _ = timed(lambda: stream.each_chunk(partial(stream.preprocess, 0)), repeat)
     out = {"kernel_stream": PathResult.of(t_kernel, split.n), "flop": compute_floor(model, split.n)}
     nbytes = split.n * split.image_bytes
     if stream.resident or not isinstance(split.images, np.memmap) or split.images.filename is None:
@@ -52,11 +53,7 @@ def floors(model: onnx.ModelProto, split: TestSplit, spec: InputSpec, plan: Stre
 
 
 def _read_times(stream: Stream, repeat: int) -> list[float]:
-    def read() -> None:
-        for a, b in stream.chunks():
-            stream.read(a, b)
-
-    times, _ = timed(read, repeat)
+    times, _ = timed(lambda: stream.each_chunk(stream.read), repeat)
     return times
 
 

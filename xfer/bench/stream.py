@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import mmap
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -155,9 +156,20 @@ class Stream:
         """One pass: predictions (argmax) for every streamed image."""
         start = mapped_file_bytes()
         preds = self._run(sess)
+        self._settle(start)
+        return preds
+
+    def each_chunk(self, fn: Callable[[int, int], object]) -> None:
+        """``fn(a, b)`` for every chunk: one pass (``read`` for the memory floor, ``preprocess`` for the kernel
+        alone), which settles the stream as ``run`` does."""
+        start = mapped_file_bytes()
+        for a, b in self.chunks():
+            fn(a, b)
+        self._settle(start)
+
+    def _settle(self, start: int) -> None:
         if self.mapping is not None and self.resident:
             self.settled = mapped_file_bytes() - start <= TRIM_SLACK
-        return preds
 
     def _run(self, sess: Any) -> np.ndarray:
         name = sess.get_inputs()[0].name
