@@ -55,6 +55,11 @@ void front(const Front& f, const float* in, std::int64_t n, float* out, int thre
 // preprocessed batch is never written. Blocks of kFusedBlock consecutive images are the threads' work items.
 constexpr std::int64_t kFusedBlock = 16;
 void front_images(const Front& f, const std::vector<ImageView>& images, const Params& p, float* out, int threads);
+// The same from a file of back-to-back (h, w, c) uint8 images starting at `offset`: each picked image is read with
+// pread into a per-thread buffer (in L2 when the front reads it). For a split too big to keep mapped: re-faulting a
+// released mapping cost more than copying the bytes out of the page cache. POSIX only (throws elsewhere).
+void front_file(const Front& f, int fd, std::int64_t offset, std::int64_t h, std::int64_t w, std::int64_t c,
+                const std::vector<std::int64_t>& index, const Params& p, float* out, int threads);
 }  // namespace cpu
 
 }  // namespace xfer

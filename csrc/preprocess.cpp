@@ -5,6 +5,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 #include <string>
@@ -71,9 +72,8 @@ void check_image_array(const py::array& a, const std::string& what) {
 // a reference to every array viewed: the kernels run with the GIL released,
 // so another thread may empty the list meanwhile, and these references are
 // what keeps the pixels alive until the call returns.
-// `index` (1-D int64 or None) picks images of a 4-D batch by position, so a test split can be streamed out of a
-// memory-mapped pack in chunks without gathering its pixels into a copy first.
-std::vector<ImageView> pick(const std::vector<ImageView>& all, const py::object& index) {
+// `index` (1-D int64) as positions into a batch of n images, each checked.
+std::vector<std::int64_t> positions(const py::object& index, std::int64_t n) {
   if (!py::isinstance<py::array>(index))
     type_error("index: expected a 1-D int64 numpy array, got " +
                py::str(py::type::handle_of(index).attr("__name__")).cast<std::string>());
@@ -82,16 +82,23 @@ std::vector<ImageView> pick(const std::vector<ImageView>& all, const py::object&
   if (ix.ndim() != 1) value_error("index: expected a 1-D array, got shape " + shape_str(ix));
   if (ix.shape(0) == 0) value_error("index: expected at least one position, got an empty index");
   auto at = ix.unchecked<std::int64_t, 1>();
-  std::vector<ImageView> views;
-  views.reserve(static_cast<std::size_t>(ix.shape(0)));
-  const auto n = static_cast<std::int64_t>(all.size());
+  std::vector<std::int64_t> out(static_cast<std::size_t>(ix.shape(0)));
   for (py::ssize_t i = 0; i < ix.shape(0); ++i) {
     const std::int64_t k = at(i);
     if (k < 0 || k >= n)
       value_error("index[" + std::to_string(i) + "]: " + std::to_string(k) + " is out of range for a batch of " +
                   std::to_string(n) + " images");
-    views.push_back(all[static_cast<std::size_t>(k)]);
+    out[static_cast<std::size_t>(i)] = k;
   }
+  return out;
+}
+
+// `index` (1-D int64 or None) picks images of a 4-D batch by position, so a test split can be streamed out of a
+// memory-mapped pack in chunks without gathering its pixels into a copy first.
+std::vector<ImageView> pick(const std::vector<ImageView>& all, const py::object& index) {
+  std::vector<ImageView> views;
+  for (const std::int64_t k : positions(index, static_cast<std::int64_t>(all.size())))
+    views.push_back(all[static_cast<std::size_t>(k)]);
   return views;
 }
 
@@ -415,6 +422,31 @@ py::array_t<float> run_front_images(const Front& f, py::handle images, std::vect
   return result;
 }
 
+py::array_t<float> run_front_file(const Front& f, int fd, std::int64_t offset, std::vector<std::int64_t> shape,
+                                  py::object index, std::vector<float> mean, std::vector<float> stdv,
+                                  const std::string& interp, py::object out, int threads) {
+  check_threads(threads, "threads");
+  if (fd < 0) value_error("fd: expected an open file descriptor, got " + std::to_string(fd));
+  if (offset < 0) value_error("offset: expected >= 0, got " + std::to_string(offset));
+  if (shape.size() != 4 || std::any_of(shape.begin(), shape.end(), [](std::int64_t d) { return d < 1; }))
+    value_error("shape: expected (N, H, W, C) of positive sizes, got " + std::to_string(shape.size()) + " values");
+  const std::int64_t h = shape[1], w = shape[2], c = shape[3];
+  if (c != 1 && c != 3 && c != 4) value_error("shape: expected 1, 3 or 4 channels, got " + std::to_string(c));
+  if (h > kMaxSide || w > kMaxSide) value_error("shape: image sides above 65536 are not supported");
+  if (f.c != 1 && f.c != 3)
+    value_error("images: this front takes " + std::to_string(f.c) + " channels; images preprocess to 1 (gray) or 3 (RGB)");
+  const Params p = make_params({f.h, f.w}, static_cast<int>(f.c), mean, stdv, interp);
+  const std::vector<std::int64_t> picked = positions(index, shape[0]);
+  py::array_t<float> result = features_out(f, static_cast<py::ssize_t>(picked.size()), out);
+  float* dst = result.mutable_data();
+  const int nthreads = threads > 0 ? threads : (g_threads > 0 ? g_threads : cpu::default_threads());
+  {
+    py::gil_scoped_release release;
+    cpu::front_file(f, fd, offset, h, w, c, picked, p, dst, nthreads);
+  }
+  return result;
+}
+
 py::array_t<float> run_front(const Front& f, py::handle x, py::object out, int threads) {
   check_threads(threads, "threads");
   py::array a = float_array(x, 4, "x");
@@ -513,7 +545,12 @@ PYBIND11_MODULE(_C, m) {
       .def("from_images", &xfer::run_front_images, py::arg("images"), py::arg("mean"), py::arg("std"),
            py::arg("interp") = "area", py::arg("index") = py::none(), py::arg("out") = py::none(), py::arg("threads") = 0,
            "uint8 images (as preprocess takes them) -> float32 (N, out_features): preprocess to (channels, height, "
-           "width) and the front fused per image, the next image prefetched meanwhile; equal to front(preprocess(...)).");
+           "width) and the front fused per image, the next image prefetched meanwhile; equal to front(preprocess(...)).")
+      .def("from_file", &xfer::run_front_file, py::arg("fd"), py::arg("offset"), py::arg("shape"), py::arg("index"),
+           py::arg("mean"), py::arg("std"), py::arg("interp") = "area", py::arg("out") = py::none(),
+           py::arg("threads") = 0,
+           "from_images for a file of back-to-back uint8 (H, W, C) images at `offset` (shape (N, H, W, C)), each "
+           "picked image read with pread into a per-thread buffer: for a split too big to keep mapped.");
   m.def("clock_mhz", [](int trials, std::int64_t steps) {
     if (trials < 1 || steps < 1)
       throw py::value_error("clock_mhz: expected trials >= 1 and steps >= 1, got " + std::to_string(trials) + " and " +

@@ -301,3 +301,55 @@ def test_front_from_images_bad_input_is_one_clear_error():
     shared = np.zeros(4 * 64 * 64 * 3, np.uint8)
     with pytest.raises(ValueError, match="out: the output buffer overlaps the input images"):
         front.from_images(shared.reshape(4, 64, 64, 3), [0.5], [0.5], out=shared[: 4 * 576 * 4].view(np.float32).reshape(4, 576))
+
+
+def test_front_from_file_reads_what_the_mapping_holds(tmp_path):
+    """from_file (pread into per-thread buffers) gives exactly what from_images gives on the memory-mapped array."""
+    import os
+
+    from xfer.preprocess import kernel_target, kernel_targets, set_kernel_target
+
+    rng = np.random.default_rng(4)
+    np.save(tmp_path / "images.npy", rng.integers(0, 256, (37, 64, 64, 3), np.uint8))
+    images = np.load(tmp_path / "images.npy", mmap_mode="r")
+    index = rng.integers(0, 37, 41).astype(np.int64)
+    front = _C.Front(1, 32, 32, LENET_STEPS)
+    fd = os.open(tmp_path / "images.npy", os.O_RDONLY)
+    first = kernel_target()
+    try:
+        for t in kernel_targets():
+            set_kernel_target(t)
+            want = front.from_images(images, [0.4], [0.3], index=index, threads=1)
+            for threads in (1, 2, 3):
+                got = front.from_file(fd, images.offset, list(images.shape), index, [0.4], [0.3], threads=threads)
+                assert np.array_equal(got, want), (t, threads)
+    finally:
+        set_kernel_target(first)
+        os.close(fd)
+
+
+def test_front_from_file_bad_input_is_one_clear_error(tmp_path):
+    import os
+
+    path = tmp_path / "short.bin"
+    path.write_bytes(bytes(64 * 64 * 3 * 2 + 100))  # two images and a bit, not the four the shape says
+    front = _C.Front(1, 32, 32, LENET_STEPS)
+    fd = os.open(path, os.O_RDONLY)
+    shape, idx = [4, 64, 64, 3], np.array([0, 1, 2], np.int64)
+    try:
+        with pytest.raises(RuntimeError, match=r"images file: ends before byte 36864 \(read 100 of 12288 bytes at offset 24576\)"):
+            front.from_file(fd, 0, shape, idx, [0.5], [0.5], threads=1)
+        with pytest.raises(ValueError, match=r"index\[2\]: 4 is out of range for a batch of 4 images"):
+            front.from_file(fd, 0, shape, np.array([0, 1, 4], np.int64), [0.5], [0.5])
+        with pytest.raises(ValueError, match=r"offset: expected >= 0, got -1"):
+            front.from_file(fd, -1, shape, idx, [0.5], [0.5])
+        with pytest.raises(ValueError, match=r"shape: expected 1, 3 or 4 channels, got 2"):
+            front.from_file(fd, 0, [4, 64, 64, 2], idx, [0.5], [0.5])
+        with pytest.raises(ValueError, match=r"shape: expected \(N, H, W, C\) of positive sizes"):
+            front.from_file(fd, 0, [4, 64, 64], idx, [0.5], [0.5])
+        with pytest.raises(ValueError, match=r"fd: expected an open file descriptor, got -1"):
+            front.from_file(-1, 0, shape, idx, [0.5], [0.5])
+    finally:
+        os.close(fd)
+    with pytest.raises(RuntimeError, match=r"images file: reading 12288 bytes at offset 0 failed: Bad file descriptor"):
+        front.from_file(fd, 0, shape, idx, [0.5], [0.5], threads=1)

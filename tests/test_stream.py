@@ -53,6 +53,34 @@ def test_mapped_pages_are_released_when_the_pack_exceeds_the_budget(trained_froz
     assert small.mapping is not None and big.mapping is None  # the pack really is memory-mapped
 
 
+@pytest.mark.skipif(not hasattr(__import__("os"), "pread"), reason="needs POSIX pread")
+def test_a_split_over_the_watch_goes_through_the_front_by_pread(trained_frozen, synth_pack):
+    """Re-faulting a released mapping costs more than copying the bytes out of the page cache, so a split over the
+    watch reaches the kernel's front by pread: the same predictions, nothing released, nothing of the pack mapped."""
+    from xfer.bench.front import split_front
+
+    model, spec = _spec(trained_frozen)
+    split = bench.test_split(model, str(synth_pack), 200)
+    cut = split_front(model)
+    assert cut is not None
+    head = bench.session(cut.head.SerializeToString(), 1, spinning=False)
+    over = Stream(split.images, split.order, split.n, spec, StreamPlan(8, False, 2, release_bytes=1 << 20), cut)
+    kept = Stream(split.images, split.order, split.n, spec, StreamPlan(8, False, 2, release_bytes=1 << 40), cut)
+    assert over.fd is not None and kept.fd is None and not over.resident
+    np.testing.assert_array_equal(over.run(head), kept.run(head))
+    assert over.releases == 0 and over._pieces(8) == [(0, 8)]
+    whole = bench.session(model.SerializeToString(), 1, spinning=False)
+    np.testing.assert_array_equal(over.run(head), Stream(split.images, split.order, split.n, spec,
+                                                         StreamPlan(8, False, 1)).run(whole))
+    d = {"releases": 0, "trims": 0, "resident": False, "split_mb": 8.0, "watch_mb": 1.75, "pread": True}
+    assert pages_note(PathResult.of([1.0], 200, **d)) == (
+        "the test split's 8 MB is over the 2 MB watch: its images were read with pread into per-thread buffers, "
+        "nothing mapped")
+    view = split.images[1:]  # a view: its offset is not where its bytes start, so it is read through the mapping
+    assert Stream(view, split.order[split.order > 0] - 1, 50, spec, StreamPlan(8, False, 1, release_bytes=1 << 20),
+                  cut).fd is None
+
+
 def _mapped_kib(path) -> int:
     """Resident KiB of this process's mappings of ``path`` (``/proc/self/smaps``)."""
     import re

@@ -2,9 +2,14 @@
 // (borders written once); a pool right after a conv runs inside it when its windows do not overlap, any other
 // reads the previous layer's output; the last layer writes the caller's row.
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
+#include <stdexcept>
 #include <string>
 #include <vector>
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
 
 #include "front.h"
 #include "preprocess.h"
@@ -188,6 +193,57 @@ void front_images(const Front& f, const std::vector<ImageView>& images, const Pa
       s.ahead.start(nx ? nx->data : nullptr, nx ? nx->h * nx->w * nx->c : 0, p.out_h);
       preprocess_image(im, p, s.input.data(), s.resize, &s.ahead);
       run_image(f, loops, s.input.data(), out + i * f.out_features, s, &s.ahead);
+    }
+  });
+}
+
+namespace {
+
+// `bytes` bytes at `offset` of fd into buf, or a one-line error naming the offset.
+void read_exactly(int fd, std::uint8_t* buf, std::int64_t bytes, std::int64_t offset) {
+#if defined(__unix__) || defined(__APPLE__)
+  std::int64_t done = 0;
+  while (done < bytes) {
+    const ssize_t got = ::pread(fd, buf + done, static_cast<std::size_t>(bytes - done), static_cast<off_t>(offset + done));
+    if (got > 0) {
+      done += got;
+    } else if (got == 0) {
+      throw std::runtime_error("images file: ends before byte " + std::to_string(offset + bytes) + " (read " +
+                               std::to_string(done) + " of " + std::to_string(bytes) + " bytes at offset " +
+                               std::to_string(offset) + "): shorter than its header says");
+    } else if (errno != EINTR) {
+      throw std::runtime_error("images file: reading " + std::to_string(bytes) + " bytes at offset " +
+                               std::to_string(offset) + " failed: " + std::strerror(errno));
+    }
+  }
+#else
+  (void)fd, (void)buf, (void)bytes, (void)offset;
+  throw std::runtime_error("images file: reading by file descriptor needs POSIX pread");
+#endif
+}
+
+}  // namespace
+
+void front_file(const Front& f, int fd, std::int64_t offset, std::int64_t h, std::int64_t w, std::int64_t c,
+                const std::vector<std::int64_t>& index, const Params& p, float* out, int threads) {
+  const Loops loops = loops_for(target());
+  const Sizes z = sizes_of(f);
+  const std::int64_t n = static_cast<std::int64_t>(index.size()), bytes = h * w * c;
+  const std::int64_t blocks = (n + kFusedBlock - 1) / kFusedBlock;
+  struct Scratch : FrontScratch {
+    ResizeScratch resize;
+    std::vector<float> input;
+    std::vector<std::uint8_t> pixels;
+  };
+  parallel_for<Scratch>(blocks, threads, [&](std::int64_t b, Scratch& s) {
+    ready(f, z, s);
+    s.input.resize(static_cast<std::size_t>(f.c * f.h * f.w));
+    s.pixels.resize(static_cast<std::size_t>(bytes));
+    const std::int64_t i1 = std::min(n, (b + 1) * kFusedBlock);
+    for (std::int64_t i = b * kFusedBlock; i < i1; ++i) {
+      read_exactly(fd, s.pixels.data(), bytes, offset + index[static_cast<std::size_t>(i)] * bytes);
+      preprocess_image(ImageView{s.pixels.data(), h, w, c}, p, s.input.data(), s.resize, nullptr);
+      run_image(f, loops, s.input.data(), out + i * f.out_features, s, nullptr);
     }
   });
 }
