@@ -208,10 +208,9 @@ class FrontRunner:
         """The features of ``images[index]`` into ``out`` (len(index) rows of ``buffer``)."""
         return self.kernel.from_images(images, self.mean, self.std, index=index, out=out, threads=self.threads)
 
-    def from_file(self, fd: int, images: np.memmap, index: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """As ``__call__``, each picked image of the memory-mapped ``images`` read from ``fd`` with pread instead."""
-        return self.kernel.from_file(fd, int(images.offset), list(images.shape), index, self.mean, self.std, out=out,
-                                     threads=self.threads)
+    def from_file(self, fd: int, offset: int, shape: tuple[int, ...], index: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """As ``__call__``, for images of ``shape`` at ``offset`` of the file ``fd``, each picked one read with pread."""
+        return self.kernel.from_file(fd, offset, list(shape), index, self.mean, self.std, out=out, threads=self.threads)
 
     def head_input(self, features: np.ndarray) -> np.ndarray:
         """Features as the head takes them: (N, features) after a Flatten, else (N, C, H, W)."""

@@ -98,6 +98,7 @@ class Stream:
             with contextlib.suppress(AttributeError, OSError):  # Linux only; elsewhere nothing maps a PMD
                 self.mapping.madvise(mmap.MADV_NOHUGEPAGE)
             self.gaps = gaps_between(images, self.mapping, split)
+        self.file_offset = 0  # where the images start in the file read by pread
         self.fd = self._file() if self.front is not None and self.mapping is not None and not self.resident else None
         self.releasing = False
         self.settled = False  # a resident split's pass mapped nothing new: whole chunks, no checks between pieces
@@ -118,6 +119,7 @@ class Stream:
         except OSError:
             return None
         weakref.finalize(self, os.close, fd)
+        self.file_offset = int(im.offset)
         return fd
 
     def chunks(self) -> list[tuple[int, int]]:
@@ -159,7 +161,7 @@ class Stream:
                 preprocess(self.images, self.size, self.channels, self.mean, self.std, out=out[i:j],
                            threads=self.plan.kernel_threads, index=index[i:j])
             elif self.fd is not None:
-                self.front.from_file(self.fd, self.images, index[i:j], out[i:j])
+                self.front.from_file(self.fd, self.file_offset, self.images.shape, index[i:j], out[i:j])
             else:
                 self.front(self.images, index[i:j], out[i:j])
             self._release()
