@@ -201,6 +201,8 @@ def test_scaling_follows_the_lead_to_its_streamed_pass():
     assert bench.streamed_lead(rep("kernel+ort_int8", stream_int8=0.5, stream_front_int8=0.4, stream=0.1)) == \
         "stream_front_int8"
     assert bench.streamed_lead(rep("kernel+ort", stream=0.6, stream_front=0.7, stream_int8=0.1)) == "stream"
+    assert bench.streamed_lead(rep("kernel+ort_front_int8", stream_int8=0.5, stream_front_int8=0.4)) == \
+        "stream_front_int8"
 
 
 def test_the_read_floor_of_a_split_over_the_watch_reads_pages_kept_mapped(trained_frozen, synth_pack):

@@ -164,11 +164,12 @@ def _trans_b(node: onnx.NodeProto) -> bool:
 
 # the gathered path each streamed one is compared with, like for like (same model)
 GATHERED_OF = {"stream": "kernel+ort", "stream_int8": "kernel+ort_int8",
-               "stream_front": "kernel+ort", "stream_front_int8": "kernel+ort_int8"}
+               "stream_front": "kernel+ort_front", "stream_front_int8": "kernel+ort_front_int8"}
 # the streamed pass of the same model with its convolutions in the kernel
 FRONT_OF = {"stream": "stream_front", "stream_int8": "stream_front_int8"}
-COMPUTE_FLOOR_OF = {"stream": "flop", "kernel+ort": "flop", "stream_front": "flop",
-                    "stream_int8": "flop_int8", "kernel+ort_int8": "flop_int8", "stream_front_int8": "flop_int8"}
+COMPUTE_FLOOR_OF = {"stream": "flop", "kernel+ort": "flop", "stream_front": "flop", "kernel+ort_front": "flop",
+                    "stream_int8": "flop_int8", "kernel+ort_int8": "flop_int8", "stream_front_int8": "flop_int8",
+                    "kernel+ort_front_int8": "flop_int8"}
 
 
 @dataclass

@@ -204,8 +204,8 @@ class FrontRunner:
     def buffer(self, rows: int) -> np.ndarray:
         return np.empty((rows, self.kernel.out_features), np.float32)
 
-    def __call__(self, images: np.ndarray, index: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """The features of ``images[index]`` into ``out`` (len(index) rows of ``buffer``)."""
+    def __call__(self, images: np.ndarray, index: np.ndarray | None, out: np.ndarray) -> np.ndarray:
+        """The features of ``images[index]`` (every image when None) into ``out`` (a row of ``buffer`` each)."""
         return self.kernel.from_images(images, self.mean, self.std, index=index, out=out, threads=self.threads)
 
     def from_file(self, fd: int, offset: int, shape: tuple[int, ...], index: np.ndarray, out: np.ndarray) -> np.ndarray:

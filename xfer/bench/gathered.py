@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from xfer.bench.front import FrontRunner, FrontSplit
 from xfer.bench.inputs import Gathered
 from xfer.bench.session import OrtTuning, infer, session, tune_ort
 from xfer.bench.timing import PathResult, timed
@@ -53,6 +54,22 @@ def gathered_again(model_bytes: bytes, g: Gathered, spec: InputSpec, tuning: Ort
     x = np.empty((len(g.images), spec.channels, *spec.size), np.float32)
     t_all, pred = _kernel_then_ort(session(model_bytes, tuning.threads), g, spec, tuning.batch, x, repeat)
     return PathResult.of(t_all, len(x), float((pred == g.labels).mean()))
+
+
+def gathered_front(cut: FrontSplit, g: Gathered, spec: InputSpec, tuning: OrtTuning, repeat: int) -> PathResult:
+    """The gathered twin of a streamed pass through the kernel's front: the gathered images straight to features
+    (``Front.from_images``, every image at once), then ONNX Runtime runs the head over them in the float pass's
+    batches and threads."""
+    runner = FrontRunner(cut, spec, 0)
+    feats = runner.buffer(len(g.images))
+    sess = session(cut.head.SerializeToString(), tuning.threads)
+
+    def front_ort() -> np.ndarray:
+        runner(g.images, None, feats)
+        return infer(sess, runner.head_input(feats), tuning.batch)
+
+    times, pred = timed(front_ort, repeat)
+    return PathResult.of(times, len(feats), float((pred == g.labels).mean()))
 
 
 def _kernel_then_ort(sess: Any, g: Gathered, spec: InputSpec, batch: int, x: np.ndarray,

@@ -36,6 +36,8 @@ OWN_PATHS = [
     PathInfo("stream", "streamed kernel + ORT (float)", True),
     PathInfo("kernel+ort", "old path: gathered, then kernel, then ORT", True),
     PathInfo("kernel+ort_int8", "gathered, then kernel, then ORT, int8 head", True),
+    PathInfo("kernel+ort_front_int8", "gathered, then kernel + kernel's convs, then ORT, int8 head", True),
+    PathInfo("kernel+ort_front", "gathered, then kernel + kernel's convs, then ORT (float)", True),
     PathInfo("copy", "memory copy of the gathered input", False),
     PathInfo("kernel", "C++ kernel on the gathered input", False),
     PathInfo("ort_inference", "ONNX Runtime inference alone", False),

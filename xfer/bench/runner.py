@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from xfer.bench.baselines import BaselineInput, run_baselines
 from xfer.bench.floors import FRONT_OF, GATHERED_OF, binding_floor, compute_floor, copy_floor, floors
 from xfer.bench.front import FrontSplit, split_front
-from xfer.bench.gathered import gathered_again, gathered_pass, gpu_pass
+from xfer.bench.gathered import gathered_again, gathered_front, gathered_pass, gpu_pass
 from xfer.bench.inputs import TestSplit, gather, test_split
 from xfer.bench.report import BenchReport, OrtChoice, environment, is_end_to_end, ratios
 from xfer.bench.session import pick_device
@@ -121,6 +121,12 @@ def _gathered(job: GatheredRun, rep: BenchReport, lead: Lead) -> Lead:
     rep.ort_materialised = gp.tuning
     if lead.int8 is not None:
         paths["kernel+ort_int8"] = gathered_again(lead.int8, g, spec, gp.tuning, repeat)
+    if lead.path in STREAMED and STREAMED[lead.path].front:  # the front's twin: the same pipeline on gathered images
+        import onnx
+
+        cut = split_front(onnx.load_from_string(lead.int8) if STREAMED[lead.path].int8 and lead.int8 else job.model)
+        if cut is not None:
+            paths[GATHERED_OF[lead.path]] = gathered_front(cut, g, spec, gp.tuning, repeat)
     if job.gpu_session is not None:
         paths["cuda_kernel+ort_cuda"] = gpu_pass(job.gpu_session, g, spec, gp.tuning.batch, repeat, gp.predictions)
     paths["copy"] = copy_floor(g, repeat)
@@ -197,7 +203,8 @@ def streamed_lead(rep: BenchReport) -> str:
     pass of the same model."""
     if rep.xfer in STREAMED:
         return rep.xfer
-    same = [k for k, g in GATHERED_OF.items() if g == rep.xfer and k in rep.paths]
+    int8 = rep.xfer.endswith("_int8")
+    same = [k for k, row in STREAMED.items() if row.int8 == int8 and k in rep.paths]
     return min(same, key=lambda k: rep.paths[k].median_s) if same else "stream"
 
 
