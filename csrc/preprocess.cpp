@@ -422,10 +422,13 @@ py::array_t<float> run_front_images(const Front& f, py::handle images, std::vect
   return result;
 }
 
-py::array_t<float> run_front_file(const Front& f, int fd, std::int64_t offset, std::vector<std::int64_t> shape,
-                                  py::object index, std::vector<float> mean, std::vector<float> stdv,
-                                  const std::string& interp, py::object out, int threads) {
-  check_threads(threads, "threads");
+// A file of back-to-back (H, W, C) uint8 images from `offset`, and the picked ones, checked.
+struct FileImages {
+  std::int64_t h, w, c;
+  std::vector<std::int64_t> picked;
+};
+
+FileImages file_images(int fd, std::int64_t offset, const std::vector<std::int64_t>& shape, const py::object& index) {
   if (fd < 0) value_error("fd: expected an open file descriptor, got " + std::to_string(fd));
   if (offset < 0) value_error("offset: expected >= 0, got " + std::to_string(offset));
   if (shape.size() != 4 || std::any_of(shape.begin(), shape.end(), [](std::int64_t d) { return d < 1; }))
@@ -433,16 +436,52 @@ py::array_t<float> run_front_file(const Front& f, int fd, std::int64_t offset, s
   const std::int64_t h = shape[1], w = shape[2], c = shape[3];
   if (c != 1 && c != 3 && c != 4) value_error("shape: expected 1, 3 or 4 channels, got " + std::to_string(c));
   if (h > kMaxSide || w > kMaxSide) value_error("shape: image sides above 65536 are not supported");
+  return {h, w, c, positions(index, shape[0])};
+}
+
+int threads_of(int threads) { return threads > 0 ? threads : (g_threads > 0 ? g_threads : cpu::default_threads()); }
+
+py::array_t<float> run_front_file(const Front& f, int fd, std::int64_t offset, std::vector<std::int64_t> shape,
+                                  py::object index, std::vector<float> mean, std::vector<float> stdv,
+                                  const std::string& interp, py::object out, int threads) {
+  check_threads(threads, "threads");
+  const FileImages im = file_images(fd, offset, shape, index);
   if (f.c != 1 && f.c != 3)
     value_error("images: this front takes " + std::to_string(f.c) + " channels; images preprocess to 1 (gray) or 3 (RGB)");
   const Params p = make_params({f.h, f.w}, static_cast<int>(f.c), mean, stdv, interp);
-  const std::vector<std::int64_t> picked = positions(index, shape[0]);
-  py::array_t<float> result = features_out(f, static_cast<py::ssize_t>(picked.size()), out);
+  py::array_t<float> result = features_out(f, static_cast<py::ssize_t>(im.picked.size()), out);
   float* dst = result.mutable_data();
-  const int nthreads = threads > 0 ? threads : (g_threads > 0 ? g_threads : cpu::default_threads());
   {
     py::gil_scoped_release release;
-    cpu::front_file(f, fd, offset, h, w, c, picked, p, dst, nthreads);
+    cpu::front_file(f, fd, offset, im.h, im.w, im.c, im.picked, p, dst, threads_of(threads));
+  }
+  return result;
+}
+
+py::array_t<float> preprocess_file(int fd, std::int64_t offset, std::vector<std::int64_t> shape, py::object index,
+                                   std::pair<std::int64_t, std::int64_t> size, int channels, std::vector<float> mean,
+                                   std::vector<float> stdv, const std::string& interp, py::object out, int threads) {
+  check_threads(threads, "threads");
+  const FileImages im = file_images(fd, offset, shape, index);
+  const Params p = make_params(size, channels, mean, stdv, interp);
+  const auto n = static_cast<py::ssize_t>(im.picked.size());
+  const std::vector<py::ssize_t> want{n, channels, p.out_h, p.out_w};
+  py::array_t<float> result;
+  if (out.is_none()) {
+    result = py::array_t<float>(want);
+  } else {
+    py::array o = float_array(out, 4, "out");
+    for (int i = 0; i < 4; ++i)
+      if (o.shape(i) != want[static_cast<std::size_t>(i)])
+        value_error("out: expected shape (" + std::to_string(n) + ", " + std::to_string(channels) + ", " +
+                    std::to_string(p.out_h) + ", " + std::to_string(p.out_w) + "), got " + shape_str(o));
+    if (!o.writeable()) value_error("out: expected a writeable array, got a read-only one");
+    result = py::reinterpret_borrow<py::array_t<float>>(o);
+  }
+  float* dst = result.mutable_data();
+  {
+    py::gil_scoped_release release;
+    cpu::preprocess_file(fd, offset, im.h, im.w, im.c, im.picked, p, dst, threads_of(threads));
   }
   return result;
 }
@@ -512,6 +551,20 @@ PYBIND11_MODULE(_C, m) {
     return xfer::cpu::read_all(views, n);
   }, py::arg("images"), py::arg("threads") = 0, py::arg("index") = py::none(),
      "Read every byte of the images once (the same images, index and threads as preprocess): the memory floor.");
+  m.def("preprocess_file", &xfer::preprocess_file, py::arg("fd"), py::arg("offset"), py::arg("shape"), py::arg("index"),
+        py::arg("size"), py::arg("channels") = 1, py::arg("mean") = std::vector<float>{0.0f},
+        py::arg("std") = std::vector<float>{1.0f}, py::arg("interp") = "area", py::arg("out") = py::none(),
+        py::arg("threads") = 0,
+        "preprocess (CPU) for a file of back-to-back uint8 (H, W, C) images at `offset` (shape (N, H, W, C)), each "
+        "picked image read with pread into a per-thread buffer: for a split too big to keep mapped.");
+  m.def("read_floor_file", [](int fd, std::int64_t offset, std::vector<std::int64_t> shape, py::object index,
+                              int threads) {
+    xfer::check_threads(threads, "threads");
+    const xfer::FileImages im = xfer::file_images(fd, offset, shape, index);
+    py::gil_scoped_release release;
+    xfer::cpu::read_file(fd, offset, im.h * im.w * im.c, im.picked, xfer::threads_of(threads));
+  }, py::arg("fd"), py::arg("offset"), py::arg("shape"), py::arg("index"), py::arg("threads") = 0,
+     "Read the picked images' bytes by pread and nothing else (the same file, index and threads as preprocess_file).");
   m.def("_check_worker_failure", [](std::int64_t items, int threads, std::int64_t fail_at) {
     // The kernel's thread pool with a body that throws at item `fail_at`: proves a worker's exception
     // reaches Python (as MemoryError for bad_alloc) with every thread joined.

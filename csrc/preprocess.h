@@ -131,6 +131,15 @@ void parallel_for(std::int64_t items, int threads, Body body) {
 }
 
 void preprocess(const std::vector<ImageView>& images, const Params& p, float* out, int threads);
+// Images of (h, w, c) uint8 back to back in a file from `offset`: each picked one read with pread into a per-thread
+// buffer and preprocessed there. For a split too big to keep mapped: re-faulting a released mapping cost more than
+// copying the bytes out of the page cache. POSIX only (throws elsewhere).
+void preprocess_file(int fd, std::int64_t offset, std::int64_t h, std::int64_t w, std::int64_t c,
+                     const std::vector<std::int64_t>& index, const Params& p, float* out, int threads);
+// The picked images' bytes read by pread and nothing else: the read floor of a pass that reads that way.
+void read_file(int fd, std::int64_t offset, std::int64_t image_bytes, const std::vector<std::int64_t>& index, int threads);
+// `bytes` bytes at `offset` of fd into buf, or a one-line error naming the offset.
+void read_exactly(int fd, std::uint8_t* buf, std::int64_t bytes, std::int64_t offset);
 // One image into out (out_c * out_h * out_w floats) on the calling thread, exactly as preprocess does it, with a
 // step of `ahead` (may be null) per output row: the start of the fused front.
 void preprocess_image(const ImageView& im, const Params& p, float* out, ResizeScratch& s, Ahead* ahead);

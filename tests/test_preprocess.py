@@ -310,6 +310,37 @@ def test_box_by_eight_is_the_same_on_every_target(restore_target, shape, size, c
         assert np.array_equal(y, got["baseline"]), t
 
 
+@pytest.mark.skipif(not hasattr(os, "pread"), reason="needs POSIX pread")
+def test_preprocess_file_reads_what_the_mapping_holds(restore_target, tmp_path):
+    """preprocess_file (pread into per-thread buffers) gives exactly what preprocess gives on the mapped array, on
+    every target, whole factors and taps; bad files and arguments are one line naming the offset or argument."""
+    from xfer.preprocess import kernel_targets, preprocess_file, read_floor_file, set_kernel_target
+
+    rng = np.random.default_rng(8)
+    np.save(tmp_path / "images.npy", rng.integers(0, 256, (9, 64, 40, 3), np.uint8))
+    images = np.load(tmp_path / "images.npy", mmap_mode="r")
+    index = np.array([8, 0, 3, 3, 5], np.int64)
+    fd = os.open(tmp_path / "images.npy", os.O_RDONLY)
+    try:
+        for t in kernel_targets():
+            set_kernel_target(t)
+            for size in ((8, 5), (13, 7)):
+                want = preprocess(images, size, 1, 0.4, 0.3, index=index)
+                for threads in (1, 3):
+                    got = preprocess_file(fd, images.offset, images.shape, index, size, 1, 0.4, 0.3, threads=threads)
+                    assert np.array_equal(got, want), (t, size, threads)
+        read_floor_file(fd, images.offset, images.shape, index)
+        with pytest.raises(RuntimeError, match=r"images file: ends before byte \d+ \(read \d+ of 7680 bytes"):
+            preprocess_file(fd, images.offset, (12, 64, 40, 3), np.array([11], np.int64), 8, 1, 0.4, 0.3)
+        with pytest.raises(ValueError, match=r"out: expected shape \(5, 1, 8, 5\), got \(5, 1, 8, 4\)"):
+            preprocess_file(fd, images.offset, images.shape, index, (8, 5), 1, 0.4, 0.3,
+                            out=np.zeros((5, 1, 8, 4), np.float32))
+        with pytest.raises(ValueError, match=r"index\[0\]: 9 is out of range for a batch of 9 images"):
+            read_floor_file(fd, images.offset, images.shape, np.array([9], np.int64))
+    finally:
+        os.close(fd)
+
+
 def test_dispatch_target_is_pinned_by_the_environment(tmp_path):
     """XFER_ISA pins the kernel's dispatch (and what xfer.hw reports); a bad value is one line, not a traceback."""
     import subprocess

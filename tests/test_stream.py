@@ -39,7 +39,7 @@ def test_stream_predicts_what_the_gathered_pass_predicts(trained_frozen, synth_p
 def test_mapped_pages_are_released_when_the_pack_exceeds_the_budget(trained_frozen, synth_pack):
     model, spec = _spec(trained_frozen)
     split = bench.test_split(model, str(synth_pack), 200)
-    small = Stream(split.images, split.order, split.n, spec, StreamPlan(8, False, 1, release_bytes=1 << 20))
+    small = Stream(split.images, split.order, split.n, spec, StreamPlan(8, False, 1, release_bytes=1 << 20, pread=False))
     big = Stream(split.images, split.order, split.n, spec, StreamPlan(8, False, 1, release_bytes=1 << 40))
     sess = bench.session(model.SerializeToString(), 1, spinning=False)
     np.testing.assert_array_equal(small.run(sess), big.run(sess))
@@ -54,9 +54,9 @@ def test_mapped_pages_are_released_when_the_pack_exceeds_the_budget(trained_froz
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "pread"), reason="needs POSIX pread")
-def test_a_split_over_the_watch_goes_through_the_front_by_pread(trained_frozen, synth_pack):
+def test_a_split_over_the_watch_is_read_by_pread(trained_frozen, synth_pack):
     """Re-faulting a released mapping costs more than copying the bytes out of the page cache, so a split over the
-    watch reaches the kernel's front by pread: the same predictions, nothing released, nothing of the pack mapped."""
+    watch reaches the kernel (and its front) by pread: the same predictions, nothing released, nothing mapped."""
     from xfer.bench.front import split_front
 
     model, spec = _spec(trained_frozen)
@@ -76,6 +76,11 @@ def test_a_split_over_the_watch_goes_through_the_front_by_pread(trained_frozen, 
     assert pages_note(PathResult.of([1.0], 200, **d)) == (
         "the test split's 8 MB is over the 2 MB watch: its images were read with pread into per-thread buffers, "
         "nothing mapped")
+    plain = Stream(split.images, split.order, split.n, spec, StreamPlan(8, False, 2, release_bytes=1 << 20))
+    assert plain.fd is not None  # without a front too: the kernel alone reads by pread
+    np.testing.assert_array_equal(plain.run(whole), Stream(split.images, split.order, split.n, spec,
+                                                           StreamPlan(8, False, 1)).run(whole))
+    assert plain.releases == 0
     view = split.images[1:]  # a view: its offset is not where its bytes start, so it is read through the mapping
     assert Stream(view, split.order[split.order > 0] - 1, 50, spec, StreamPlan(8, False, 1, release_bytes=1 << 20),
                   cut).fd is None
@@ -209,9 +214,12 @@ def test_the_read_floor_of_a_split_over_the_watch_reads_pages_kept_mapped(traine
     """Re-mapping a split too big to keep costs more than reading it: that is reported, but the floor is the read."""
     model, spec = _spec(trained_frozen)
     split = bench.test_split(model, str(synth_pack), 100)
-    over = floors(model, split, spec, StreamPlan(16, False, 1, release_bytes=1 << 20), repeat=1)  # 42 images: 8.3 MB
+    over = floors(model, split, spec, StreamPlan(16, False, 1, release_bytes=1 << 20, pread=False), repeat=1)  # 8.3 MB
     assert over["read_remapped"].details["releases_per_pass"] > 0
     assert over["read"].details["images_kept_mapped"] == int(1.75 * (1 << 20)) // split.image_bytes
     assert over["read"].details["bytes"] == over["read_remapped"].details["bytes"] == 100 * split.image_bytes
+    by_pread = floors(model, split, spec, StreamPlan(16, False, 1, release_bytes=1 << 20), repeat=1)
+    assert by_pread["read_pread"].details["releases_per_pass"] == 0 and "read_remapped" not in by_pread
+    assert by_pread["read"].details["images_kept_mapped"] == over["read"].details["images_kept_mapped"]
     kept = floors(model, split, spec, StreamPlan(16, False, 1, release_bytes=1 << 40), repeat=1)
-    assert "read_remapped" not in kept and "images_kept_mapped" not in kept["read"].details
+    assert not {"read_remapped", "read_pread"} & set(kept) and "images_kept_mapped" not in kept["read"].details

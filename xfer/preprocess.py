@@ -112,6 +112,22 @@ def read_floor(images: np.ndarray, threads: int = 0, index: np.ndarray | None = 
     return int(_C.read_floor(images, _threads(threads), index))
 
 
+def preprocess_file(fd: int, offset: int, shape: Sequence[int], index: np.ndarray, size: int | Sequence[int],
+                    channels: int, mean: float | Sequence[float], std: float | Sequence[float], interp: str = "area",
+                    out: np.ndarray | None = None, threads: int = 0) -> np.ndarray:
+    """``preprocess`` on the CPU for images of ``shape`` (N, H, W, C) stored back to back at ``offset`` of the open
+    file ``fd``: each image ``index`` picks is read with pread into a per-thread buffer, nothing is mapped (a split
+    too big to keep mapped costs more to re-fault than to copy out of the page cache). POSIX only."""
+    _pin_target()
+    return _C.preprocess_file(fd, int(offset), [int(d) for d in shape], index, _size(size), int(channels),
+                              _floats(mean), _floats(std), interp, out, _threads(threads))
+
+
+def read_floor_file(fd: int, offset: int, shape: Sequence[int], index: np.ndarray, threads: int = 0) -> None:
+    """Read the bytes of the images ``index`` picks by pread, as ``preprocess_file`` does, and nothing else."""
+    _C.read_floor_file(fd, int(offset), [int(d) for d in shape], index, _threads(threads))
+
+
 _pinned: list[str] = []  # the XFER_ISA value applied, once per process
 
 

@@ -2,14 +2,9 @@
 // (borders written once); a pool right after a conv runs inside it when its windows do not overlap, any other
 // reads the previous layer's output; the last layer writes the caller's row.
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
-#include <stdexcept>
 #include <string>
 #include <vector>
-#if defined(__unix__) || defined(__APPLE__)
-#include <unistd.h>
-#endif
 
 #include "front.h"
 #include "preprocess.h"
@@ -196,33 +191,6 @@ void front_images(const Front& f, const std::vector<ImageView>& images, const Pa
     }
   });
 }
-
-namespace {
-
-// `bytes` bytes at `offset` of fd into buf, or a one-line error naming the offset.
-void read_exactly(int fd, std::uint8_t* buf, std::int64_t bytes, std::int64_t offset) {
-#if defined(__unix__) || defined(__APPLE__)
-  std::int64_t done = 0;
-  while (done < bytes) {
-    const ssize_t got = ::pread(fd, buf + done, static_cast<std::size_t>(bytes - done), static_cast<off_t>(offset + done));
-    if (got > 0) {
-      done += got;
-    } else if (got == 0) {
-      throw std::runtime_error("images file: ends before byte " + std::to_string(offset + bytes) + " (read " +
-                               std::to_string(done) + " of " + std::to_string(bytes) + " bytes at offset " +
-                               std::to_string(offset) + "): shorter than its header says");
-    } else if (errno != EINTR) {
-      throw std::runtime_error("images file: reading " + std::to_string(bytes) + " bytes at offset " +
-                               std::to_string(offset) + " failed: " + std::strerror(errno));
-    }
-  }
-#else
-  (void)fd, (void)buf, (void)bytes, (void)offset;
-  throw std::runtime_error("images file: reading by file descriptor needs POSIX pread");
-#endif
-}
-
-}  // namespace
 
 void front_file(const Front& f, int fd, std::int64_t offset, std::int64_t h, std::int64_t w, std::int64_t c,
                 const std::vector<std::int64_t>& index, const Params& p, float* out, int threads) {

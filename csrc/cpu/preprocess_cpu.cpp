@@ -15,6 +15,10 @@
 #ifdef __linux__
 #include <sched.h>
 #endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
+#include <cerrno>
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -448,6 +452,50 @@ void preprocess_image(const ImageView& im, const Params& p, float* out, ResizeSc
     s.taps_w = im.w;
   }
   process_rows(im, p, s.ty, s.tx, 0, p.out_h, out, s, ahead);
+}
+
+void read_exactly(int fd, std::uint8_t* buf, std::int64_t bytes, std::int64_t offset) {
+#if defined(__unix__) || defined(__APPLE__)
+  std::int64_t done = 0;
+  while (done < bytes) {
+    const ssize_t got = ::pread(fd, buf + done, static_cast<std::size_t>(bytes - done), static_cast<off_t>(offset + done));
+    if (got > 0) {
+      done += got;
+    } else if (got == 0) {
+      throw std::runtime_error("images file: ends before byte " + std::to_string(offset + bytes) + " (read " +
+                               std::to_string(done) + " of " + std::to_string(bytes) + " bytes at offset " +
+                               std::to_string(offset) + "): shorter than its header says");
+    } else if (errno != EINTR) {
+      throw std::runtime_error("images file: reading " + std::to_string(bytes) + " bytes at offset " +
+                               std::to_string(offset) + " failed: " + std::strerror(errno));
+    }
+  }
+#else
+  (void)fd, (void)buf, (void)bytes, (void)offset;
+  throw std::runtime_error("images file: reading by file descriptor needs POSIX pread");
+#endif
+}
+
+void preprocess_file(int fd, std::int64_t offset, std::int64_t h, std::int64_t w, std::int64_t c,
+                     const std::vector<std::int64_t>& index, const Params& p, float* out, int threads) {
+  const std::int64_t bytes = h * w * c, image_floats = static_cast<std::int64_t>(p.out_c) * p.out_h * p.out_w;
+  struct Scratch : ResizeScratch {
+    std::vector<std::uint8_t> pixels;
+  };
+  parallel_for<Scratch>(static_cast<std::int64_t>(index.size()), threads, [&](std::int64_t i, Scratch& s) {
+    s.pixels.resize(static_cast<std::size_t>(bytes));
+    read_exactly(fd, s.pixels.data(), bytes, offset + index[static_cast<std::size_t>(i)] * bytes);
+    preprocess_image(ImageView{s.pixels.data(), h, w, c}, p, out + i * image_floats, s, nullptr);
+  });
+}
+
+void read_file(int fd, std::int64_t offset, std::int64_t image_bytes, const std::vector<std::int64_t>& index, int threads) {
+  if (threads < 1) threads = default_threads();
+  parallel_for<std::vector<std::uint8_t>>(static_cast<std::int64_t>(index.size()), threads,
+                                          [&](std::int64_t i, std::vector<std::uint8_t>& buf) {
+    buf.resize(static_cast<std::size_t>(image_bytes));
+    read_exactly(fd, buf.data(), image_bytes, offset + index[static_cast<std::size_t>(i)] * image_bytes);
+  });
 }
 
 std::vector<std::string> targets(bool supported_only) {

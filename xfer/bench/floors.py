@@ -31,10 +31,11 @@ def floors(model: onnx.ModelProto, split: TestSplit, spec: InputSpec, plan: Stre
            repeat: int) -> dict[str, PathResult]:
     """The read floor, the kernel alone on the stream, and the model's compute floor, by path name.
 
-    The read floor is the split's bytes read once at the memory's rate. A split over the stream's watch is re-mapped
-    as the pass goes (its pages released and re-faulted, to bound RSS), which costs more than the reading; then the
-    floor reads as many images from a part of the split that stays mapped (its own mapping of the pack, dropped
-    after), and the read as the pass must do it is reported beside it (``read_remapped``), not as a floor.
+    The read floor is the split's bytes read once at the memory's rate. A split over the stream's watch is read by
+    pread into per-thread buffers (or re-mapped as the pass goes, its pages released and re-faulted, where the file
+    cannot be read by descriptor), which costs more than the reading; then the floor reads as many images from a
+    part of the split that stays mapped (its own mapping of the pack, dropped after), and the read as the pass must
+    do it is reported beside it (``read_pread`` or ``read_remapped``), not as a floor.
     """
     stream = stream_of(split, spec, plan)
     t_kernel, _ = timed(lambda: stream.each_chunk(partial(stream.preprocess, 0)), repeat)
@@ -43,8 +44,8 @@ def floors(model: onnx.ModelProto, split: TestSplit, spec: InputSpec, plan: Stre
     if stream.resident or not isinstance(split.images, np.memmap) or split.images.filename is None:
         out["read"] = PathResult.of(_read_times(stream, repeat), split.n, bytes=nbytes)
         return out
-    out["read_remapped"] = PathResult.of(_read_times(stream, repeat), split.n, bytes=nbytes,
-                                         releases_per_pass=stream.releases / (repeat + 1))
+    out["read_pread" if stream.fd is not None else "read_remapped"] = PathResult.of(
+        _read_times(stream, repeat), split.n, bytes=nbytes, releases_per_pass=stream.releases / (repeat + 1))
     own = np.memmap(split.images.filename, split.images.dtype, "r", split.images.offset, split.images.shape)
     part = np.unique(split.order)[: max(1, int(WATCH * plan.release_bytes) // split.image_bytes)]
     kept = Stream(own, part, split.n, spec, plan)

@@ -27,6 +27,7 @@ class PathInfo:
 OWN_PATHS = [
     PathInfo("read", "read every input byte once (floor)", False),
     PathInfo("read_remapped", "read every input byte once, re-mapped under the RSS bound", False),
+    PathInfo("read_pread", "read every input byte once by pread, nothing mapped", False),
     PathInfo("flop", "model arithmetic at peak fp32 FLOP/s (floor)", False),
     PathInfo("flop_int8", "int8 model's arithmetic at peak int8/fp32 rates (floor)", False),
     PathInfo("kernel_stream", "C++ kernel, streamed from the pack", False),

@@ -17,9 +17,10 @@ the pages between its images are dropped, so after the first pass nothing
 faults and RSS holds the split alone. A larger split is read in pieces and,
 once the pass's resident file pages have grown past 1.75x ``release_bytes``,
 the mapping is released after every piece (the bytes stay in the page cache;
-touching them again costs minor faults, not disk reads) -- except through the
-front, whose images are then read with pread into per-thread buffers and
-nothing is mapped: copying out of the page cache costs less than re-faulting. ONNX Runtime's own
+touching them again costs minor faults, not disk reads) -- where the pack's
+file can be read by descriptor, its images are then read with pread into
+per-thread buffers instead and nothing is mapped: copying out of the page
+cache costs less than re-faulting. ONNX Runtime's own
 memory grows with the chunk (about 280 KB per image for LeNet-5 at 32x32), so
 chunks stay at 1,024 images or fewer.
 """
@@ -44,7 +45,7 @@ from xfer.bench.memory import mapped_file_bytes, mapping_of, peak_rss_bytes, pea
 from xfer.bench.session import session
 from xfer.bench.timing import PathResult, timed
 from xfer.graph import InputSpec
-from xfer.preprocess import preprocess, read_floor
+from xfer.preprocess import preprocess, preprocess_file, read_floor, read_floor_file
 from xfer.records import Record
 
 CHUNKS = (512, 1024)  # ORT's activations grow with the chunk: 2,048 took peak RSS to 0.9 GB, 4,096 to 1.4 GB
@@ -61,6 +62,7 @@ class StreamPlan:
     overlap: bool = False
     kernel_threads: int = 0
     release_bytes: int = 256 << 20
+    pread: bool = True  # a split over the watch read by pread (where the file allows) rather than re-mapped
 
 
 def gaps_between(images: np.ndarray, mapping: mmap.mmap, split: np.ndarray) -> list[tuple[int, int]]:
@@ -99,7 +101,7 @@ class Stream:
                 self.mapping.madvise(mmap.MADV_NOHUGEPAGE)
             self.gaps = gaps_between(images, self.mapping, split)
         self.file_offset = 0  # where the images start in the file read by pread
-        self.fd = self._file() if self.front is not None and self.mapping is not None and not self.resident else None
+        self.fd = self._file() if plan.pread and self.mapping is not None and not self.resident else None
         self.releasing = False
         self.settled = False  # a resident split's pass mapped nothing new: whole chunks, no checks between pieces
         self.file_start = self.kept = mapped_file_bytes()
@@ -157,7 +159,10 @@ class Stream:
         """Chunk [a, b) into buffer ``k`` (preprocessed, or the front's features); returns the filled view."""
         out, index = self.buffers[k][: b - a], self.index(a, b)
         for i, j in self._pieces(b - a):
-            if self.front is None:
+            if self.front is None and self.fd is not None:
+                preprocess_file(self.fd, self.file_offset, self.images.shape, index[i:j], self.size, self.channels,
+                                self.mean, self.std, out=out[i:j], threads=self.plan.kernel_threads)
+            elif self.front is None:
                 preprocess(self.images, self.size, self.channels, self.mean, self.std, out=out[i:j],
                            threads=self.plan.kernel_threads, index=index[i:j])
             elif self.fd is not None:
@@ -168,10 +173,14 @@ class Stream:
         return out
 
     def read(self, a: int, b: int) -> None:
-        """Read chunk [a, b)'s bytes once and nothing else, released as ``preprocess`` releases: the memory floor."""
+        """Read chunk [a, b)'s bytes once and nothing else, as ``preprocess`` reads them (by pread, or from the
+        mapping, released as it releases): the memory floor."""
         index = self.index(a, b)
         for i, j in self._pieces(b - a):
-            read_floor(self.images, self.plan.kernel_threads, index[i:j])
+            if self.fd is not None:
+                read_floor_file(self.fd, self.file_offset, self.images.shape, index[i:j], self.plan.kernel_threads)
+            else:
+                read_floor(self.images, self.plan.kernel_threads, index[i:j])
             self._release()
 
     def _infer(self, sess: Any, name: str, x: np.ndarray) -> np.ndarray:
