@@ -52,7 +52,7 @@ asan: $(STAMP)
 	  $(BIN)/python -c "from xfer.preprocess import _C; print('kernel under AddressSanitizer:', _C.__file__)"
 	XFER_C_LIBRARY=$$(ls build/asan/_C*.so) LD_PRELOAD="$(ASAN_PRELOAD)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
 	  $(BIN)/python -m pytest -p no:cacheprovider tests/test_preprocess.py tests/test_front.py \
-	  -k "fuzz or hostile or threads or reference or read_only or bad_layers or from_images or from_a_list or box_by_eight"
+	  -k "fuzz or hostile or threads or reference or read_only or bad_layers or from_images or from_a_list or box_by_eight or preprocess_file or from_file"
 
 # The hostile-ONNX tests under the oldest onnx the package allows (its own external-data checks are weaker):
 # xfer's checks must hold there too. A small venv of its own; xfer comes from the source tree and the built kernel.
