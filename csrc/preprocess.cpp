@@ -198,6 +198,29 @@ bool overlaps(const std::vector<ImageView>& views, const float* out, std::size_t
   return false;
 }
 
+// `out` checked as the float32 C-contiguous writeable (N, C, H, W) array `shape` says, or a new one when None.
+py::array_t<float> nchw_out(const py::object& out, const std::vector<py::ssize_t>& shape) {
+  if (out.is_none()) return py::array_t<float>(shape);
+  if (!py::isinstance<py::array>(out))
+    type_error("out: expected a float32 numpy array, got " +
+               py::str(py::type::handle_of(out).attr("__name__")).cast<std::string>());
+  py::array o = py::reinterpret_borrow<py::array>(out);
+  if (!o.dtype().is(py::dtype::of<float>())) type_error("out: expected dtype float32, got " + dtype_str(o));
+  bool same = o.ndim() == 4;
+  for (int i = 0; same && i < 4; ++i) same = o.shape(i) == shape[static_cast<std::size_t>(i)];
+  if (!same) {
+    std::ostringstream s;
+    s << "out: expected shape (" << shape[0] << ", " << shape[1] << ", " << shape[2] << ", " << shape[3] << "), got "
+      << shape_str(o);
+    value_error(s.str());
+  }
+  if (!is_c_contiguous(o)) value_error("out: expected a C-contiguous array, got strides " + strides_str(o));
+  if (!o.writeable()) value_error("out: expected a writeable array, got a read-only one");
+  return py::reinterpret_borrow<py::array_t<float>>(o);
+}
+
+int threads_of(int threads) { return threads > 0 ? threads : (g_threads > 0 ? g_threads : cpu::default_threads()); }
+
 py::array_t<float> preprocess(py::handle images, std::pair<std::int64_t, std::int64_t> size, int channels,
                               std::vector<float> mean, std::vector<float> stdv, const std::string& interp,
                               py::object out, const std::string& device, int threads, int cuda_device,
@@ -216,33 +239,11 @@ py::array_t<float> preprocess(py::handle images, std::pair<std::int64_t, std::in
   std::vector<py::array> keep;
   std::vector<ImageView> views = collect_images(images, keep, index);
   const auto n = static_cast<py::ssize_t>(views.size());
-  const std::vector<py::ssize_t> shape{n, channels, p.out_h, p.out_w};
-
-  py::array_t<float> result;
-  if (out.is_none()) {
-    result = py::array_t<float>(shape);
-  } else {
-    if (!py::isinstance<py::array>(out))
-      type_error("out: expected a float32 numpy array, got " +
-                 py::str(py::type::handle_of(out).attr("__name__")).cast<std::string>());
-    py::array o = py::reinterpret_borrow<py::array>(out);
-    if (!o.dtype().is(py::dtype::of<float>())) type_error("out: expected dtype float32, got " + dtype_str(o));
-    bool same = o.ndim() == 4;
-    for (int i = 0; same && i < 4; ++i) same = o.shape(i) == shape[static_cast<std::size_t>(i)];
-    if (!same) {
-      std::ostringstream s;
-      s << "out: expected shape (" << shape[0] << ", " << shape[1] << ", " << shape[2] << ", " << shape[3] << "), got "
-        << shape_str(o);
-      value_error(s.str());
-    }
-    if (!is_c_contiguous(o)) value_error("out: expected a C-contiguous array, got strides " + strides_str(o));
-    if (!o.writeable()) value_error("out: expected a writeable array, got a read-only one");
-    result = py::reinterpret_borrow<py::array_t<float>>(o);
-  }
+  py::array_t<float> result = nchw_out(out, {n, channels, p.out_h, p.out_w});
   float* dst = result.mutable_data();
   if (overlaps(views, dst, static_cast<std::size_t>(result.nbytes())))
     value_error("out: the output buffer overlaps the input images");
-  const int nthreads = threads > 0 ? threads : (g_threads > 0 ? g_threads : cpu::default_threads());
+  const int nthreads = threads_of(threads);
   {
     py::gil_scoped_release release;
     if (device == "cpu") {
@@ -414,10 +415,9 @@ py::array_t<float> run_front_images(const Front& f, py::handle images, std::vect
   float* dst = result.mutable_data();
   if (overlaps(views, dst, static_cast<std::size_t>(result.nbytes())))
     value_error("out: the output buffer overlaps the input images");
-  const int nthreads = threads > 0 ? threads : (g_threads > 0 ? g_threads : cpu::default_threads());
   {
     py::gil_scoped_release release;  // `keep` and `result` hold their arrays until the call returns
-    cpu::front_images(f, views, p, dst, nthreads);
+    cpu::front_images(f, views, p, dst, threads_of(threads));
   }
   return result;
 }
@@ -438,8 +438,6 @@ FileImages file_images(int fd, std::int64_t offset, const std::vector<std::int64
   if (h > kMaxSide || w > kMaxSide) value_error("shape: image sides above 65536 are not supported");
   return {h, w, c, positions(index, shape[0])};
 }
-
-int threads_of(int threads) { return threads > 0 ? threads : (g_threads > 0 ? g_threads : cpu::default_threads()); }
 
 py::array_t<float> run_front_file(const Front& f, int fd, std::int64_t offset, std::vector<std::int64_t> shape,
                                   py::object index, std::vector<float> mean, std::vector<float> stdv,
@@ -465,19 +463,7 @@ py::array_t<float> preprocess_file(int fd, std::int64_t offset, std::vector<std:
   const FileImages im = file_images(fd, offset, shape, index);
   const Params p = make_params(size, channels, mean, stdv, interp);
   const auto n = static_cast<py::ssize_t>(im.picked.size());
-  const std::vector<py::ssize_t> want{n, channels, p.out_h, p.out_w};
-  py::array_t<float> result;
-  if (out.is_none()) {
-    result = py::array_t<float>(want);
-  } else {
-    py::array o = float_array(out, 4, "out");
-    for (int i = 0; i < 4; ++i)
-      if (o.shape(i) != want[static_cast<std::size_t>(i)])
-        value_error("out: expected shape (" + std::to_string(n) + ", " + std::to_string(channels) + ", " +
-                    std::to_string(p.out_h) + ", " + std::to_string(p.out_w) + "), got " + shape_str(o));
-    if (!o.writeable()) value_error("out: expected a writeable array, got a read-only one");
-    result = py::reinterpret_borrow<py::array_t<float>>(o);
-  }
+  py::array_t<float> result = nchw_out(out, {n, channels, p.out_h, p.out_w});
   float* dst = result.mutable_data();
   {
     py::gil_scoped_release release;
@@ -499,10 +485,9 @@ py::array_t<float> run_front(const Front& f, py::handle x, py::object out, int t
   const auto* s0 = reinterpret_cast<const std::uint8_t*>(src);
   const auto* d0 = reinterpret_cast<const std::uint8_t*>(dst);
   if (s0 < d0 + result.nbytes() && d0 < s0 + a.nbytes()) value_error("out: the output buffer overlaps x");
-  const int nthreads = threads > 0 ? threads : (g_threads > 0 ? g_threads : cpu::default_threads());
   {
     py::gil_scoped_release release;  // `a` and `result` hold their arrays until the call returns
-    cpu::front(f, src, n, dst, nthreads);
+    cpu::front(f, src, n, dst, threads_of(threads));
   }
   return result;
 }

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "front.h"
@@ -166,54 +167,56 @@ void front(const Front& f, const float* in, std::int64_t n, float* out, int thre
   });
 }
 
-void front_images(const Front& f, const std::vector<ImageView>& images, const Params& p, float* out, int threads) {
+namespace {
+
+// Per thread: the front's buffers, the resize's, the preprocessed image, the prefetcher and the pixels read by pread.
+struct FusedScratch : FrontScratch {
+  ResizeScratch resize;
+  std::vector<float> input;
+  Ahead ahead;
+  std::vector<std::uint8_t> pixels;
+};
+
+// n images in blocks of kFusedBlock, each preprocessed and run through the front. `fetch(b, i, i1, s)` returns
+// image i of block b (ending at i1) and the prefetcher to step while it is computed, or null.
+template <class Fetch>
+void fused_blocks(const Front& f, std::int64_t n, const Params& p, float* out, int threads, Fetch fetch) {
   const Loops loops = loops_for(target());
   const Sizes z = sizes_of(f);
-  const std::int64_t n = static_cast<std::int64_t>(images.size());
-  const std::int64_t blocks = (n + kFusedBlock - 1) / kFusedBlock;
-  struct Scratch : FrontScratch {
-    ResizeScratch resize;
-    std::vector<float> input;
-    Ahead ahead;
-  };
-  parallel_for<Scratch>(blocks, threads, [&](std::int64_t b, Scratch& s) {
+  parallel_for<FusedScratch>((n + kFusedBlock - 1) / kFusedBlock, threads, [&](std::int64_t b, FusedScratch& s) {
     ready(f, z, s);
     s.input.resize(static_cast<std::size_t>(f.c * f.h * f.w));
     const std::int64_t i1 = std::min(n, (b + 1) * kFusedBlock);
     for (std::int64_t i = b * kFusedBlock; i < i1; ++i) {
-      const ImageView& im = images[static_cast<std::size_t>(i)];
-      // after a block's last image, the first of the block this thread most likely takes next
-      const std::int64_t j = i + 1 < i1 ? i + 1 : (b + threads) * kFusedBlock;
-      const ImageView* nx = j < n ? &images[static_cast<std::size_t>(j)] : nullptr;
-      s.ahead.start(nx ? nx->data : nullptr, nx ? nx->h * nx->w * nx->c : 0, p.out_h);
-      preprocess_image(im, p, s.input.data(), s.resize, &s.ahead);
-      run_image(f, loops, s.input.data(), out + i * f.out_features, s, &s.ahead);
+      const auto [im, ahead] = fetch(b, i, i1, s);
+      preprocess_image(im, p, s.input.data(), s.resize, ahead);
+      run_image(f, loops, s.input.data(), out + i * f.out_features, s, ahead);
     }
+  });
+}
+
+}  // namespace
+
+void front_images(const Front& f, const std::vector<ImageView>& images, const Params& p, float* out, int threads) {
+  const std::int64_t n = static_cast<std::int64_t>(images.size());
+  fused_blocks(f, n, p, out, threads, [&](std::int64_t b, std::int64_t i, std::int64_t i1, FusedScratch& s) {
+    // after a block's last image, the first of the block this thread most likely takes next
+    const std::int64_t j = i + 1 < i1 ? i + 1 : (b + threads) * kFusedBlock;
+    const ImageView* nx = j < n ? &images[static_cast<std::size_t>(j)] : nullptr;
+    s.ahead.start(nx ? nx->data : nullptr, nx ? nx->h * nx->w * nx->c : 0, p.out_h);
+    return std::pair<ImageView, Ahead*>{images[static_cast<std::size_t>(i)], &s.ahead};
   });
 }
 
 void front_file(const Front& f, int fd, std::int64_t offset, std::int64_t h, std::int64_t w, std::int64_t c,
                 const std::vector<std::int64_t>& index, const Params& p, float* out, int threads) {
-  const Loops loops = loops_for(target());
-  const Sizes z = sizes_of(f);
-  const std::int64_t n = static_cast<std::int64_t>(index.size()), bytes = h * w * c;
-  const std::int64_t blocks = (n + kFusedBlock - 1) / kFusedBlock;
-  struct Scratch : FrontScratch {
-    ResizeScratch resize;
-    std::vector<float> input;
-    std::vector<std::uint8_t> pixels;
-  };
-  parallel_for<Scratch>(blocks, threads, [&](std::int64_t b, Scratch& s) {
-    ready(f, z, s);
-    s.input.resize(static_cast<std::size_t>(f.c * f.h * f.w));
-    s.pixels.resize(static_cast<std::size_t>(bytes));
-    const std::int64_t i1 = std::min(n, (b + 1) * kFusedBlock);
-    for (std::int64_t i = b * kFusedBlock; i < i1; ++i) {
-      read_exactly(fd, s.pixels.data(), bytes, offset + index[static_cast<std::size_t>(i)] * bytes);
-      preprocess_image(ImageView{s.pixels.data(), h, w, c}, p, s.input.data(), s.resize, nullptr);
-      run_image(f, loops, s.input.data(), out + i * f.out_features, s, nullptr);
-    }
-  });
+  const std::int64_t bytes = h * w * c;
+  fused_blocks(f, static_cast<std::int64_t>(index.size()), p, out, threads,
+               [&](std::int64_t, std::int64_t i, std::int64_t, FusedScratch& s) {
+                 s.pixels.resize(static_cast<std::size_t>(bytes));
+                 read_exactly(fd, s.pixels.data(), bytes, offset + index[static_cast<std::size_t>(i)] * bytes);
+                 return std::pair<ImageView, Ahead*>{ImageView{s.pixels.data(), h, w, c}, nullptr};
+               });
 }
 
 }  // namespace cpu

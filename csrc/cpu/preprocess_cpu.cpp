@@ -206,11 +206,14 @@ __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vbmi"))) void bo
 #endif
 
 // One row of the dispatch table: a target the kernel was built for, whether this CPU runs it, its two loops.
+using Box8Fn = void (*)(const std::uint8_t*, std::int64_t, int, int, std::int64_t, float, float*, std::uint16_t*);
+
 struct Target {
   const char* name;
   bool (*supported)();
   AccumulateFn accumulate;
   BoxFn box;
+  Box8Fn box8;  // the row for resampling by 8 where the CPU has VBMI (see has_box8), or null
 };
 
 bool always() { return true; }
@@ -229,10 +232,10 @@ bool has_avx512() {
 // Widest first: the default is the first row this CPU supports.
 const Target kTargets[] = {
 #if defined(__GNUC__) && defined(__x86_64__)
-    {"avx512", has_avx512, accumulate_rows_avx512, box_rows_avx512},
-    {"avx2", has_avx2, accumulate_rows_avx2, box_rows_avx2},
+    {"avx512", has_avx512, accumulate_rows_avx512, box_rows_avx512, box8_rows_vbmi},
+    {"avx2", has_avx2, accumulate_rows_avx2, box_rows_avx2, nullptr},
 #endif
-    {"baseline", always, accumulate_rows_base, box_rows_base},
+    {"baseline", always, accumulate_rows_base, box_rows_base, nullptr},
 };
 
 const Target* widest_target() {
@@ -250,21 +253,17 @@ void accumulate_rows(const std::uint8_t* base, std::int64_t row_bytes, std::int3
 
 #if defined(__GNUC__) && defined(__x86_64__)
 const bool g_has_box8 = has_box8();
+#else
+const bool g_has_box8 = false;
 #endif
 
-// The VBMI row when the avx512 loops are in use, the CPU has VBMI and the resampling is by 8 along the row.
+// The current target's row for resampling by 8, when it has one, the CPU has VBMI and the row fits it.
 bool box8(const std::uint8_t* r0, std::int64_t row_bytes, int fy, std::int64_t c, int fx, std::int64_t out_w, float inv,
           float* v, std::uint16_t* scratch) {
-#if defined(__GNUC__) && defined(__x86_64__)
-  if (fx == 8 && (c == 1 || c == 3 || c == 4) && g_has_box8 &&
-      g_target.load(std::memory_order_relaxed)->accumulate == accumulate_rows_avx512) {
-    box8_rows_vbmi(r0, row_bytes, fy, static_cast<int>(c), out_w, inv, v, scratch);
-    return true;
-  }
-#else
-  (void)r0, (void)row_bytes, (void)fy, (void)c, (void)fx, (void)out_w, (void)inv, (void)v, (void)scratch;
-#endif
-  return false;
+  const Box8Fn row = g_target.load(std::memory_order_relaxed)->box8;
+  if (row == nullptr || !g_has_box8 || fx != 8 || (c != 1 && c != 3 && c != 4)) return false;
+  row(r0, row_bytes, fy, static_cast<int>(c), out_w, inv, v, scratch);
+  return true;
 }
 
 void box_rows(const std::uint8_t* r0, std::int64_t row_bytes, int fy, std::int64_t c, int fx, bool pow2,

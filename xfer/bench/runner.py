@@ -38,11 +38,13 @@ if TYPE_CHECKING:
 
 @dataclass
 class Lead:
-    """Which streamed model leads the report, and why; ``int8`` holds the int8 variant's bytes when one ran."""
+    """Which streamed model leads the report, and why; ``int8`` holds the int8 variant's bytes when one ran, ``cut``
+    the kernel's front when it runs the lead's convolutions."""
 
     path: str
     note: str
     int8: bytes | None = None
+    cut: FrontSplit | None = None
 
 
 def _int8_variant(model_path: str | os.PathLike[str], split: TestSplit, spec: InputSpec, choice: StreamChoice,
@@ -80,7 +82,7 @@ def _front_variant(model: onnx.ModelProto, lead: Lead, split: TestSplit, spec: I
     drop = (paths[lead.path].accuracy or 0.0) - (paths[key].accuracy or 0.0)
     if t < t_ort and abs(drop) <= INT8_TOLERANCE + 1e-9:
         return Lead(key, f"{lead.note}; the kernel ran the convolutions ({cut.describe()}): {t:.3f} s vs {t_ort:.3f} s "
-                         f"through ORT, accuracy {-drop:+.4f}", lead.int8)
+                         f"through ORT, accuracy {-drop:+.4f}", lead.int8, cut)
     return Lead(lead.path, f"{lead.note}; the kernel's convolutions did not lead ({t:.3f} s vs {t_ort:.3f} s, "
                            f"accuracy {-drop:+.4f})", lead.int8)
 
@@ -121,12 +123,8 @@ def _gathered(job: GatheredRun, rep: BenchReport, lead: Lead) -> Lead:
     rep.ort_materialised = gp.tuning
     if lead.int8 is not None:
         paths["kernel+ort_int8"] = gathered_again(lead.int8, g, spec, gp.tuning, repeat)
-    if lead.path in STREAMED and STREAMED[lead.path].front:  # the front's twin: the same pipeline on gathered images
-        import onnx
-
-        cut = split_front(onnx.load_from_string(lead.int8) if STREAMED[lead.path].int8 and lead.int8 else job.model)
-        if cut is not None:
-            paths[GATHERED_OF[lead.path]] = gathered_front(cut, g, spec, gp.tuning, repeat)
+    if lead.cut is not None:  # the front's twin: the same pipeline on gathered images
+        paths[GATHERED_OF[lead.path]] = gathered_front(lead.cut, g, spec, gp.tuning, repeat)
     if job.gpu_session is not None:
         paths["cuda_kernel+ort_cuda"] = gpu_pass(job.gpu_session, g, spec, gp.tuning.batch, repeat, gp.predictions)
     paths["copy"] = copy_floor(g, repeat)
